@@ -29,17 +29,28 @@ class Settings:
     # server
     host: str = _opt("127.0.0.1", "Address the HTTP server binds to.")
     port: int = _opt(8080, "HTTP port.")
-    pipeline: str = _opt("assistant", "What a session runs: `assistant` (STT → LLM → TTS) or `echo` (mic test: plays back what it heard).", choices=("assistant", "echo"))
+    pipeline: str = _opt(
+        "assistant",
+        "What a session runs: `assistant` (STT → LLM → TTS) or `echo` (mic test: plays back what it heard).",
+        choices=("assistant", "echo"),
+    )
     log_level: str = _opt("info", "Logging level.", choices=("debug", "info", "warning", "error"))
     # WebRTC
-    ice_hosts: str = _opt("", "Comma-separated local addresses to gather ICE host candidates on (e.g. `127.0.0.1` on a loopback-only machine). Empty: every interface, as aioice does.")
-    ice_servers: str = _opt("[]", 'JSON list of STUN/TURN servers for server and page, e.g. `[{"urls": "stun:stun.example.org:3478"}]`. Empty list: none (fine on localhost/LAN).')
+    ice_hosts: str = _opt(
+        "",
+        "Comma-separated local addresses to gather ICE host candidates on (e.g. `127.0.0.1` on a loopback-only machine). Empty: every interface, as aioice does.",
+    )
+    ice_servers: str = _opt(
+        "[]",
+        'JSON list of STUN/TURN servers for server and page, e.g. `[{"urls": "stun:stun.example.org:3478"}]`. Empty list: none (fine on localhost/LAN).',
+    )
     # speech segmentation (webrtcvad)
-    vad_aggressiveness: int = _opt(2, "webrtcvad aggressiveness 0 (least) … 3 (most eager to call audio non-speech).")
+    vad_aggressiveness: int = _opt(3, "webrtcvad aggressiveness 0 (least) … 3 (most eager to call audio non-speech).")
     vad_frame_ms: int = _opt(20, "VAD frame size in ms: 10, 20 or 30.")
     vad_start_ms: int = _opt(100, "Voiced audio needed to declare speech started (a shorter cough neither starts a turn nor interrupts).")
     vad_silence_ms: int = _opt(500, "Silence after speech that ends an utterance.")
     vad_prefix_ms: int = _opt(300, "Audio kept from before speech start so the first syllable is not clipped.")
+    vad_min_level_dbfs: float = _opt(-50.0, "Frames quieter than this (dBFS) never count as speech, whatever webrtcvad says.")
     vad_max_utterance_s: float = _opt(30.0, "Longest utterance; longer speech is cut and sent on.")
     # conversation
     system_prompt: str = _opt("", "System prompt for the LLM. Empty: a built-in prompt for short spoken answers.")
@@ -47,31 +58,55 @@ class Settings:
     history_turns: int = _opt(16, "Turns (user + assistant pairs) of history kept per session; the system prompt is always kept.")
     history_chars: int = _opt(6000, "Upper bound on the characters of history sent to the LLM.")
     # engines: speech to text
-    stt_engine: str = _opt("local", "Speech-to-text engine: `local` (embedded) or `openai` (any OpenAI-compatible endpoint).", choices=("local", "openai"))
+    stt_engine: str = _opt(
+        "local", "Speech-to-text engine: `local` (embedded) or `openai` (any OpenAI-compatible endpoint).", choices=("local", "openai")
+    )
     stt_base_url: str = _opt("", "STT endpoint base URL (openai engine), e.g. `https://api.groq.com/openai/v1`.")
     stt_api_key: str = _opt("", "STT API key (openai engine).", secret=True)
-    stt_model: str = _opt("", "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default.")
+    stt_model: str = _opt(
+        "",
+        "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default.",
+    )
     stt_language: str = _opt("en", "Spoken language (ISO code).")
     stt_timeout_s: float = _opt(15.0, "Timeout of one transcription.")
     # engines: language model
     llm_engine: str = _opt("local", "LLM engine: `local` (embedded llama.cpp) or `openai`.", choices=("local", "openai"))
     llm_base_url: str = _opt("", "LLM endpoint base URL (openai engine).")
     llm_api_key: str = _opt("", "LLM API key (openai engine).", secret=True)
-    llm_model: str = _opt("", "LLM model. openai: e.g. `llama-3.1-8b-instant`; local: preset `default`, `quality`, `tiny` or a GGUF path. Empty: the engine's default.")
+    llm_model: str = _opt(
+        "",
+        "LLM model. openai: e.g. `llama-3.1-8b-instant`; local: preset `default`, `quality`, `tiny` or a GGUF path. Empty: the engine's default.",
+    )
     llm_timeout_s: float = _opt(20.0, "Timeout for the first token and between tokens of a reply.")
     llm_max_tokens: int = _opt(200, "Longest reply in tokens.")
     # engines: text to speech
-    tts_engine: str = _opt("local", "Text-to-speech engine: `local` (embedded piper), `espeak` (embedded, robotic, instant) or `openai`.", choices=("local", "espeak", "openai"))
+    tts_engine: str = _opt(
+        "local",
+        "Text-to-speech engine: `local` (embedded piper), `espeak` (embedded, robotic, instant) or `openai`.",
+        choices=("local", "espeak", "openai"),
+    )
     tts_base_url: str = _opt("", "TTS endpoint base URL (openai engine).")
     tts_api_key: str = _opt("", "TTS API key (openai engine).", secret=True)
     tts_model: str = _opt("", "TTS model (openai: e.g. `tts-1`). Empty: the engine's default.")
     tts_voice: str = _opt("", "TTS voice (openai: e.g. `alloy`; local: a piper voice name or .onnx path). Empty: the engine's default.")
-    tts_format: str = _opt("pcm", "Audio format asked of the openai TTS endpoint; non-PCM formats are decoded as they stream.", choices=("pcm", "mp3", "opus", "aac", "flac", "wav"))
+    tts_format: str = _opt(
+        "pcm",
+        "Audio format asked of the openai TTS endpoint; non-PCM formats are decoded as they stream.",
+        choices=("pcm", "mp3", "opus", "aac", "flac", "wav"),
+    )
     tts_speed: float = _opt(1.0, "Speaking speed (1.0 normal; local piper: inverse length scale).")
     tts_timeout_s: float = _opt(15.0, "Timeout for the first audio and between chunks of one sentence.")
     # conveniences
-    groq_api_key: str = _opt("", "Convenience: with an `openai` STT/LLM stage and no base URL/key of its own, use Groq (`whisper-large-v3-turbo`, `llama-3.1-8b-instant`).", secret=True)
-    openai_api_key: str = _opt("", "Convenience: with an `openai` stage and no base URL/key of its own, use OpenAI (`whisper-1`, `gpt-4o-mini`, `tts-1`).", secret=True)
+    groq_api_key: str = _opt(
+        "",
+        "Convenience: with an `openai` STT/LLM stage and no base URL/key of its own, use Groq (`whisper-large-v3-turbo`, `llama-3.1-8b-instant`).",
+        secret=True,
+    )
+    openai_api_key: str = _opt(
+        "",
+        "Convenience: with an `openai` stage and no base URL/key of its own, use OpenAI (`whisper-1`, `gpt-4o-mini`, `tts-1`).",
+        secret=True,
+    )
 
     @property
     def ice_host_list(self) -> list[str]:

@@ -1,0 +1,189 @@
+"""The reply's outbound audio track: a queue of PCM, paced out as 20 ms 48 kHz frames.
+
+The pipeline writes PCM at whatever rate its TTS speaks; it is resampled to
+48 kHz once, on the way in. `recv()` (called by aiortc's sender) paces frames
+against the monotonic clock, plays silence when the queue is empty and never
+blocks on the writer. `flush()` drops everything queued at once (barge-in)
+while pts keeps counting, so the receiver's jitter buffer never sees a jump.
+
+Every chunk carries a `mark` (the pipeline's id for a sentence). The track
+reports when the first and last audible frame of each mark actually left, and
+how much of each mark had left when a flush cut it: that is what the user heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+
+RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms
+FRAME_S = FRAME_SAMPLES / RATE
+TIME_BASE = fractions.Fraction(1, RATE)
+
+
+@dataclass
+class Played:
+    """How much of one mark left the track: samples at 48 kHz."""
+
+    mark: Hashable
+    played: int
+    total: int
+
+
+@dataclass
+class _Chunk:
+    mark: Hashable
+    samples: np.ndarray  # int16 at 48 kHz
+    offset: int = 0
+
+
+# listener(kind, mark, t): kind is "start" (first audible frame of the mark left
+# at monotonic time t) or "end" (its last frame left, ending at t).
+PlaybackListener = Callable[[str, Hashable, float], None]
+
+
+class OutboundAudioTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._queue: deque[_Chunk] = deque()
+        self._resamplers: dict[int, av.AudioResampler] = {}
+        self._totals: dict[Hashable, int] = {}
+        self._played: dict[Hashable, int] = {}
+        self._listeners: list[PlaybackListener] = []
+        self._start: float | None = None
+        self._pts = 0
+        self._current: Hashable | None = None  # mark whose audio is leaving now
+        self._last: Hashable | None = None  # mark that played last, kept until another starts
+        self.frames_sent = 0
+        self.late_frames = 0  # frames that left more than a frame late (event-loop stalls)
+
+    # -- writer side (the pipeline) ------------------------------------------
+
+    def add_listener(self, listener: PlaybackListener) -> None:
+        self._listeners.append(listener)
+
+    def write(self, pcm: bytes, sample_rate: int, mark: Hashable = None) -> None:
+        """Queue mono int16 PCM at `sample_rate`; returns at once."""
+        if not pcm:
+            return
+        samples = self._to_48k(pcm, sample_rate)
+        if len(samples) == 0:
+            return
+        self._queue.append(_Chunk(mark, samples))
+        self._totals[mark] = self._totals.get(mark, 0) + len(samples)
+        self._played.setdefault(mark, 0)
+
+    def flush(self) -> list[Played]:
+        """Drop all queued audio now; returns what had left of each dropped mark."""
+        dropped: list[Played] = []
+        seen: set[Hashable] = set()
+        for chunk in self._queue:
+            if chunk.mark not in seen:
+                seen.add(chunk.mark)
+                dropped.append(Played(chunk.mark, self._played.get(chunk.mark, 0), self._totals.get(chunk.mark, 0)))
+        self._queue.clear()
+        # Resampler state belongs to the audio just dropped; start the next reply clean.
+        self._resamplers.clear()
+        for p in dropped:
+            self._forget(p.mark)
+        if self._current is not None:
+            self._emit("end", self._current, self._clock())
+        if self._last is not None:
+            self._forget(self._last)
+        self._current = self._last = None
+        return dropped
+
+    @property
+    def queued_seconds(self) -> float:
+        return sum(len(c.samples) - c.offset for c in self._queue) / RATE
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def _to_48k(self, pcm: bytes, sample_rate: int) -> np.ndarray:
+        if len(pcm) % 2:
+            raise ValueError("PCM must be whole int16 samples")
+        if sample_rate == RATE:
+            return np.frombuffer(pcm, dtype=np.int16).copy()
+        resampler = self._resamplers.get(sample_rate)
+        if resampler is None:
+            # One resampler per source rate, kept across writes: its filter state
+            # carries over chunk boundaries, so sentences join without clicks.
+            resampler = self._resamplers[sample_rate] = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
+
+    # -- reader side (aiortc's sender) ---------------------------------------
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            from aiortc.mediastreams import MediaStreamError
+
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += FRAME_SAMPLES
+            due = self._start + self._pts / RATE
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > FRAME_S:
+                self.late_frames += 1
+        samples = self._next_samples()
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+    def _next_samples(self) -> np.ndarray:
+        out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        filled = 0
+        t = self._clock()
+        while filled < FRAME_SAMPLES and self._queue:
+            chunk = self._queue[0]
+            if chunk.mark != self._current:
+                if self._current is not None:
+                    self._emit("end", self._current, t + filled / RATE)
+                if self._last is not None and self._last != chunk.mark:
+                    self._forget(self._last)
+                self._current = self._last = chunk.mark
+                self._emit("start", chunk.mark, t + filled / RATE)
+            take = min(FRAME_SAMPLES - filled, len(chunk.samples) - chunk.offset)
+            out[filled : filled + take] = chunk.samples[chunk.offset : chunk.offset + take]
+            chunk.offset += take
+            filled += take
+            self._played[chunk.mark] = self._played.get(chunk.mark, 0) + take
+            if chunk.offset >= len(chunk.samples):
+                self._queue.popleft()
+        if not self._queue and self._current is not None:
+            # Nothing follows (yet): the mark's audio ends with this frame. If more of
+            # it arrives later it starts again; its counts are kept until another mark plays.
+            self._emit("end", self._current, t + filled / RATE)
+            self._current = None
+        return out
+
+    def _forget(self, mark: Hashable) -> None:
+        self._totals.pop(mark, None)
+        self._played.pop(mark, None)
+
+    def _emit(self, kind: str, mark: Hashable, t: float) -> None:
+        for listener in self._listeners:
+            listener(kind, mark, t)

@@ -1,0 +1,219 @@
+"""One browser connection: its peer connection, tracks, data channel, pipeline and tasks.
+
+The session owns everything it starts and `close()` cancels and awaits all of
+it, whichever way the connection ends: the client's close, ICE failure, a
+watchdog (no connection in time, no RTP for a while) or server shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdatachannel import RTCDataChannel
+
+from pipeline.events import Error, Event, Goodbye
+from pipeline.ports import AudioSink, EventSink, Pipeline
+from rtc.inbound import InboundAudio
+from rtc.outbound import OutboundAudioTrack
+
+log = logging.getLogger("rtc.session")
+
+MAX_TEXT_MESSAGE = 4000  # characters of one typed message
+
+# make_pipeline(audio_out, emit) -> the pipeline this session drives
+PipelineFactory = Callable[[AudioSink, EventSink], Pipeline]
+
+
+class InvalidOffer(ValueError):
+    """The offer cannot be answered; the message is safe to return to the client."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    connect_timeout_s: float = 15.0  # offer answered -> ICE connected
+    no_media_timeout_s: float = 10.0  # connected -> no inbound RTP for this long
+    max_duration_s: float = 0.0  # 0: unlimited
+
+
+class Session:
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        make_pipeline: PipelineFactory,
+        on_closed: Callable[[Session], None],
+        limits: SessionLimits | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.pc = pc
+        self.limits = limits or SessionLimits()
+        self.outbound = OutboundAudioTrack()
+        self.inbound: InboundAudio | None = None
+        self.created = time.monotonic()
+        self._on_closed = on_closed
+        self._channel: RTCDataChannel | None = None
+        self._pending: list[str] = []  # events sent before the data channel opened
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Task[None] | None = None
+        self.pipeline = make_pipeline(self.outbound, self.send_event)
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}:{self.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        try:
+            await self.pc.setRemoteDescription(offer)
+        except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
+            raise InvalidOffer(f"invalid SDP offer: {exc or type(exc).__name__}") from None
+        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
+            raise InvalidOffer("the offer has no audio m-line")
+        self.pc.addTrack(self.outbound)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._spawn(self._watchdog(), "watchdog")
+        return self.pc.localDescription
+
+    # -- events out ----------------------------------------------------------
+
+    def send_event(self, event: Event) -> None:
+        message = json.dumps(event.to_dict())
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            if len(self._pending) < 200:
+                self._pending.append(message)
+            return
+        try:
+            channel.send(message)
+        except Exception:  # the channel closed under us: the session is going away
+            log.debug("session %s: event dropped, channel closed", self.id)
+
+    # -- aiortc callbacks ----------------------------------------------------
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self.inbound is not None:
+            return
+        self.inbound = InboundAudio(track)
+        self._spawn(self._pump(self.inbound), "inbound")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != "events":
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._drain_pending()
+        else:
+            channel.on("open", self._drain_pending)
+
+    def _drain_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for message in pending:
+            if self._channel is not None:
+                self._channel.send(message)
+
+    def _on_message(self, message: Any) -> None:
+        if not isinstance(message, str):
+            self.send_event(Error(stage="input", message="messages on 'events' must be JSON text"))
+            return
+        if len(message) > MAX_TEXT_MESSAGE + 200:
+            self.send_event(Error(stage="input", message=f"message too long (limit {MAX_TEXT_MESSAGE} characters of text)"))
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            self.send_event(Error(stage="input", message="message is not valid JSON"))
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            self.send_event(Error(stage="input", message="message must be a JSON object with a string 'type'"))
+            return
+        if data["type"] == "text":
+            text = data.get("text")
+            if not isinstance(text, str) or not text.strip():
+                self.send_event(Error(stage="input", message="'text' message needs a non-empty string 'text'"))
+            elif len(text) > MAX_TEXT_MESSAGE:
+                self.send_event(Error(stage="input", message=f"text too long (limit {MAX_TEXT_MESSAGE} characters)"))
+            else:
+                self.pipeline.on_text(text.strip())
+        elif data["type"] != "ping":
+            self.send_event(Error(stage="input", message=f"unknown message type {data['type'][:40]!r}"))
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        log.info("session %s: connection %s", self.id, state)
+        if state in ("failed", "closed"):
+            self.close_soon(f"connection {state}")
+
+    # -- tasks ---------------------------------------------------------------
+
+    async def _pump(self, inbound: InboundAudio) -> None:
+        """Feeds the pipeline as fast as frames arrive, which keeps aiortc's queue drained."""
+        async for frame in inbound.frames():
+            try:
+                self.pipeline.on_audio(frame.pcm, frame.t)
+            except Exception:
+                log.exception("session %s: pipeline failed on audio", self.id)
+                self.send_event(Error(stage="session", message="internal error handling audio"))
+
+    async def _watchdog(self) -> None:
+        limits = self.limits
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if self.pc.connectionState != "connected":
+                if now - self.created > limits.connect_timeout_s:
+                    self.close_soon("no connection within the connect timeout")
+                    return
+                continue
+            last = self.inbound.last_frame_at if self.inbound else None
+            if (last or self.created) < now - limits.no_media_timeout_s and now - self.created > limits.no_media_timeout_s:
+                self.close_soon("no audio received from the client")
+                return
+            if limits.max_duration_s and now - self.created > limits.max_duration_s:
+                self.close_soon("maximum session duration reached")
+                return
+
+    # -- closing -------------------------------------------------------------
+
+    def close_soon(self, reason: str) -> None:
+        """Close from a callback or a task of this session (which close() would cancel)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(reason))
+
+    async def close(self, reason: str = "closed") -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
+        log.info("session %s: closing (%s)", self.id, reason)
+        if self._channel is not None and self._channel.readyState == "open":
+            self.send_event(Goodbye(reason=reason))
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.pipeline.close()
+        except Exception:
+            log.exception("session %s: pipeline close failed", self.id)
+        self.outbound.stop()
+        await self.pc.close()
+        self._on_closed(self)

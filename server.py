@@ -1,0 +1,65 @@
+"""The voice assistant server: `python server.py --help` lists every setting."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from aiohttp import web
+
+from pipeline.engines.base import Engines
+from pipeline.wiring import pipeline_factory
+from rtc.http import HttpConfig, create_app
+from rtc.ice import use_host_addresses
+from settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("server")
+
+
+def build_app(settings: Settings) -> web.Application:
+    engines: Engines | None = None
+    if settings.pipeline == "assistant":
+        from pipeline.engines.factory import build_engines
+
+        engines = build_engines(settings)
+    use_host_addresses(settings.ice_host_list)
+    config = HttpConfig(
+        make_pipeline=pipeline_factory(settings, engines),
+        ice_servers=settings.ice_server_list,
+        readiness=engines.readiness if engines else dict,
+        pipeline_name=settings.pipeline,
+    )
+    app = create_app(config)
+    if engines is not None:
+        app.on_startup.append(lambda _app: _start_engines(engines))
+        app.on_cleanup.append(lambda _app: engines.close())
+    return app
+
+
+async def _start_engines(engines: Engines) -> None:
+    started = time.monotonic()
+    await engines.start()
+    log.info("engines ready in %.1f s: %s", time.monotonic() - started, engines.readiness())
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("settings: %s", settings.public())
+    try:
+        app = build_app(settings)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # run_app handles SIGINT/SIGTERM: on_shutdown closes every session first.
+    web.run_app(app, host=settings.host, port=settings.port, print=lambda msg: log.info(msg.strip()), shutdown_timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

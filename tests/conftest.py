@@ -1,0 +1,80 @@
+"""Shared fixtures: the real app in-process on loopback, and aiortc client peers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aiohttp import web  # noqa: E402
+
+from pipeline.engines.base import Engines  # noqa: E402
+from pipeline.wiring import pipeline_factory  # noqa: E402
+from rtc.http import SESSIONS, HttpConfig, create_app  # noqa: E402
+from rtc.ice import use_host_addresses  # noqa: E402
+from rtc.session import SessionLimits  # noqa: E402
+from settings import Settings, load_settings  # noqa: E402
+from tests.rtc_client import Client  # noqa: E402
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from defaults only (never the developer's environment or .env), plus overrides."""
+    settings = load_settings([], env={}, dotenv_path=None)
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    settings.validate()
+    return settings
+
+
+class Running:
+    def __init__(self, app: web.Application, base_url: str) -> None:
+        self.app = app
+        self.url = base_url
+
+    @property
+    def sessions(self) -> dict[str, Any]:
+        return self.app[SESSIONS]
+
+
+@pytest.fixture
+def start_server(aiohttp_server: Any) -> Callable[..., Awaitable[Running]]:
+    """start_server(engines=None, limits=None, **settings) -> Running (the real app on 127.0.0.1)."""
+    use_host_addresses(["127.0.0.1"])
+
+    async def start(engines: Engines | None = None, limits: SessionLimits | None = None, **overrides: Any) -> Running:
+        settings = make_settings(**overrides)
+        config = HttpConfig(
+            make_pipeline=pipeline_factory(settings, engines),
+            ice_servers=[],
+            limits=limits or SessionLimits(),
+            readiness=engines.readiness if engines else dict,
+            pipeline_name=settings.pipeline,
+        )
+        app = create_app(config)
+        server = await aiohttp_server(app)
+        return Running(app, str(server.make_url("")).rstrip("/"))
+
+    return start
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[[str], Awaitable[Client]]]:
+    """clients(url) -> a connected Client; all are closed at the end of the test."""
+    made: list[Client] = []
+
+    async def connect(url: str, **kwargs: Any) -> Client:
+        client = Client(url)
+        made.append(client)
+        await client.connect(**kwargs)
+        return client
+
+    yield connect
+    for client in made:
+        await client.close()

@@ -1,0 +1,174 @@
+"""A real aiortc client peer for tests and benchmarks: speaks a WAV, records what comes back.
+
+`SpeakingTrack` is a synthetic microphone: it paces 20 ms frames in real time
+and plays silence between the clips queued on it. `Client` posts the offer to
+the real server over HTTP and keeps every received audio frame and event with
+its arrival time on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+RATE = 48000
+FRAME = 960
+
+
+def to_48k(samples16k: np.ndarray) -> np.ndarray:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+    frame = av.AudioFrame.from_ndarray(np.asarray(samples16k, dtype=np.int16).reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out)
+
+
+class SpeakingTrack(MediaStreamTrack):
+    """Plays queued 48 kHz clips, silence otherwise; records when each clip's audio left."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: list[tuple[np.ndarray, asyncio.Future[float]]] = []
+        self._offset = 0
+        self._start: float | None = None
+        self._pts = 0
+
+    def say(self, samples48k: np.ndarray) -> asyncio.Future[float]:
+        """Queue a clip; the future resolves to the monotonic time its first sample was sent."""
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queue.append((np.asarray(samples48k, dtype=np.int16), fut))
+        return fut
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += FRAME
+            wait = self._start + self._pts / RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        out = np.zeros(FRAME, dtype=np.int16)
+        filled = 0
+        t = time.monotonic()
+        while filled < FRAME and self._queue:
+            clip, fut = self._queue[0]
+            if self._offset == 0 and not fut.done():
+                fut.set_result(t + filled / RATE)
+            take = min(FRAME - filled, len(clip) - self._offset)
+            out[filled : filled + take] = clip[self._offset : self._offset + take]
+            filled += take
+            self._offset += take
+            if self._offset >= len(clip):
+                self._queue.pop(0)
+                self._offset = 0
+        frame = av.AudioFrame.from_ndarray(out.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        return frame
+
+
+@dataclass
+class Received:
+    t: float  # monotonic arrival time of the frame at the client
+    samples: np.ndarray  # mono int16 at 48 kHz
+
+
+@dataclass
+class Client:
+    base_url: str
+    mic: SpeakingTrack = field(default_factory=SpeakingTrack)
+    pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[])))
+    frames: list[Received] = field(default_factory=list)
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    session: str = ""
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _event_signal: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self, headers: dict[str, str] | None = None) -> None:
+        channel = self.pc.createDataChannel("events")
+        self.channel = channel
+
+        @channel.on("message")
+        def on_message(message: str) -> None:
+            self.events.append((time.monotonic(), json.loads(message)))
+            self._event_signal.set()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._tasks.append(asyncio.ensure_future(self._record(track)))
+
+        self.pc.addTrack(self.mic)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.base_url}/offer", json=offer, headers=headers or {}) as resp:
+                body = await resp.json()
+                if resp.status != 200:
+                    raise RuntimeError(f"offer refused: {resp.status} {body}")
+        self.session = body["session"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+
+    async def _record(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            pcm = frame.to_ndarray().reshape(-1)
+            if frame.layout.name == "stereo":
+                pcm = pcm[::2]  # packed interleaved: keep the left channel
+            self.frames.append(Received(time.monotonic(), pcm.astype(np.int16)))
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.channel.send(json.dumps(message))
+
+    async def wait_event(self, type_: str, timeout: float = 10.0, after: float = 0.0, **match: Any) -> tuple[float, dict[str, Any]]:
+        """The first event of `type_` received after monotonic time `after` whose fields match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for t, ev in self.events:
+                if t >= after and ev.get("type") == type_ and all(ev.get(k) == v for k, v in match.items()):
+                    return t, ev
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {type_} event {match or ''} within {timeout} s; got {[e['type'] for _, e in self.events]}")
+            self._event_signal.clear()
+            try:
+                await asyncio.wait_for(self._event_signal.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def audio(self, start: float = 0.0, end: float = float("inf")) -> np.ndarray:
+        chunks = [f.samples for f in self.frames if start <= f.t < end]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+    def audible_times(self, threshold: float = 500.0) -> list[float]:
+        """Arrival times of the received frames whose RMS is above `threshold`."""
+        return [f.t for f in self.frames if np.sqrt(np.mean(f.samples.astype(np.float64) ** 2)) > threshold]
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,84 @@
+"""The media path through real aiortc peers on loopback, with the echo pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from rtc.inbound import FRAME_BYTES, PcmFrame
+from tests.rtc_client import to_48k
+from tests.speech import concat, silence, speak
+
+
+async def test_echo_plays_back_what_was_said(start_server, clients):
+    server = await start_server(pipeline="echo")
+    received: list[PcmFrame] = []
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    session = server.sessions[client.session]
+    # Tap the inbound stream the pipeline consumes.
+    original = session.pipeline.on_audio
+    session.pipeline.on_audio = lambda pcm, t: (received.append(PcmFrame(pcm, t)), original(pcm, t))[1]
+
+    speech = speak("Testing one two three, can you hear me?")
+    clip = concat(silence(0.3), speech, silence(0.2))
+    sent_at = await client.mic.say(to_48k(clip))
+    t_stop, _ = await client.wait_event("speech_stopped", timeout=15)
+    await client.wait_event("state", state="listening", after=t_stop, timeout=15)
+
+    # Inbound: exact 20 ms 16 kHz int16 frames, contiguous media time, the clip's duration.
+    assert received and all(len(f.pcm) == FRAME_BYTES for f in received)
+    gaps = np.diff([f.t for f in received])
+    assert np.allclose(gaps, 0.02, atol=1e-6)
+    heard = np.frombuffer(b"".join(f.pcm for f in received), dtype=np.int16)
+    assert abs(received[-1].t + 0.02 - received[0].t - len(heard) / 16000) < 1e-3
+    # The speech is in there, intact, at the media time it was sent (plus loopback latency).
+    corr, lag = _best_correlation(heard, speech)
+    assert corr > 0.8, corr
+    speech_media_t = received[0].t + lag / 16000
+    assert 0 <= speech_media_t - (sent_at + 0.3) < 0.15
+
+    # Echo: what came back correlates with what was sent.
+    echo = client.audio(start=t_stop)[::3]  # 48 kHz -> 16 kHz is enough for a correlation
+    assert _best_correlation(echo, speech)[0] > 0.6
+
+
+def _best_correlation(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, int]:
+    """Peak normalised cross-correlation of `needle` in `haystack`, and its lag in samples."""
+    h = haystack.astype(np.float64)
+    n = needle.astype(np.float64)
+    if len(h) < len(n):
+        h = np.concatenate([h, np.zeros(len(n) - len(h))])
+    size = 1 << int(np.ceil(np.log2(len(h) + len(n))))
+    corr = np.fft.irfft(np.fft.rfft(h, size) * np.conj(np.fft.rfft(n, size)), size)[: len(h) - len(n) + 1]
+    energy = np.convolve(h**2, np.ones(len(n)), mode="valid")
+    # Windows of near silence would divide FFT rounding noise by ~0: leave them out.
+    energy = np.maximum(energy, 0.01 * np.sum(n**2))
+    normalised = corr / np.sqrt(energy * np.sum(n**2))
+    lag = int(np.argmax(normalised))
+    return float(normalised[lag]), lag
+
+
+async def test_lifecycle_leaves_nothing_behind(start_server, clients):
+    server = await start_server(pipeline="echo")
+    baseline = {t for t in asyncio.all_tasks()}
+    for _ in range(20):
+        client = await clients(server.url)
+        await client.wait_event("state", state="listening")
+        session = server.sessions[client.session]
+        await client.close()
+        deadline = time.monotonic() + 10
+        while client.session in server.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert client.session not in server.sessions
+        assert session.outbound.readyState == "ended"
+    assert server.sessions == {}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leftover = [t for t in asyncio.all_tasks() - baseline if not t.done() and ":" in t.get_name()]
+        if not leftover:
+            break
+        await asyncio.sleep(0.05)
+    assert leftover == []
