@@ -1,0 +1,566 @@
+// Voice assistant page: mic -> WebRTC -> server; server audio + JSON events back.
+// No build step, no dependencies. State for tests lives on window.voice.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    start: $("start"),
+    status: $("status"),
+    message: $("message"),
+    meterBar: $("meter-bar"),
+    chat: $("chat"),
+    chatEmpty: $("chat-empty"),
+    textForm: $("text-form"),
+    textInput: $("text-input"),
+    send: $("send"),
+    log: $("log"),
+    session: $("session"),
+    audio: $("remote-audio"),
+    tokenForm: $("token-form"),
+    tokenInput: $("token-input"),
+  };
+
+  const TOKEN_KEY = "voice.token";
+  const LOG_MAX = 50;
+  const ICE_GATHER_TIMEOUT_MS = 5000;
+
+  const voice = {
+    events: [],        // every parsed server event, in arrival order
+    status: "idle",
+    message: "",       // the last error / info line shown to the user
+    session: null,     // session id from POST /offer
+    pc: null,
+    dc: null,
+    micStream: null,
+    remoteStream: null,
+    config: null,
+    start: () => start(),
+    stop: () => stop(),
+    sendText: (text) => sendText(text),
+    micLevel: 0,       // 0..1 RMS of the mic, updated by the meter
+    remoteLevel: () => remoteLevel(),  // 0..1 RMS of the remote audio right now
+    handleEvent: (ev) => handleEvent(ev),  // feed a server event (tests render synthetic ones)
+  };
+  window.voice = voice;
+
+  let gen = 0;           // bumps on each start/stop; stale async work checks it
+  let running = false;
+  let audioCtx = null;
+  let micAnalyser = null;
+  let remoteAnalyser = null;
+  let meterRaf = 0;
+  let turnCounter = 0;
+  const turns = new Map(); // turn -> {user, assistant, metrics}
+  let pendingTyped = [];   // locally shown typed messages awaiting their transcript event
+
+  // ---------- status / messages ----------
+
+  function setStatus(s) {
+    voice.status = s;
+    document.body.dataset.status = s;
+    ui.status.textContent = s;
+  }
+
+  function showMessage(text, kind = "error") {
+    voice.message = text || "";
+    if (!text) {
+      ui.message.hidden = true;
+      ui.message.textContent = "";
+      return;
+    }
+    ui.message.hidden = false;
+    ui.message.className = "message" + (kind === "info" ? " info" : "");
+    ui.message.textContent = text;
+  }
+
+  function fail(text) {
+    teardown();
+    showMessage(text, "error");
+    setStatus("error");
+    setButton(false);
+  }
+
+  function setButton(isRunning) {
+    ui.start.textContent = isRunning ? "Stop" : "Start";
+    ui.start.classList.toggle("stop", isRunning);
+  }
+
+  function setTextEnabled(on) {
+    ui.textInput.disabled = !on;
+    ui.send.disabled = !on;
+  }
+
+  // ---------- log ----------
+
+  function logLine(obj, isError = false) {
+    const li = document.createElement("li");
+    if (isError) li.className = "error";
+    const t = document.createElement("span");
+    t.className = "t";
+    t.textContent = new Date().toLocaleTimeString([], { hour12: false });
+    li.append(t, typeof obj === "string" ? obj : JSON.stringify(obj));
+    ui.log.append(li);
+    while (ui.log.children.length > LOG_MAX) ui.log.firstElementChild.remove();
+    ui.log.scrollTop = ui.log.scrollHeight;
+  }
+
+  // ---------- chat ----------
+
+  function chatScroll() {
+    ui.chat.scrollTop = ui.chat.scrollHeight;
+  }
+
+  function bubble(role, text) {
+    if (ui.chatEmpty) { ui.chatEmpty.remove(); ui.chatEmpty = null; }
+    const div = document.createElement("div");
+    div.className = "msg " + role;
+    const span = document.createElement("span");
+    span.className = "text";
+    span.textContent = text || "";
+    div.append(span);
+    ui.chat.append(div);
+    chatScroll();
+    return div;
+  }
+
+  function systemNote(text, isError = false) {
+    const div = bubble("system", text);
+    if (isError) div.classList.add("error");
+    return div;
+  }
+
+  function turnOf(ev) {
+    if (ev.turn !== undefined && ev.turn !== null) return ev.turn;
+    return turnCounter;
+  }
+
+  function turnEntry(turn) {
+    let t = turns.get(turn);
+    if (!t) {
+      t = { user: null, assistant: null, metrics: null };
+      turns.set(turn, t);
+    }
+    return t;
+  }
+
+  function assistantBubble(turn) {
+    const t = turnEntry(turn);
+    if (!t.assistant) {
+      t.assistant = bubble("assistant", "");
+      t.assistant.classList.add("streaming");
+      t.assistant.dataset.turn = String(turn);
+    }
+    return t.assistant;
+  }
+
+  function ms(v) {
+    return typeof v === "number" && isFinite(v) ? Math.round(v) + " ms" : "–";
+  }
+
+  function renderMetrics(turn) {
+    const t = turnEntry(turn);
+    const m = t.metrics;
+    if (!m) return;
+    const host = t.assistant || t.user;
+    if (!host) return;
+    let meta = host.querySelector(".meta");
+    if (!meta) {
+      meta = document.createElement("span");
+      meta.className = "meta";
+      host.append(meta);
+    }
+    meta.textContent = "";
+    const b = document.createElement("b");
+    b.textContent = "voice-to-voice " + ms(m.voice_to_voice_ms);
+    meta.append(b, ` · endpoint ${ms(m.endpoint_ms)} · stt ${ms(m.stt_ms)} · llm first token ${ms(m.llm_first_token_ms)} · tts first audio ${ms(m.tts_first_audio_ms)}`);
+    chatScroll();
+  }
+
+  // ---------- server events ----------
+
+  function handleEvent(ev) {
+    voice.events.push(ev);
+    logLine(ev, ev.type === "error");
+    const turn = turnOf(ev);
+    switch (ev.type) {
+      case "state":
+        if (ev.state) setStatus(ev.state);
+        break;
+      case "speech_started":
+      case "speech_stopped":
+        break;
+      case "transcript": {
+        if (typeof ev.turn === "number") turnCounter = Math.max(turnCounter, ev.turn);
+        const t = turnEntry(turn);
+        const i = pendingTyped.findIndex((p) => p.text === ev.text);
+        if (i >= 0) {
+          t.user = pendingTyped[i].div;
+          pendingTyped.splice(i, 1);
+        } else if (!t.user) {
+          t.user = bubble("user", ev.text || "");
+        } else {
+          t.user.querySelector(".text").textContent = ev.text || "";
+        }
+        t.user.dataset.turn = String(turn);
+        renderMetrics(turn);
+        break;
+      }
+      case "reply_delta": {
+        const b = assistantBubble(turn);
+        b.querySelector(".text").textContent += ev.text || "";
+        chatScroll();
+        break;
+      }
+      case "reply": {
+        const b = assistantBubble(turn);
+        b.classList.remove("streaming");
+        const span = b.querySelector(".text");
+        span.textContent = "";
+        if (ev.interrupted) {
+          const heard = ev.heard || "";
+          const full = ev.text || "";
+          span.append(heard);
+          if (full.startsWith(heard) && full.length > heard.length) {
+            const rest = document.createElement("span");
+            rest.className = "unheard";
+            rest.textContent = full.slice(heard.length);
+            span.append(rest);
+          }
+          b.classList.add("interrupted");
+          if (!b.querySelector(".tag")) {
+            const tag = document.createElement("span");
+            tag.className = "tag";
+            tag.textContent = "interrupted";
+            span.after(tag);
+          }
+        } else {
+          span.textContent = ev.text || "";
+        }
+        renderMetrics(turn);
+        break;
+      }
+      case "metrics":
+        turnEntry(turn).metrics = ev;
+        renderMetrics(turn);
+        break;
+      case "error":
+        systemNote(`${ev.stage ? ev.stage + " error" : "error"}: ${ev.message || "unknown"}`, true);
+        break;
+      case "goodbye": {
+        const reason = ev.reason || "session ended";
+        teardown();
+        setStatus("idle");
+        setButton(false);
+        systemNote("Session ended by the server: " + reason);
+        showMessage("Session ended by the server: " + reason, "info");
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // ---------- audio meters ----------
+
+  function rmsOf(analyser, buf) {
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
+    return Math.sqrt(sum / buf.length);
+  }
+
+  function remoteLevel() {
+    if (!remoteAnalyser) return 0;
+    return rmsOf(remoteAnalyser, new Float32Array(remoteAnalyser.fftSize));
+  }
+
+  function startMeter(stream) {
+    try {
+      audioCtx = new (window.AudioContext || window.webkitAudioContext)();
+      audioCtx.resume().catch(() => {});
+      micAnalyser = audioCtx.createAnalyser();
+      micAnalyser.fftSize = 1024;
+      audioCtx.createMediaStreamSource(stream).connect(micAnalyser);
+    } catch (e) {
+      console.warn("mic meter unavailable", e);
+      return;
+    }
+    const buf = new Float32Array(micAnalyser.fftSize);
+    const tick = () => {
+      if (!micAnalyser) return;
+      const level = rmsOf(micAnalyser, buf);
+      voice.micLevel = level;
+      // ~ -60 dBFS .. 0 dBFS mapped to 0..100 %
+      const db = 20 * Math.log10(Math.max(level, 1e-6));
+      ui.meterBar.style.width = Math.max(0, Math.min(100, ((db + 60) / 60) * 100)).toFixed(1) + "%";
+      meterRaf = requestAnimationFrame(tick);
+    };
+    meterRaf = requestAnimationFrame(tick);
+  }
+
+  function attachRemoteAnalyser(stream) {
+    if (!audioCtx) return;
+    try {
+      remoteAnalyser = audioCtx.createAnalyser();
+      remoteAnalyser.fftSize = 1024;
+      audioCtx.createMediaStreamSource(stream).connect(remoteAnalyser);
+    } catch (e) {
+      console.warn("remote analyser unavailable", e);
+    }
+  }
+
+  // ---------- connection ----------
+
+  function micErrorText(e) {
+    const name = (e && e.name) || "";
+    if (name === "NotAllowedError" || name === "PermissionDeniedError" || name === "SecurityError")
+      return "Microphone access was denied. Allow the microphone for this page (site settings) and press Start again.";
+    if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError")
+      return "No microphone was found. Connect a microphone and press Start again.";
+    if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError")
+      return "The microphone could not be opened (is another application using it?).";
+    return "Could not access the microphone: " + ((e && e.message) || name || String(e));
+  }
+
+  function waitIceGathering(pc, timeoutMs) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", check);
+        pc.removeEventListener("icecandidate", onCand);
+        resolve();
+      };
+      const check = () => { if (pc.iceGatheringState === "complete") done(); };
+      const onCand = (e) => { if (!e.candidate) done(); };
+      const timer = setTimeout(done, timeoutMs); // send what we have
+      pc.addEventListener("icegatheringstatechange", check);
+      pc.addEventListener("icecandidate", onCand);
+    });
+  }
+
+  async function readError(resp) {
+    let text = "";
+    try { text = await resp.text(); } catch (_) { /* ignore */ }
+    try {
+      const j = JSON.parse(text);
+      if (j && j.error) return String(j.error);
+    } catch (_) { /* not JSON */ }
+    return text.trim() || `${resp.status} ${resp.statusText}`;
+  }
+
+  function askToken(why) {
+    ui.tokenForm.hidden = false;
+    ui.tokenInput.value = "";
+    ui.tokenInput.focus();
+    showMessage(why, "info");
+  }
+
+  async function start() {
+    if (running) return;
+    running = true;
+    const my = ++gen;
+    const stale = () => my !== gen;
+    setButton(true);
+    showMessage("");
+    setStatus("connecting");
+    voice.session = null;
+    ui.session.textContent = "";
+
+    // 1. config
+    let config;
+    try {
+      const r = await fetch("/config", { cache: "no-store" });
+      if (!r.ok) throw new Error(await readError(r));
+      config = await r.json();
+    } catch (e) {
+      if (!stale()) fail("Could not reach the server (GET /config): " + (e.message || e));
+      return;
+    }
+    if (stale()) return;
+    voice.config = config;
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (config.token_required && !token) {
+      teardown();
+      setStatus("idle");
+      setButton(false);
+      askToken("This server needs an access token. Enter it and press Save & start.");
+      return;
+    }
+    ui.tokenForm.hidden = true;
+
+    // 2. microphone
+    let stream;
+    try {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        const e = new Error("This page needs a secure context (https or localhost) to use the microphone.");
+        e.name = "InsecureContext";
+        throw e;
+      }
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (e) {
+      if (!stale()) fail(e && e.name === "InsecureContext" ? e.message : micErrorText(e));
+      return;
+    }
+    if (stale()) { stream.getTracks().forEach((t) => t.stop()); return; }
+    voice.micStream = stream;
+    startMeter(stream);
+
+    // 3. peer connection
+    let pc;
+    try {
+      pc = new RTCPeerConnection({ iceServers: config.ice_servers || [] });
+    } catch (e) {
+      fail("Could not create the WebRTC connection: " + (e.message || e));
+      return;
+    }
+    voice.pc = pc;
+    const dc = pc.createDataChannel("events");
+    voice.dc = dc;
+    dc.onopen = () => {
+      if (stale()) return;
+      setTextEnabled(true);
+      systemNote("Connected. Speak, or type a message.");
+    };
+    dc.onclose = () => {
+      setTextEnabled(false);
+      if (!stale() && running) {
+        logLine("events channel closed");
+        systemNote("Disconnected.");
+        teardown();
+        setStatus("disconnected");
+        showMessage("Disconnected from the server.", "info");
+        setButton(false);
+      }
+    };
+    dc.onmessage = (m) => {
+      if (stale()) return;
+      let ev;
+      try { ev = JSON.parse(m.data); } catch (_) { logLine("unparsable: " + m.data, true); return; }
+      handleEvent(ev);
+    };
+    for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
+    pc.ontrack = (e) => {
+      const rs = (e.streams && e.streams[0]) || new MediaStream([e.track]);
+      voice.remoteStream = rs;
+      ui.audio.srcObject = rs;
+      ui.audio.play().catch(() => {});
+      attachRemoteAnalyser(rs);
+    };
+    pc.onconnectionstatechange = () => {
+      if (stale()) return;
+      const s = pc.connectionState;
+      logLine("connection: " + s);
+      if (s === "failed") {
+        fail("The connection failed (ICE could not connect). Check that the server is reachable and that --ice-hosts / ICE servers are set for this network.");
+      } else if (s === "disconnected") {
+        setStatus("disconnected");
+      } else if (s === "connected" && voice.status === "disconnected") {
+        setStatus("listening");
+      }
+    };
+
+    // 4. offer / answer
+    try {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      await waitIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+      if (stale()) return;
+      const headers = { "Content-Type": "application/json" };
+      if (config.token_required) headers.Authorization = "Bearer " + sessionStorage.getItem(TOKEN_KEY);
+      const r = await fetch("/offer", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
+      });
+      if (stale()) return;
+      if (r.status === 401) {
+        const err = await readError(r);
+        sessionStorage.removeItem(TOKEN_KEY);
+        teardown();
+        setStatus("idle");
+        setButton(false);
+        askToken(`The access token was rejected (${err}). Enter it again.`);
+        return;
+      }
+      if (!r.ok) {
+        const err = await readError(r);
+        if (!stale()) fail(`The server refused the connection (${r.status}): ${err}`);
+        return;
+      }
+      const answer = await r.json();
+      if (stale()) return;
+      voice.session = answer.session || null;
+      ui.session.textContent = voice.session ? "session " + voice.session : "";
+      await pc.setRemoteDescription({ sdp: answer.sdp, type: answer.type });
+    } catch (e) {
+      if (!stale()) fail("Could not connect: " + (e.message || e));
+      return;
+    }
+  }
+
+  function teardown() {
+    gen++;
+    running = false;
+    setTextEnabled(false);
+    cancelAnimationFrame(meterRaf);
+    micAnalyser = null;
+    remoteAnalyser = null;
+    voice.micLevel = 0;
+    ui.meterBar.style.width = "0%";
+    if (voice.dc) { try { voice.dc.close(); } catch (_) { /* ignore */ } }
+    if (voice.pc) {
+      try { voice.pc.getSenders().forEach((s) => s.track && s.track.stop()); } catch (_) { /* ignore */ }
+      try { voice.pc.close(); } catch (_) { /* ignore */ }
+    }
+    if (voice.micStream) voice.micStream.getTracks().forEach((t) => t.stop());
+    if (audioCtx) { audioCtx.close().catch(() => {}); audioCtx = null; }
+    ui.audio.srcObject = null;
+    voice.dc = null;
+    voice.pc = null;
+    voice.micStream = null;
+    voice.remoteStream = null;
+    // finish any half-streamed bubbles
+    for (const t of turns.values()) if (t.assistant) t.assistant.classList.remove("streaming");
+  }
+
+  function stop() {
+    if (running) systemNote("Stopped.");
+    teardown();
+    setStatus("idle");
+    setButton(false);
+  }
+
+  function sendText(text) {
+    text = (text || "").trim();
+    if (!text || !voice.dc || voice.dc.readyState !== "open") return false;
+    voice.dc.send(JSON.stringify({ type: "text", text }));
+    const div = bubble("user", text);
+    div.classList.add("typed");
+    pendingTyped.push({ text, div });
+    if (pendingTyped.length > 20) pendingTyped.shift();
+    return true;
+  }
+
+  // ---------- wiring ----------
+
+  ui.start.addEventListener("click", () => (running ? stop() : start()));
+  ui.textForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (sendText(ui.textInput.value)) ui.textInput.value = "";
+  });
+  ui.tokenForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const v = ui.tokenInput.value.trim();
+    if (!v) return;
+    sessionStorage.setItem(TOKEN_KEY, v);
+    ui.tokenForm.hidden = true;
+    showMessage("");
+    start();
+  });
+  window.addEventListener("pagehide", () => teardown());
+  setStatus("idle");
+})();
