@@ -1,0 +1,54 @@
+"""Settings -> the three engines. Only construction here: models load in `await engines.start()`.
+
+Engine modules are imported only when chosen, so a remote-only setup never
+imports the local model runtimes (and vice versa).
+"""
+
+from __future__ import annotations
+
+from pipeline.engines.base import LLM, STT, TTS, Engines
+from settings import Settings, SettingsError
+
+
+def build_engines(settings: Settings) -> Engines:
+    return Engines(stt=build_stt(settings), llm=build_llm(settings), tts=build_tts(settings))
+
+
+def build_stt(settings: Settings) -> STT:
+    if settings.stt_engine == "openai":
+        from pipeline.engines.openai_stt import OpenAISTT
+
+        return OpenAISTT.from_settings(settings)
+    if settings.stt_engine == "local":
+        from pipeline.engines.local_stt import LocalSTT
+
+        return LocalSTT.from_settings(settings)
+    raise SettingsError(f"STT_ENGINE must be local or openai; got {settings.stt_engine!r}")
+
+
+def build_llm(settings: Settings) -> LLM:
+    if settings.llm_engine == "openai":
+        from pipeline.engines.openai_llm import OpenAILLM
+
+        return OpenAILLM.from_settings(settings)
+    if settings.llm_engine == "local":
+        from pipeline.engines.local_llm import LocalLLM
+
+        return LocalLLM.from_settings(settings)
+    raise SettingsError(f"LLM_ENGINE must be local or openai; got {settings.llm_engine!r}")
+
+
+def build_tts(settings: Settings) -> TTS:
+    if settings.tts_engine == "openai":
+        from pipeline.engines.openai_tts import OpenAITTS
+
+        return OpenAITTS.from_settings(settings)
+    if settings.tts_engine == "local":
+        from pipeline.engines.local_tts import LocalTTS
+
+        return LocalTTS.from_settings(settings)
+    if settings.tts_engine == "espeak":
+        from pipeline.engines.local_tts import EspeakTTS
+
+        return EspeakTTS.from_settings(settings)
+    raise SettingsError(f"TTS_ENGINE must be local, espeak or openai; got {settings.tts_engine!r}")

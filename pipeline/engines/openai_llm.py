@@ -1,0 +1,103 @@
+"""Streaming chat completions on any OpenAI-compatible `/chat/completions` endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from pipeline.engines.base import EngineError, Message
+from pipeline.engines.openai_common import Endpoint, describe, host_of, make_client, resolve_endpoint
+from settings import Settings
+
+
+class OpenAILLM:
+    ready = True
+
+    def __init__(self, endpoint: Endpoint, max_tokens: int = 200, timeout_s: float = 20.0, max_retries: int = 1) -> None:
+        self.endpoint = endpoint
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.name = f"openai:{endpoint.model}"
+        self._host = host_of(endpoint.base_url)
+        self._client: openai.AsyncOpenAI | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAILLM:
+        return cls(resolve_endpoint(settings, "llm"), max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s)
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        # Built on first use so that building the engines does no I/O (the SDK loads CA certificates).
+        if self._client is None:
+            self._client = make_client(self.endpoint, self.timeout_s, self.max_retries)
+        return self._client
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _error(self, exc: BaseException, started: bool) -> EngineError:
+        what = "LLM reply interrupted" if started else "LLM request failed"
+        return EngineError("llm", f"{what}: {describe(exc, self._host, [self.endpoint.api_key], self.timeout_s)}")
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        stream: Any = None
+        started = False
+        try:
+            # One deadline covers the request and the first token; it restarts after each token
+            # we hand out, so time the consumer spends with a token never counts against the server.
+            deadline = loop.time() + self.timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    stream = await self.client.chat.completions.create(
+                        model=self.endpoint.model,
+                        messages=list(messages),  # type: ignore[arg-type]
+                        stream=True,
+                        max_tokens=self.max_tokens,
+                    )
+            except Exception as exc:
+                raise self._error(exc, started) from None
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    raise self._error(exc, started) from None
+                text = _delta_text(chunk)
+                if text is None:
+                    raise EngineError("llm", f"LLM reply interrupted: malformed response from {self._host}")
+                if text:
+                    started = True
+                    yield text
+                    deadline = loop.time() + self.timeout_s
+        finally:
+            # Closing the response drops the connection, which is how the server learns to stop generating.
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+
+
+def _delta_text(chunk: Any) -> str | None:
+    """The content delta of a chunk ("" for chunks without text); None when the chunk is not a chat chunk."""
+    try:
+        choices = chunk.choices
+        if not choices:
+            return ""  # e.g. a trailing usage chunk
+        content = choices[0].delta.content
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else None

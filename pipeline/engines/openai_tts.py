@@ -1,0 +1,114 @@
+"""Text to speech on any OpenAI-compatible `/audio/speech` endpoint, streamed and decoded as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import openai
+
+from pipeline.engines.audio_decode import FORMATS, AudioDecodeError, StreamDecoder, open_decoder
+from pipeline.engines.base import EngineError
+from pipeline.engines.openai_common import DEFAULT_TTS_VOICE, Endpoint, describe, host_of, make_client, resolve_endpoint
+from settings import Settings
+
+RATE = 24000  # OpenAI's raw `pcm` is 24 kHz mono s16le; other formats are resampled to it
+
+
+class OpenAITTS:
+    ready = True
+    sample_rate = RATE
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        voice: str = DEFAULT_TTS_VOICE,
+        response_format: str = "pcm",
+        speed: float = 1.0,
+        timeout_s: float = 15.0,
+        max_retries: int = 1,
+    ) -> None:
+        if response_format not in FORMATS:
+            raise ValueError(f"response_format must be one of {', '.join(FORMATS)}")
+        self.endpoint = endpoint
+        self.voice = voice or DEFAULT_TTS_VOICE
+        self.response_format = response_format
+        self.speed = speed
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.name = f"openai:{endpoint.model}"
+        self._host = host_of(endpoint.base_url)
+        self._client: openai.AsyncOpenAI | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAITTS:
+        return cls(
+            resolve_endpoint(settings, "tts"),
+            voice=settings.tts_voice.strip(),
+            response_format=settings.tts_format,
+            speed=settings.tts_speed,
+            timeout_s=settings.tts_timeout_s,
+        )
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        # Built on first use so that building the engines does no I/O (the SDK loads CA certificates).
+        if self._client is None:
+            self._client = make_client(self.endpoint, self.timeout_s, self.max_retries)
+        return self._client
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def stream(self, text: str) -> AsyncIterator[bytes]:
+        if not text.strip():
+            return
+        decoder = open_decoder(self.response_format, self.sample_rate)
+        # The download runs beside the reader so decoded audio is handed out while later bytes are in flight.
+        download = asyncio.create_task(self._download(text, decoder))
+        try:
+            while True:
+                try:
+                    pcm = await decoder.read()
+                except AudioDecodeError as exc:
+                    raise EngineError("tts", f"TTS audio from {self._host} is not valid {self.response_format}: {exc}") from None
+                if pcm is None:
+                    break
+                yield pcm
+            if decoder.samples_out == 0:
+                raise EngineError("tts", f"TTS returned no audio from {self._host}")
+        finally:
+            decoder.close()
+            download.cancel()  # leaving the response context closes the connection
+            await asyncio.wait([download])
+
+    async def _download(self, text: str, decoder: StreamDecoder) -> None:
+        loop = asyncio.get_running_loop()
+        received = False
+        try:
+            # One deadline for the first audio, pushed back by every chunk: a stalled stream fails, a long one does not.
+            async with asyncio.timeout(self.timeout_s) as deadline:
+                async with self.client.audio.speech.with_streaming_response.create(
+                    model=self.endpoint.model,
+                    voice=self.voice,
+                    input=text,
+                    response_format=self.response_format,  # type: ignore[arg-type]
+                    speed=self.speed,
+                ) as response:
+                    content_type = response.headers.get("content-type", "")
+                    if content_type.startswith(("application/json", "text/")):
+                        raise ValueError("a text body instead of audio")
+                    async for chunk in response.iter_bytes():
+                        received = True
+                        deadline.reschedule(loop.time() + self.timeout_s)
+                        decoder.feed(chunk)
+        except Exception as exc:
+            what = "TTS audio interrupted" if received else "TTS request failed"
+            decoder.fail(EngineError("tts", f"{what}: {describe(exc, self._host, [self.endpoint.api_key], self.timeout_s)}"))
+            return
+        decoder.end()

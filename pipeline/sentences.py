@@ -1,0 +1,92 @@
+"""Cuts a streamed reply into speakable pieces as the tokens arrive.
+
+A sentence ends at . ! ? (or a line break) followed by white space, except
+after abbreviations, initials, numbers (3.14 has no space; "1." opening a
+list item is not an end) and inside ellipses. The first piece may be a
+short clause ended by a comma, so speech starts while the model is still
+writing the rest of the sentence. Over-long runs are cut at a comma or space.
+"""
+
+from __future__ import annotations
+
+import re
+
+ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "vs", "etc", "e.g", "i.e", "approx",
+    "no", "vol", "fig", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
+    "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "a.m", "p.m", "ca", "cf", "dept", "est", "min", "max",
+}  # fmt: skip
+_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)|\n")
+_CLAUSE = re.compile(r"[,;:]\s|\s[-–—]\s")
+_WORD_BEFORE = re.compile(r"([\w.]+)[.]$")
+
+
+class SentenceSplitter:
+    def __init__(self, first_clause_words: int = 4, max_chars: int = 220) -> None:
+        self._buffer = ""
+        self._first = True
+        self._first_clause_words = first_clause_words
+        self._max_chars = max_chars
+
+    def feed(self, delta: str) -> list[str]:
+        """Add streamed text; returns the pieces it completed (possibly none)."""
+        self._buffer += delta
+        out: list[str] = []
+        while True:
+            piece = self._next_piece()
+            if piece is None:
+                return out
+            if piece.strip():
+                out.append(piece.strip())
+
+    def flush(self) -> list[str]:
+        """The end of the stream: whatever is left is the last piece."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+    def _next_piece(self) -> str | None:
+        text = self._buffer
+        for match in _END.finditer(text):
+            end = match.end()
+            if match.group() != "\n" and not self._is_boundary(text, match.start(), end):
+                continue
+            return self._take(end)
+        if self._first:
+            for match in _CLAUSE.finditer(text):
+                if len(text[: match.start()].split()) >= self._first_clause_words:
+                    return self._take(match.end())
+        if len(text) > self._max_chars:
+            cut = max(text.rfind(", ", 0, self._max_chars), text.rfind(" ", 0, self._max_chars))
+            return self._take(cut + 1 if cut > 0 else self._max_chars)
+        return None
+
+    def _take(self, end: int) -> str:
+        piece, self._buffer = self._buffer[:end], self._buffer[end:]
+        self._first = False
+        return piece
+
+    @staticmethod
+    def _is_boundary(text: str, start: int, end: int) -> bool:
+        punct = text[start:end]
+        if "." in punct and not any(c in punct for c in "!?"):
+            if punct.startswith("..") and end < len(text) and text[end:].lstrip()[:1].islower():
+                return False  # an ellipsis mid-sentence
+            before = _WORD_BEFORE.search(text[: start + 1])
+            word = before.group(1).lower() if before else ""
+            if word in ABBREVIATIONS:
+                return False
+            if len(word) == 1 and word.isalpha() and text[start - 1].isupper():
+                return False  # an initial: "J. R. R. Tolkien"
+            line_start = text.rfind("\n", 0, start) + 1
+            if word.isdigit() and text[line_start:start].strip() == word:
+                return False  # "1." opening a list item
+        return True
+
+
+_MARKUP = re.compile(r"[*_#`~]+|^\s*[-•]\s+|\[(.*?)\]\(.*?\)", re.MULTILINE)
+
+
+def speakable(text: str) -> str:
+    """The text of a piece as it should be spoken: markdown and list bullets removed."""
+    text = _MARKUP.sub(lambda m: m.group(1) or "", text)
+    return re.sub(r"\s+", " ", text).strip()

@@ -1,0 +1,68 @@
+"""The streaming sentence splitter, fed token by token as an LLM would."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.sentences import SentenceSplitter, speakable
+
+
+def split(text: str, step: int = 3, **kwargs) -> list[str]:
+    splitter = SentenceSplitter(**kwargs)
+    out: list[str] = []
+    for i in range(0, len(text), step):
+        out += splitter.feed(text[i : i + step])
+    return out + splitter.flush()
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+def test_sentences_come_out_as_soon_as_they_end(step):
+    text = "Paris is the capital of France. It has about 2.1 million people! Want to know more? Sure."
+    assert split(text, step, first_clause_words=99) == [
+        "Paris is the capital of France.",
+        "It has about 2.1 million people!",
+        "Want to know more?",
+        "Sure.",
+    ]
+
+
+def test_abbreviations_numbers_and_initials_do_not_end_a_sentence():
+    text = "Dr. Smith met Mr. J. R. R. Tolkien at 3.14 p.m. in the U.S. capital, e.g. near St. Paul. Then he left."
+    assert split(text, first_clause_words=99) == [
+        "Dr. Smith met Mr. J. R. R. Tolkien at 3.14 p.m. in the U.S. capital, e.g. near St. Paul.",
+        "Then he left.",
+    ]
+
+
+def test_lists_split_per_item_not_at_the_number():
+    text = "Here are three:\n1. Apples are red.\n2. Bananas are yellow.\n3. Grapes."
+    assert split(text, first_clause_words=99) == ["Here are three:", "1. Apples are red.", "2. Bananas are yellow.", "3. Grapes."]
+
+
+def test_first_short_clause_is_released_early_only_once():
+    text = "Well, the capital of France, as you may know, is Paris, a city of light. Indeed, it is lovely."
+    assert split(text, first_clause_words=4) == [
+        "Well, the capital of France,",
+        "as you may know, is Paris, a city of light.",
+        "Indeed, it is lovely.",
+    ]
+
+
+def test_a_piece_is_released_before_the_stream_ends():
+    splitter = SentenceSplitter()
+    assert splitter.feed("The answer is forty two. And") == ["The answer is forty two."]
+    assert splitter.feed(" then") == []
+
+
+def test_overlong_runs_are_cut():
+    pieces = split("word " * 100, max_chars=80, first_clause_words=99)
+    assert len(pieces) > 1 and all(len(p) <= 80 for p in pieces)
+
+
+def test_ellipsis_mid_sentence_is_not_an_end():
+    assert split("Well... maybe not. Ok.", first_clause_words=99) == ["Well... maybe not.", "Ok."]
+
+
+def test_speakable_strips_markdown():
+    assert speakable("**Paris** is the `capital`, see [this](http://x).") == "Paris is the capital, see this."
+    assert speakable("- item one") == "item one"
