@@ -89,6 +89,11 @@ class OutboundAudioTrack(MediaStreamTrack):
         """Drop all queued audio now; returns what had left of each dropped mark."""
         dropped: list[Played] = []
         seen: set[Hashable] = set()
+        if self._last is not None and (not self._queue or self._queue[0].mark != self._last):
+            # The mark that played last ran dry before the flush (its writer was behind):
+            # report it too, since only its played/total says how much was heard.
+            seen.add(self._last)
+            dropped.append(Played(self._last, self._played.get(self._last, 0), self._totals.get(self._last, 0)))
         for chunk in self._queue:
             if chunk.mark not in seen:
                 seen.add(chunk.mark)

@@ -1,0 +1,239 @@
+"""The assistant through real aiortc peers on loopback, with the OpenAI-protocol stand-in as its engines.
+
+The openai client is exercised unpatched over real HTTP; every time asserted
+here comes from event and audio-frame timestamps at the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from pipeline.engines.factory import build_engines
+from tests.conftest import Running, make_settings
+from tests.rtc_client import Client, to_48k
+from tests.speech import concat, silence, speak, voiced_bounds
+from tests.standin import StandinConfig, run_standin
+
+QUESTION = "What is the capital of France?"
+LONG_REPLY = " ".join(f"This is sentence number {i} of a rather long answer that goes on." for i in range(1, 13))
+
+
+@pytest.fixture
+async def assistant(start_server) -> AsyncIterator[Callable[..., Awaitable[tuple[Running, StandinConfig]]]]:
+    stack: list[Any] = []
+
+    async def start(config: StandinConfig | None = None, **overrides: Any) -> tuple[Running, StandinConfig]:
+        config = config or StandinConfig()
+        standin = run_standin(config)
+        url = await standin.__aenter__()
+        stack.append(standin)
+        stages = {}
+        for stage in ("stt", "llm", "tts"):
+            stages |= {
+                f"{stage}_engine": "openai",
+                f"{stage}_base_url": url,
+                f"{stage}_api_key": "sk-test-secret",
+                f"{stage}_model": f"standin-{stage}",
+            }
+        settings = make_settings(**(stages | {"stt_timeout_s": 3.0, "llm_timeout_s": 3.0, "tts_timeout_s": 2.0} | overrides))
+        engines = build_engines(settings)
+        await engines.start()
+        stack.append(engines)
+        server = await start_server(engines=engines, **(stages | overrides))
+        return server, config
+
+    yield start
+    for item in reversed(stack):
+        if hasattr(item, "__aexit__"):
+            await item.__aexit__(None, None, None)
+        else:
+            await item.close()
+
+
+async def ask(client: Client, text: str = QUESTION) -> tuple[float, float]:
+    """Speak `text`; returns (monotonic time the client's speech ended, time the clip was queued)."""
+    speech = speak(text)
+    _, last = voiced_bounds(speech)
+    sent = await client.mic.say(to_48k(concat(silence(0.2), speech, silence(0.1))))
+    return sent + 0.2 + last, sent
+
+
+def events_of(client: Client, type_: str, turn: int | None = None) -> list[dict[str, Any]]:
+    return [e for _, e in client.events if e["type"] == type_ and (turn is None or e.get("turn") == turn)]
+
+
+async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients):
+    server, standin = await assistant(StandinConfig(stt_text=QUESTION))
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    speech_end, _ = await ask(client)
+
+    _, transcript = await client.wait_event("transcript", timeout=15)
+    assert transcript["text"] == QUESTION and transcript["turn"] == 1
+    _, reply = await client.wait_event("reply", timeout=20)
+    deltas = events_of(client, "reply_delta", 1)
+    assert len(deltas) > 3 and "".join(d["text"] for d in deltas).strip() == reply["text"]
+    assert (
+        reply["text"].startswith("You said: What is the capital of France. This is message 2.")
+        and reply["interrupted"] is False
+        and reply["heard"] == reply["text"]
+    )
+    states = [e["state"] for e in events_of(client, "state")]
+    assert states == ["listening", "transcribing", "thinking", "speaking", "listening"]
+
+    # The reply was heard at the client, and the server's figures agree with the client's clock.
+    audible = client.audible_times()
+    assert audible and audible[0] > speech_end
+    _, metrics = await client.wait_event("metrics")
+    client_v2v = (audible[0] - speech_end) * 1000
+    assert 0 < metrics["voice_to_voice_ms"] <= client_v2v + 30
+    assert client_v2v - metrics["voice_to_voice_ms"] < 200  # network + jitter buffer on loopback
+    assert abs(metrics["endpoint_ms"] - 500) <= 40  # the configured end-of-speech silence, within two frames
+    assert metrics["voice_to_voice_ms"] >= metrics["endpoint_ms"] + metrics["stt_ms"] + metrics["llm_first_token_ms"]
+    for key in ("stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms"):
+        assert metrics[key] is not None and metrics[key] >= 0
+    # ~5 sentences at 60 ms/char arrived as audio
+    assert len(audible) * 0.02 > 0.5 * len(reply["text"]) * 0.06
+    assert standin.log.transcription_count == 1
+
+
+async def test_audio_starts_before_the_reply_is_written(assistant, clients):
+    server, standin = await assistant(StandinConfig(stt_text=QUESTION, llm_reply=LONG_REPLY, llm_token_delay=0.03))
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    client.send({"type": "text", "text": "Tell me a long story."})
+    await client.wait_event("reply", timeout=60)
+    last_delta = max(t for t, e in client.events if e["type"] == "reply_delta")
+    first_audio = client.audible_times()[0]
+    assert first_audio < last_delta - 2.0, "speech must start while the LLM is still writing"
+
+
+async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, clients):
+    config = StandinConfig(stt_script=[QUESTION, "Stop. What about Spain?"], llm_reply=LONG_REPLY)
+    server, standin = await assistant(config)
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    await ask(client)
+    t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
+    await asyncio.sleep(2.0)  # let a couple of sentences play
+    config.llm_reply = "You said: {last_user}. Madrid."
+    await ask(client, "Stop. What about Spain?")
+
+    t_barge, _ = await client.wait_event("speech_started", after=t_speaking, timeout=10)
+    _, reply1 = await client.wait_event("reply", turn=1, timeout=10)
+    _, reply2 = await client.wait_event("reply", turn=2, timeout=20)
+    t_speaking2, _ = await client.wait_event("state", state="speaking", turn=2)
+
+    # Turn 1's audio stopped within 100 ms of the server's speech_started, and none of it came back.
+    audible = client.audible_times()
+    before = [t for t in audible if t < t_barge]
+    stale = [t for t in audible if t_barge + 0.1 < t < t_speaking2]
+    assert before and stale == [], f"{len(stale)} audible frames after barge-in"
+    assert reply1["interrupted"] is True
+    heard = reply1["heard"]
+    assert heard and LONG_REPLY.startswith(heard) and len(heard) < len(LONG_REPLY) / 2
+    # ~2 s of speech at 60 ms/char is heard: the heard text matches the audio that played
+    played_s = t_barge - before[0]
+    assert abs(len(heard) * 0.06 - played_s) < 1.0, (len(heard) * 0.06, played_s)
+
+    # The second question is answered, with history holding only the heard part, marked.
+    assert reply2["text"] == "You said: Stop. What about Spain. Madrid."
+    messages = standin.log.chat_requests[-1]["messages"]
+    assistant_msg = [m for m in messages if m["role"] == "assistant"][-1]["content"]
+    assert assistant_msg.startswith(heard) and "interrupted" in assistant_msg
+    assert LONG_REPLY not in assistant_msg
+
+
+async def test_a_short_noise_does_not_interrupt(assistant, clients):
+    server, _ = await assistant(StandinConfig(llm_reply=LONG_REPLY))
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    client.send({"type": "text", "text": "Talk to me."})
+    t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
+    click = (speak("Hello")[:960] * 1.0).astype("int16")  # 60 ms: below the 100 ms start threshold
+    await client.mic.say(to_48k(click))
+    await asyncio.sleep(1.5)
+    assert events_of(client, "speech_started") == []
+    assert events_of(client, "reply") == []  # still talking
+
+
+async def test_barge_in_can_be_switched_off(assistant, clients):
+    server, _ = await assistant(StandinConfig(stt_text="Interrupting.", llm_reply=LONG_REPLY), barge_in=False)
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    client.send({"type": "text", "text": "Talk to me."})
+    t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
+    await ask(client, "Stop talking please.")
+    t_stop, _ = await client.wait_event("speech_stopped", after=t_speaking, timeout=10)
+    await asyncio.sleep(0.5)
+    assert [t for t in client.audible_times() if t > t_stop + 0.3], "the reply went on"
+    assert events_of(client, "reply") == [] and events_of(client, "transcript") == [
+        {"type": "transcript", "text": "Talk to me.", "turn": 1, "source": "text"}
+    ]
+
+
+async def test_multi_turn_memory(assistant, clients):
+    server, standin = await assistant(StandinConfig(llm_reply="You said: {last_user}. This is message {n_messages}."))
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    client.send({"type": "text", "text": "My name is Ada."})
+    _, first = await client.wait_event("reply", timeout=15)
+    client.send({"type": "text", "text": "What is my name?"})
+    _, second = await client.wait_event("reply", turn=2, timeout=15)
+    assert first["text"] == "You said: My name is Ada. This is message 2."
+    assert second["text"] == "You said: What is my name. This is message 4."
+    messages = standin.log.chat_requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[1]["content"] == "My name is Ada." and messages[2]["content"] == first["text"]
+
+
+async def test_empty_transcript_starts_no_turn(assistant, clients):
+    server, standin = await assistant(StandinConfig(stt_script=["[BLANK_AUDIO]", QUESTION]))
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    await ask(client, "Hmm.")
+    t_tr, _ = await client.wait_event("state", state="transcribing", timeout=15)
+    await client.wait_event("state", state="listening", after=t_tr + 0.001, timeout=10)
+    assert events_of(client, "transcript") == [] and standin.log.chat_requests == []
+    await ask(client)
+    _, reply = await client.wait_event("reply", timeout=20)
+    assert reply["text"].startswith("You said: What is the capital of France")
+
+
+@pytest.mark.parametrize(
+    ("fault", "stage", "voice"),
+    [
+        ({"stt_status": 500}, "stt", True),
+        ({"llm_cut_after": 6}, "llm", False),
+        ({"tts_timeout": True}, "tts", False),
+        ({"llm_status": 503}, "llm", False),
+        ({"tts_invalid_audio": True}, "tts", False),
+    ],
+)
+async def test_a_failing_stage_is_reported_and_the_next_turn_works(assistant, clients, fault, stage, voice):
+    config = StandinConfig(stt_text=QUESTION)
+    server, standin = await assistant(config)
+    config.update(fault)
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    if voice:
+        await ask(client)
+    else:
+        client.send({"type": "text", "text": QUESTION})
+    t_err, error = await client.wait_event("error", timeout=20)
+    assert error["stage"] == stage and error["turn"] == 1
+    assert "sk-test-secret" not in error["message"]
+    await client.wait_event("state", state="listening", after=t_err, timeout=5)
+    # nothing stale is spoken after the error
+    await asyncio.sleep(0.3)
+    assert [t for t in client.audible_times() if t > t_err + 0.3] == []
+
+    config.update({k: StandinConfig.__dataclass_fields__[k].default for k in fault})
+    client.send({"type": "text", "text": "Try again."})
+    _, reply = await client.wait_event("reply", turn=2, timeout=20)
+    assert reply["text"].startswith("You said: Try again.") and reply["interrupted"] is False
+    assert [t for t in client.audible_times() if t > t_err + 0.3]
