@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -12,6 +13,7 @@ from pipeline.engines.base import Engines
 from pipeline.wiring import pipeline_factory
 from rtc.http import HttpConfig, create_app
 from rtc.ice import use_host_addresses
+from rtc.session import SESSION_ID
 from settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("server")
@@ -24,12 +26,7 @@ def build_app(settings: Settings) -> web.Application:
 
         engines = build_engines(settings)
     use_host_addresses(settings.ice_host_list)
-    config = HttpConfig(
-        make_pipeline=pipeline_factory(settings, engines),
-        ice_servers=settings.ice_server_list,
-        readiness=engines.readiness if engines else dict,
-        pipeline_name=settings.pipeline,
-    )
+    config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines), engines.readiness if engines else dict)
     app = create_app(config)
     if engines is not None:
         app.on_startup.append(lambda _app: _start_engines(engines))
@@ -43,13 +40,45 @@ async def _start_engines(engines: Engines) -> None:
     log.info("engines ready in %.1f s: %s", time.monotonic() - started, engines.readiness())
 
 
+class _SessionField(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.session = SESSION_ID.get()
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "session": getattr(record, "session", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_SessionField())
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(session)s] %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    # Access lines would repeat what our own lines say, and at info they show every poll of /healthz.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def main(argv: list[str]) -> int:
     try:
         settings = load_settings(argv)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     log.info("settings: %s", settings.public())
     try:
         app = build_app(settings)

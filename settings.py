@@ -35,6 +35,25 @@ class Settings:
         choices=("assistant", "echo"),
     )
     log_level: str = _opt("info", "Logging level.", choices=("debug", "info", "warning", "error"))
+    log_format: str = _opt(
+        "text", "Log lines as `text` or `json` (one object per line, with the session id as a field).", choices=("text", "json")
+    )
+    log_content: bool = _opt(False, "Log transcripts and replies (off: logs carry no user content).")
+    # access and limits
+    voice_token: str = _opt(
+        "", "If set, `POST /offer` needs `Authorization: Bearer <token>`; the page asks for it once per tab.", secret=True
+    )
+    allowed_origins: str = _opt(
+        "",
+        "Comma-separated origins allowed to POST offers from a browser (`*`: any). Empty: the page's own origin only. Requests without an Origin header (non-browser clients) are not affected.",
+    )
+    max_sessions: int = _opt(10, "Concurrent sessions; more are refused with 503.")
+    max_session_s: float = _opt(3600.0, "Longest session, in seconds (0: unlimited).")
+    idle_timeout_s: float = _opt(300.0, "A session with no speech or typed text for this long says goodbye and closes (0: never).")
+    connect_timeout_s: float = _opt(15.0, "An answered offer must connect within this many seconds.")
+    no_media_timeout_s: float = _opt(5.0, "A connected client that sends no audio for this long is taken for gone (a killed browser).")
+    max_turns_per_minute: int = _opt(20, "Turns one session may start per minute; more are refused with an error event.")
+    max_reply_chars: int = _opt(1500, "Longest reply in characters; the rest is not generated.")
     # WebRTC
     ice_hosts: str = _opt(
         "",
@@ -69,6 +88,8 @@ class Settings:
     )
     stt_language: str = _opt("en", "Spoken language (ISO code).")
     stt_timeout_s: float = _opt(15.0, "Timeout of one transcription.")
+    stt_beam_size: int = _opt(5, "Beam size of the local Whisper decoder (1 = greedy).")
+    stt_threads: int = _opt(0, "CPU threads for local Whisper; 0 = all available cores.")
     # engines: language model
     llm_engine: str = _opt("local", "LLM engine: `local` (embedded llama.cpp) or `openai`.", choices=("local", "openai"))
     llm_base_url: str = _opt("", "LLM endpoint base URL (openai engine).")
@@ -79,6 +100,9 @@ class Settings:
     )
     llm_timeout_s: float = _opt(20.0, "Timeout for the first token and between tokens of a reply.")
     llm_max_tokens: int = _opt(200, "Longest reply in tokens.")
+    llm_threads: int = _opt(0, "CPU threads for local llama.cpp; 0 = all available cores.")
+    llm_context: int = _opt(4096, "Context window (tokens) of the local LLM; history + reply must fit.")
+    llm_temperature: float = _opt(0.3, "Sampling temperature of the local LLM (0 = deterministic).")
     # engines: text to speech
     tts_engine: str = _opt(
         "local",
@@ -96,6 +120,10 @@ class Settings:
     )
     tts_speed: float = _opt(1.0, "Speaking speed (1.0 normal; local piper: inverse length scale).")
     tts_timeout_s: float = _opt(15.0, "Timeout for the first audio and between chunks of one sentence.")
+    tts_threads: int = _opt(0, "CPU threads for the local piper voice; 0 = all available cores.")
+    # embedded engines
+    model_cache_dir: str = _opt("", "Where split models are assembled and verified once. Empty: `$XDG_CACHE_HOME/voice-assistant` or `~/.cache/voice-assistant`.")
+    engine_queue_size: int = _opt(4, "Requests that may wait for each embedded engine; more are refused at once as busy.")
     # conveniences
     groq_api_key: str = _opt(
         "",

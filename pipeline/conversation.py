@@ -18,8 +18,9 @@ import asyncio
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Hashable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -50,6 +51,9 @@ class ConversationConfig:
     stt_timeout_s: float = 15.0
     llm_timeout_s: float = 20.0
     tts_timeout_s: float = 15.0
+    max_turns_per_minute: int = 20
+    max_reply_chars: int = 1500
+    log_content: bool = False  # transcripts and replies in the logs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConversationConfig:
@@ -61,6 +65,9 @@ class ConversationConfig:
             stt_timeout_s=settings.stt_timeout_s,
             llm_timeout_s=settings.llm_timeout_s,
             tts_timeout_s=settings.tts_timeout_s,
+            max_turns_per_minute=settings.max_turns_per_minute,
+            max_reply_chars=settings.max_reply_chars,
+            log_content=settings.log_content,
         )
 
 
@@ -108,13 +115,25 @@ async def _within(stream: AsyncIterator[T], timeout: float, stage: str) -> Async
     """Items of `stream`, each of which must arrive within `timeout` seconds."""
     while True:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), _failures_of(stage):
                 item = await anext(stream)
         except StopAsyncIteration:
             return
         except TimeoutError:
             raise EngineError(stage, f"no response within {timeout:g} s") from None
         yield item
+
+
+@asynccontextmanager
+async def _failures_of(stage: str) -> AsyncIterator[None]:
+    """An engine's unexpected exception (a bug, a native crash) becomes that stage's EngineError."""
+    try:
+        yield
+    except (EngineError, StopAsyncIteration, TimeoutError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("%s engine failed", stage)
+        raise EngineError(stage, f"the {stage.upper()} engine failed; see the server log") from None
 
 
 class Conversation:
@@ -132,6 +151,7 @@ class Conversation:
         self._carry_pcm = b""  # an utterance cut off before it was transcribed ...
         self._carry_text = ""  # ... or before any of its reply was heard: joined to the next
         self._closed = False
+        self._turn_starts: deque[float] = deque()
         audio.add_listener(self._on_playback)
         self._set_state("listening")
 
@@ -172,6 +192,13 @@ class Conversation:
     def _start_turn(self, turn: _Turn, pcm: bytes | None, text: str | None) -> None:
         if self._closed:
             return
+        now = time.monotonic()
+        while self._turn_starts and self._turn_starts[0] < now - 60:
+            self._turn_starts.popleft()
+        if len(self._turn_starts) >= self.config.max_turns_per_minute:
+            self._emit(Error("rate", f"too many turns: at most {self.config.max_turns_per_minute} a minute; please wait a moment"))
+            return
+        self._turn_starts.append(now)
         self._turn_id = turn.id
         previous = self._task
         self._turn = turn
@@ -224,7 +251,7 @@ class Conversation:
                 self._set_state("transcribing", turn.id)
                 started = time.monotonic()
                 try:
-                    async with asyncio.timeout(self.config.stt_timeout_s):
+                    async with asyncio.timeout(self.config.stt_timeout_s), _failures_of("stt"):
                         text = await self._engines.stt.transcribe(pcm, RATE)
                 except TimeoutError:
                     raise EngineError("stt", f"no transcript within {self.config.stt_timeout_s:g} s") from None
@@ -237,6 +264,8 @@ class Conversation:
             text = " ".join(t for t in (self._carry_text, text.strip()) if t)
             self._carry_text = ""
             turn.user_text = text
+            if self.config.log_content:
+                log.info("turn %d: user said %r", turn.id, text)
             self._emit(Transcript(text, turn=turn.id, source="voice" if pcm is not None else "text"))
             stage = "llm"
             self._set_state("thinking", turn.id)
@@ -295,6 +324,9 @@ class Conversation:
                         continue
                     if metrics.llm_first_token_ms is None:
                         metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
+                    if len(turn.reply) + len(delta) > self.config.max_reply_chars:
+                        log.info("turn %d: reply cut at %d characters", turn.id, self.config.max_reply_chars)
+                        break  # leaving the block closes the stream, which stops generation
                     turn.reply += delta
                     self._emit(ReplyDelta(delta, turn=turn.id))
                     for sentence in splitter.feed(delta):

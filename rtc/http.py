@@ -1,4 +1,4 @@
-"""The HTTP side: the page, `POST /offer`, `GET /healthz`, `GET /config`.
+"""The HTTP side: the page, `POST /offer`, `GET /healthz`, `GET /config`, `GET /metrics`.
 
 `create_app` is given what it needs (a pipeline factory, ICE settings, a
 readiness probe) rather than building it, so tests assemble the same app.
@@ -7,6 +7,7 @@ readiness probe) rather than building it, so tests assemble the same app.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -18,7 +19,9 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from rtc.ice import rtc_configuration
-from rtc.session import InvalidOffer, PipelineFactory, Session, SessionLimits
+from rtc.session import SESSION_ID, InvalidOffer, PipelineFactory, Session, SessionLimits
+from rtc.telemetry import Telemetry
+from settings import Settings
 
 log = logging.getLogger("rtc.http")
 
@@ -27,6 +30,7 @@ MAX_OFFER_BYTES = 64 * 1024  # a real SDP offer is a few KB
 
 SESSIONS: web.AppKey[dict[str, Session]] = web.AppKey("sessions", dict)
 CONFIG: web.AppKey[HttpConfig] = web.AppKey("config")
+TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 
 
 @dataclass
@@ -36,14 +40,54 @@ class HttpConfig:
     limits: SessionLimits = field(default_factory=SessionLimits)
     readiness: Callable[[], dict[str, Any]] = dict
     pipeline_name: str = "assistant"
+    token: str = ""  # bearer token required on /offer; empty: none
+    allowed_origins: list[str] = field(default_factory=list)  # besides the page's own; "*" for any
+    max_sessions: int = 10
+
+    @classmethod
+    def from_settings(cls, settings: Settings, make_pipeline: PipelineFactory, readiness: Callable[[], dict[str, Any]] = dict) -> HttpConfig:
+        return cls(
+            make_pipeline=make_pipeline,
+            ice_servers=settings.ice_server_list,
+            limits=SessionLimits(
+                connect_timeout_s=settings.connect_timeout_s,
+                no_media_timeout_s=settings.no_media_timeout_s,
+                max_duration_s=settings.max_session_s,
+                idle_timeout_s=settings.idle_timeout_s,
+            ),
+            readiness=readiness,
+            pipeline_name=settings.pipeline,
+            token=settings.voice_token,
+            allowed_origins=[o.strip() for o in settings.allowed_origins.split(",") if o.strip()],
+            max_sessions=settings.max_sessions,
+        )
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None or "*" in allowed or origin in allowed:
+        return True  # no Origin: not a browser, nothing for a browser check to protect
+    return origin in (f"http://{request.host}", f"https://{request.host}")
+
+
+def _refuse(request: web.Request, status: int, reason: str, message: str) -> web.Response:
+    request.app[TELEMETRY].refused.labels(reason).inc()
+    log.info("offer refused (%s): %s", reason, message)
+    return _error(status, message)
+
+
 async def offer(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
+    if config.token:
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {config.token}".encode()):
+            return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
+    if not _origin_allowed(request, config.allowed_origins):
+        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
     try:
@@ -63,10 +107,21 @@ async def offer(request: web.Request) -> web.Response:
         return _error(400, "'sdp' must be a non-empty string")
     if kind != "offer":
         return _error(400, "'type' must be \"offer\"")
+    if params.get("session") is not None:
+        return _error(409, "renegotiating a session is not supported: close it and send a new offer")
 
     sessions = request.app[SESSIONS]
+    if len(sessions) >= config.max_sessions:
+        return _refuse(request, 503, "capacity", f"server is full ({config.max_sessions} sessions); try again later")
+    telemetry = request.app[TELEMETRY]
+
+    def closed(s: Session) -> None:
+        sessions.pop(s.id, None)
+        telemetry.closed.labels(s.close_reason_kind).inc()
+
     pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers))
-    session = Session(pc, config.make_pipeline, on_closed=lambda s: sessions.pop(s.id, None), limits=config.limits)
+    session = Session(pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe)
+    SESSION_ID.set(session.id)  # tasks and callbacks made from here on log with this session's id
     sessions[session.id] = session
     try:
         answer = await session.accept(RTCSessionDescription(sdp=sdp, type=kind))
@@ -77,7 +132,8 @@ async def offer(request: web.Request) -> web.Response:
         log.exception("offer failed")
         await session.close("offer failed")
         return _error(400, f"could not answer the offer: {type(exc).__name__}")
-    log.info("session %s: answered (%d open)", session.id, len(sessions))
+    telemetry.sessions.inc()
+    log.info("answered (%d open)", len(sessions))
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id})
 
 
@@ -96,7 +152,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def client_config(request: web.Request) -> web.Response:
-    return web.json_response({"ice_servers": request.app[CONFIG].ice_servers, "token_required": False})
+    config = request.app[CONFIG]
+    return web.json_response({"ice_servers": config.ice_servers, "token_required": bool(config.token)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[TELEMETRY].render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -107,18 +169,29 @@ async def _close_sessions(app: web.Application) -> None:
     sessions = list(app[SESSIONS].values())
     if sessions:
         log.info("closing %d session(s)", len(sessions))
-    await asyncio.gather(*(s.close("server shutting down") for s in sessions), return_exceptions=True)
+    await asyncio.gather(*(s.close("the server is shutting down", kind="shutdown") for s in sessions), return_exceptions=True)
+
+
+async def _watch_loop(app: web.Application) -> Any:
+    task = asyncio.get_running_loop().create_task(app[TELEMETRY].watch_loop(), name="loop-lag")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def create_app(config: HttpConfig) -> web.Application:
     app = web.Application(client_max_size=MAX_OFFER_BYTES)
     app[CONFIG] = config
-    app[SESSIONS] = {}
+    sessions: dict[str, Session] = {}
+    app[SESSIONS] = sessions
+    app[TELEMETRY] = Telemetry(open_sessions=lambda: len(sessions), readiness=config.readiness)
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/config", client_config)
+    app.router.add_get("/metrics", metrics)
     if WEB_DIR.exists():
         app.router.add_static("/", WEB_DIR, show_index=False)
+    app.cleanup_ctx.append(_watch_loop)
     app.on_shutdown.append(_close_sessions)
     return app

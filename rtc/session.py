@@ -8,6 +8,7 @@ watchdog (no connection in time, no RTP for a while) or server shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -26,6 +27,10 @@ from rtc.outbound import OutboundAudioTrack
 
 log = logging.getLogger("rtc.session")
 
+# The id of the session whose work is running: set when a session is made, inherited by
+# every task and callback it creates, and added to log records by the server's filter.
+SESSION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", default="-")
+
 MAX_TEXT_MESSAGE = 4000  # characters of one typed message
 
 # make_pipeline(audio_out, emit) -> the pipeline this session drives
@@ -39,8 +44,9 @@ class InvalidOffer(ValueError):
 @dataclass(frozen=True)
 class SessionLimits:
     connect_timeout_s: float = 15.0  # offer answered -> ICE connected
-    no_media_timeout_s: float = 10.0  # connected -> no inbound RTP for this long
+    no_media_timeout_s: float = 5.0  # connected -> no inbound RTP for this long
     max_duration_s: float = 0.0  # 0: unlimited
+    idle_timeout_s: float = 0.0  # no speech or text for this long -> goodbye (0: never)
 
 
 class Session:
@@ -50,13 +56,17 @@ class Session:
         make_pipeline: PipelineFactory,
         on_closed: Callable[[Session], None],
         limits: SessionLimits | None = None,
+        observe: Callable[[Event], None] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pc = pc
         self.limits = limits or SessionLimits()
         self.outbound = OutboundAudioTrack()
         self.inbound: InboundAudio | None = None
-        self.created = time.monotonic()
+        self.created = self.last_activity = time.monotonic()
+        self.close_reason = ""
+        self.close_reason_kind = ""  # a short label for metrics
+        self._observe = observe
         self._on_closed = on_closed
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []  # events sent before the data channel opened
@@ -93,6 +103,10 @@ class Session:
     # -- events out ----------------------------------------------------------
 
     def send_event(self, event: Event) -> None:
+        if self._observe is not None:
+            self._observe(event)
+        if event.type in ("speech_started", "transcript"):
+            self.last_activity = time.monotonic()
         message = json.dumps(event.to_dict())
         channel = self._channel
         if channel is None or channel.readyState != "open":
@@ -102,7 +116,7 @@ class Session:
         try:
             channel.send(message)
         except Exception:  # the channel closed under us: the session is going away
-            log.debug("session %s: event dropped, channel closed", self.id)
+            log.debug("event dropped: channel closed")
 
     # -- aiortc callbacks ----------------------------------------------------
 
@@ -156,9 +170,9 @@ class Session:
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
-        log.info("session %s: connection %s", self.id, state)
+        log.info("connection %s", state)
         if state in ("failed", "closed"):
-            self.close_soon(f"connection {state}")
+            self.close_soon(f"connection {state}", kind=state)
 
     # -- tasks ---------------------------------------------------------------
 
@@ -168,7 +182,7 @@ class Session:
             try:
                 self.pipeline.on_audio(frame.pcm, frame.t)
             except Exception:
-                log.exception("session %s: pipeline failed on audio", self.id)
+                log.exception("pipeline failed on audio")
                 self.send_event(Error(stage="session", message="internal error handling audio"))
 
     async def _watchdog(self) -> None:
@@ -178,31 +192,35 @@ class Session:
             now = time.monotonic()
             if self.pc.connectionState != "connected":
                 if now - self.created > limits.connect_timeout_s:
-                    self.close_soon("no connection within the connect timeout")
+                    self.close_soon("no connection within the connect timeout", kind="connect_timeout")
                     return
                 continue
             last = self.inbound.last_frame_at if self.inbound else None
             if (last or self.created) < now - limits.no_media_timeout_s and now - self.created > limits.no_media_timeout_s:
-                self.close_soon("no audio received from the client")
+                self.close_soon("no audio received from the client", kind="no_media")
                 return
             if limits.max_duration_s and now - self.created > limits.max_duration_s:
-                self.close_soon("maximum session duration reached")
+                self.close_soon("the maximum session length was reached, goodbye", kind="max_duration")
+                return
+            if limits.idle_timeout_s and now - self.last_activity > limits.idle_timeout_s:
+                self.close_soon("no one has spoken for a while, goodbye", kind="idle")
                 return
 
     # -- closing -------------------------------------------------------------
 
-    def close_soon(self, reason: str) -> None:
+    def close_soon(self, reason: str, kind: str = "closed") -> None:
         """Close from a callback or a task of this session (which close() would cancel)."""
         if self._closing is None:
+            self.close_reason, self.close_reason_kind = reason, kind
             self._closing = asyncio.get_running_loop().create_task(self._close(reason))
 
-    async def close(self, reason: str = "closed") -> None:
-        if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(self._close(reason))
+    async def close(self, reason: str = "closed", kind: str = "closed") -> None:
+        self.close_soon(reason, kind)
+        assert self._closing is not None
         await asyncio.shield(self._closing)
 
     async def _close(self, reason: str) -> None:
-        log.info("session %s: closing (%s)", self.id, reason)
+        log.info("closing: %s", reason)
         if self._channel is not None and self._channel.readyState == "open":
             self.send_event(Goodbye(reason=reason))
         current = asyncio.current_task()
@@ -213,7 +231,7 @@ class Session:
         try:
             await self.pipeline.close()
         except Exception:
-            log.exception("session %s: pipeline close failed", self.id)
+            log.exception("pipeline close failed")
         self.outbound.stop()
         await self.pc.close()
         self._on_closed(self)

@@ -50,13 +50,9 @@ def start_server(aiohttp_server: Any) -> Callable[..., Awaitable[Running]]:
 
     async def start(engines: Engines | None = None, limits: SessionLimits | None = None, **overrides: Any) -> Running:
         settings = make_settings(**overrides)
-        config = HttpConfig(
-            make_pipeline=pipeline_factory(settings, engines),
-            ice_servers=[],
-            limits=limits or SessionLimits(),
-            readiness=engines.readiness if engines else dict,
-            pipeline_name=settings.pipeline,
-        )
+        config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines), engines.readiness if engines else dict)
+        if limits is not None:
+            config.limits = limits
         app = create_app(config)
         server = await aiohttp_server(app)
         return Running(app, str(server.make_url("")).rstrip("/"))

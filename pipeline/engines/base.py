@@ -84,6 +84,9 @@ class Engines:
     def readiness(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
         for stage, engine in (("stt", self.stt), ("llm", self.llm), ("tts", self.tts)):
-            ready = getattr(engine, "ready", True)
-            out[stage] = {"engine": engine.name, "ready": bool(ready)}
+            info: dict[str, object] = {"engine": engine.name, "ready": bool(getattr(engine, "ready", True))}
+            depth = getattr(engine, "queue_depth", None)
+            if depth is not None:
+                info["queue"] = depth
+            out[stage] = info
         return out

