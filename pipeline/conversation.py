@@ -24,6 +24,8 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
+
 from pipeline.engines.base import EngineError, Engines
 from pipeline.events import Error, Metrics, Reply, ReplyDelta, SpeechStartedEvent, SpeechStoppedEvent, State, Transcript
 from pipeline.history import History
@@ -104,6 +106,16 @@ class _Turn:
                 parts.append(" ".join(words[: int(len(words) * share)]))
             break
         return " ".join(parts)
+
+
+def _trim_leading_silence(pcm: bytes, rate: int, threshold: int = 300, keep_ms: int = 20) -> bytes:
+    """`pcm` from shortly before its first sample louder than `threshold`; b"" if none is."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+    if len(loud) == 0:
+        return b""
+    start = max(0, int(loud[0]) - rate * keep_ms // 1000)
+    return samples[start:].tobytes()
 
 
 def _meaningful(text: str) -> bool:
@@ -352,6 +364,12 @@ class Conversation:
                 started = time.monotonic()
                 async with aclosing(tts.stream(spoken)) as chunks:
                     async for chunk in _within(chunks, self.config.tts_timeout_s, "tts"):
+                        if turn.last_mark is None:
+                            # Voices start with a breath of silence; before the reply's first
+                            # word it is only latency, so it is not sent.
+                            chunk = _trim_leading_silence(chunk, tts.sample_rate)
+                            if not chunk:
+                                continue
                         if metrics.tts_first_audio_ms is None:
                             metrics.tts_first_audio_ms = round((time.monotonic() - started) * 1000, 1)
                         self._audio.write(chunk, tts.sample_rate, mark)

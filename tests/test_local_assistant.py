@@ -1,0 +1,46 @@
+"""The default product: the assistant on its embedded engines, through real aiortc peers.
+
+No key, no network: every model comes from an installed package.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.engines.factory import build_engines
+from tests.conftest import make_settings
+from tests.rtc_client import to_48k
+from tests.speech import concat, silence, speak, voiced_bounds
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def test_spoken_questions_get_relevant_spoken_answers(start_server, clients):
+    settings = make_settings(llm_temperature=0.0)  # greedy decoding: a repeatable answer
+    engines = build_engines(settings)
+    await engines.start()
+    try:
+        assert all(info["ready"] for info in engines.readiness().values())
+        server = await start_server(engines=engines, llm_temperature=0.0)
+        client = await clients(server.url)
+        await client.wait_event("state", state="listening")
+        turns = [("What is the capital of France?", "paris"), ("What color is the sky on a clear day?", "blue")]
+        for turn, (question, expected) in enumerate(turns, start=1):
+            speech = speak(question)
+            sent = await client.mic.say(to_48k(concat(silence(0.3), speech, silence(0.2))))
+            speech_end = sent + 0.3 + voiced_bounds(speech)[1]
+            _, transcript = await client.wait_event("transcript", turn=turn, timeout=60)
+            words = question.lower().rstrip("?").split()
+            heard = transcript["text"].lower()
+            assert sum(w in heard for w in words) >= len(words) - 1, transcript
+            _, reply = await client.wait_event("reply", turn=turn, timeout=90)
+            assert any(e in reply["text"].lower() for e in expected.split("|")), reply
+            assert not reply["interrupted"]
+            _, metrics = await client.wait_event("metrics", turn=turn)
+            audible = [t for t in client.audible_times() if t > speech_end]
+            assert audible, "no reply audio reached the client"
+            # the server's voice-to-voice matches what the client heard, within loopback delivery
+            assert 0 <= (audible[0] - speech_end) * 1000 - metrics["voice_to_voice_ms"] < 250, metrics
+            print(f"\n{question!r} -> {transcript['text']!r} -> {reply['text']!r}; metrics {metrics}")
+    finally:
+        await engines.close()
