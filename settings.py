@@ -122,7 +122,9 @@ class Settings:
     tts_timeout_s: float = _opt(15.0, "Timeout for the first audio and between chunks of one sentence.")
     tts_threads: int = _opt(0, "CPU threads for the local piper voice; 0 = all available cores.")
     # embedded engines
-    model_cache_dir: str = _opt("", "Where split models are assembled and verified once. Empty: `$XDG_CACHE_HOME/voice-assistant` or `~/.cache/voice-assistant`.")
+    model_cache_dir: str = _opt(
+        "", "Where split models are assembled and verified once. Empty: `$XDG_CACHE_HOME/voice-assistant` or `~/.cache/voice-assistant`."
+    )
     engine_queue_size: int = _opt(4, "Requests that may wait for each embedded engine; more are refused at once as busy.")
     # conveniences
     groq_api_key: str = _opt(
@@ -159,8 +161,8 @@ class Settings:
             raise SettingsError("VAD_FRAME_MS must be 10, 20 or 30")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise SettingsError("VAD_AGGRESSIVENESS must be 0..3")
-        if not 0 < self.port < 65536:
-            raise SettingsError("PORT must be 1..65535")
+        if not 0 <= self.port < 65536:
+            raise SettingsError("PORT must be 0..65535 (0: any free port)")
 
     def public(self) -> dict[str, Any]:
         """Settings safe to log: secrets show only whether they are set."""

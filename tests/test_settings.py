@@ -1,0 +1,95 @@
+"""Settings: precedence, validation, secrets kept out of logs, and the README table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.settings_table import render
+from settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_cli_beats_environment_beats_dotenv_beats_default(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PORT=9001\nPIPELINE=echo\nVAD_SILENCE_MS=700\n")
+    import os
+
+    saved = dict(os.environ)
+    try:
+        os.environ["PORT"] = "9002"
+        os.environ.pop("PIPELINE", None)
+        s = load_settings(["--vad-silence-ms", "800"], dotenv_path=str(dotenv))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert (s.port, s.pipeline, s.vad_silence_ms, s.host) == (9002, "echo", 800, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PIPELINE": "karaoke"}, "PIPELINE"),
+        ({"BARGE_IN": "maybe"}, "BARGE_IN"),
+        ({"VAD_FRAME_MS": "25"}, "VAD_FRAME_MS"),
+        ({"ICE_SERVERS": "stun:example.org"}, "ICE_SERVERS"),
+        ({"ICE_SERVERS": '[{"url": "stun:x"}]'}, "ICE_SERVERS"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(env, named):
+    with pytest.raises(SettingsError, match=named):
+        load_settings([], env=env)
+
+
+def test_booleans_and_lists():
+    s = load_settings([], env={"BARGE_IN": "off", "ICE_HOSTS": "127.0.0.1, ::1", "ICE_SERVERS": '[{"urls": "stun:s:3478"}]'})
+    assert s.barge_in is False and s.ice_host_list == ["127.0.0.1", "::1"] and s.ice_server_list == [{"urls": "stun:s:3478"}]
+
+
+def test_secrets_are_never_shown():
+    s = load_settings([], env={"LLM_API_KEY": "sk-abc123", "VOICE_TOKEN": "tok-xyz"})
+    shown = str(s.public())
+    assert "sk-abc123" not in shown and "tok-xyz" not in shown and s.public()["LLM_API_KEY"] == "set"
+
+
+def test_server_startup_log_hides_keys_and_missing_key_names_the_variable():
+    server = subprocess.Popen(
+        [sys.executable, "server.py", "--pipeline", "echo", "--port", "0", "--stt-api-key", "sk-secret-987", "--voice-token", "tok-555"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in server.stdout:
+            lines.append(line)
+            if "Running on" in line:
+                break
+    finally:
+        server.terminate()
+        rest, _ = server.communicate(timeout=15)
+    log = "".join(lines) + rest
+    assert "STT_API_KEY': 'set'" in log and "sk-secret-987" not in log and "tok-555" not in log
+    assert server.returncode == 0, log  # SIGTERM is a clean shutdown
+
+    missing = subprocess.run(
+        [sys.executable, "server.py", "--llm-engine", "openai", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert missing.returncode == 2 and "LLM_API_KEY" in missing.stderr
+
+
+def test_readme_configuration_table_is_current():
+    readme = (ROOT / "README.md").read_text()
+    assert render(readme) == readme, "run: .venv/bin/python scripts/settings_table.py"
