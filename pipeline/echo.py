@@ -9,6 +9,9 @@ from pipeline.ports import AudioSink, EventSink
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
 
 
+ECHO_LEAD_S = 0.05
+
+
 class EchoPipeline:
     def __init__(self, audio: AudioSink, emit: EventSink, segmenter: SegmenterConfig | None = None) -> None:
         self._audio = audio
@@ -25,7 +28,10 @@ class EchoPipeline:
                 self._emit(SpeechStartedEvent(turn=self._turn))
             elif isinstance(event, SpeechEnded):
                 self._emit(SpeechStoppedEvent(turn=self._turn, duration_ms=round((event.t_end - event.t_start) * 1000)))
-                self._audio.write(event.pcm, RATE, mark=("echo", self._turn))
+                # Play back from just before the onset: the prefix padding is there for
+                # STT's sake, and as playback it would only be silence before the echo.
+                skip = max(0, int((event.t_start - event.pcm_start - ECHO_LEAD_S) * RATE)) * 2
+                self._audio.write(event.pcm[skip:], RATE, mark=("echo", self._turn))
 
     def on_text(self, text: str) -> None:
         """Typed text has nothing to echo in a mic test."""

@@ -102,7 +102,7 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
 
 
 async def test_audio_starts_before_the_reply_is_written(assistant, clients):
-    server, standin = await assistant(StandinConfig(stt_text=QUESTION, llm_reply=LONG_REPLY, llm_token_delay=0.03))
+    server, standin = await assistant(StandinConfig(stt_text=QUESTION, llm_reply=LONG_REPLY, llm_token_delay=0.03, tts_ms_per_char=10))
     client = await clients(server.url)
     await client.wait_event("state", state="listening")
     client.send({"type": "text", "text": "Tell me a long story."})
