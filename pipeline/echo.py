@@ -8,7 +8,6 @@ from pipeline.events import SpeechStartedEvent, SpeechStoppedEvent, State
 from pipeline.ports import AudioSink, EventSink
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
 
-
 ECHO_LEAD_S = 0.05
 
 
