@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from pipeline.engines.base import EngineError, Engines
+from pipeline.engines.base import EngineError, Engines, each_within
 from pipeline.events import Error, Metrics, Reply, ReplyDelta, SpeechStartedEvent, SpeechStoppedEvent, State, Transcript
 from pipeline.history import History
 from pipeline.ports import AudioSink, EventSink, PlayedLike
@@ -124,16 +124,10 @@ def _meaningful(text: str) -> bool:
 
 
 async def _within(stream: AsyncIterator[T], timeout: float, stage: str) -> AsyncIterator[T]:
-    """Items of `stream`, each of which must arrive within `timeout` seconds."""
-    while True:
-        try:
-            async with asyncio.timeout(timeout), _failures_of(stage):
-                item = await anext(stream)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise EngineError(stage, f"no response within {timeout:g} s") from None
-        yield item
+    """`each_within`, with an engine's unexpected exception turned into that stage's EngineError."""
+    async with _failures_of(stage):
+        async for item in each_within(stream, timeout, stage):
+            yield item
 
 
 @asynccontextmanager

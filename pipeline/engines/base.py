@@ -7,9 +7,12 @@ async iterator) must really stop the work, remote or local.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Protocol, TypedDict, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 class Message(TypedDict):
@@ -90,3 +93,24 @@ class Engines:
                 info["queue"] = depth
             out[stage] = info
         return out
+
+
+async def each_within(stream: AsyncIterator[T], timeout_s: float, stage: str, what: str = "response") -> AsyncIterator[T]:
+    """The items of `stream`, each of which must arrive within `timeout_s` (the first included).
+
+    The source is closed however the iteration ends, which is what cancels its work.
+    """
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise EngineError(stage, f"no {what} for {timeout_s:g} s") from None
+            yield item
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.engines.base import EngineError, Message
+from pipeline.engines.base import EngineError, Message, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, queue_size_setting, threads_setting
 
@@ -229,18 +229,8 @@ class LocalLLM:
         if self._server is None:
             await self.start()
         deltas = self._queue.stream(self._generate, self._request(messages))
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.timeout_s):
-                        delta = await anext(deltas)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise EngineError(STAGE, f"no token for {self.timeout_s:g} s") from None
-                yield delta
-        finally:
-            await deltas.aclose()
+        async for delta in each_within(deltas, self.timeout_s, STAGE, "token"):
+            yield delta
 
     def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any]) -> None:
         started = time.monotonic()

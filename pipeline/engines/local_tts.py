@@ -18,11 +18,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.engines.base import EngineError
+from pipeline.engines.base import EngineError, each_within
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, queue_size_setting, threads_setting
 
@@ -51,22 +51,6 @@ def resolve_voice(voice: str, cache: Path) -> tuple[Path, Path, str]:
     if not config.is_file():
         raise EngineError(STAGE, f"piper voice {path} has no config {config.name} beside it")
     return path, config, path.stem
-
-
-async def _with_timeouts(chunks: AsyncGenerator[bytes, None], timeout_s: float) -> AsyncIterator[bytes]:
-    """Apply the first-chunk and between-chunk timeout, closing the source however we leave."""
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise EngineError(STAGE, f"no audio for {timeout_s:g} s") from None
-            yield chunk
-    finally:
-        await chunks.aclose()
 
 
 class LocalTTS:
@@ -149,7 +133,7 @@ class LocalTTS:
             return
         if self._voice is None:
             await self.start()
-        async for chunk in _with_timeouts(self._queue.stream(self._synthesize, text), self.timeout_s):
+        async for chunk in each_within(self._queue.stream(self._synthesize, text), self.timeout_s, STAGE, "audio"):
             yield chunk
 
     def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
@@ -295,7 +279,7 @@ class EspeakTTS:
             return
         if self._espeak is None:
             await self.start()
-        async for chunk in _with_timeouts(self._queue.stream(self._synthesize, text), self.timeout_s):
+        async for chunk in each_within(self._queue.stream(self._synthesize, text), self.timeout_s, STAGE, "audio"):
             yield chunk
 
     def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
