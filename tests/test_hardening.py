@@ -356,3 +356,15 @@ async def test_metrics_and_health_show_activity_but_no_secrets(start_server, cli
     assert health["sessions"] == 1 and health["status"] == "ok"
     # no user content in the logs by default
     assert "Are you there" not in caplog.text
+
+
+async def test_shutdown_says_goodbye_to_every_client_and_closes_them(start_server, clients):
+    server = await start_server(engines=engines())
+    connected = [await clients(server.url) for _ in range(3)]
+    for client in connected:
+        await client.wait_event("state", state="listening")
+    await server.app.shutdown()  # what SIGINT/SIGTERM run before the server stops
+    assert server.sessions == {}
+    for client in connected:
+        _, bye = await client.wait_event("goodbye", timeout=5)
+        assert "shutting down" in bye["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,24 @@ def test_server_startup_log_hides_keys_and_missing_key_names_the_variable():
 def test_readme_configuration_table_is_current():
     readme = (ROOT / "README.md").read_text()
     assert render(readme) == readme, "run: .venv/bin/python scripts/settings_table.py"
+
+
+def test_json_logs_are_one_object_per_line_with_a_session_field():
+    server = subprocess.Popen(
+        [sys.executable, "server.py", "--pipeline", "echo", "--port", "0", "--log-format", "json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in server.stdout:
+            lines.append(line)
+            if "Running on" in line:
+                break
+    finally:
+        server.terminate()
+        server.communicate(timeout=15)
+    entries = [json.loads(line) for line in lines]
+    assert entries and all({"time", "level", "logger", "session", "message"} <= set(e) for e in entries)
