@@ -277,6 +277,7 @@ async def test_llm_cancel_stops_generation(llm: LocalLLM) -> None:
 @module_loop
 async def test_llm_task_cancel_mid_stream(llm: LocalLLM) -> None:
     got: list[str] = []
+    before = (await llm.metrics())["tokens_predicted_total"]
 
     async def consume() -> None:
         async for delta in llm.stream([{"role": "user", "content": "Tell me a long story about a lighthouse keeper and a whale."}]):
@@ -289,9 +290,11 @@ async def test_llm_task_cancel_mid_stream(llm: LocalLLM) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    started = time.monotonic()
     assert "".join(await collect(llm.stream([{"role": "user", "content": "What is two plus two?"}])))
-    assert time.monotonic() - started < 6.0
+    # Counted in tokens, not seconds (the machine may be busy): the cancelled story stopped
+    # within a few tokens of the cancel instead of running on to the 300-token cap.
+    generated = (await llm.metrics())["tokens_predicted_total"] - before
+    assert generated < len(got) + 10 + llm.last_timings["predicted_n"], generated
 
 
 @module_loop
