@@ -144,3 +144,37 @@ def describe(exc: BaseException, host: str, secrets: Iterable[str], timeout_s: f
     if isinstance(exc, openai.APIConnectionError | httpx2.RequestError | ConnectionError):
         return f"connection to {host} failed or was cut"
     return f"malformed response from {host}"
+
+
+class OpenAIEngine:
+    """What the three OpenAI-protocol engines share: an endpoint, a lazily built client, error wording."""
+
+    ready = True
+    stage = ""
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float, max_retries: int = 1) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.name = f"openai:{endpoint.model}"
+        self._host = host_of(endpoint.base_url)
+        self._client: openai.AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        # Built on first use so that building the engines does no I/O (the SDK loads CA certificates).
+        if self._client is None:
+            self._client = make_client(self.endpoint, self.timeout_s, self.max_retries)
+        return self._client
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _describe(self, exc: BaseException) -> str:
+        """`exc` in a few words, naming the host and never the key."""
+        return describe(exc, self._host, [self.endpoint.api_key], self.timeout_s)

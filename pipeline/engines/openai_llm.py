@@ -7,47 +7,23 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import openai
-
 from pipeline.engines.base import EngineError, Message
-from pipeline.engines.openai_common import Endpoint, describe, host_of, make_client, resolve_endpoint
+from pipeline.engines.openai_common import Endpoint, OpenAIEngine, resolve_endpoint
 from settings import Settings
 
 
-class OpenAILLM:
-    ready = True
-
+class OpenAILLM(OpenAIEngine):
     def __init__(self, endpoint: Endpoint, max_tokens: int = 200, timeout_s: float = 20.0, max_retries: int = 1) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint, timeout_s, max_retries)
         self.max_tokens = max_tokens
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.name = f"openai:{endpoint.model}"
-        self._host = host_of(endpoint.base_url)
-        self._client: openai.AsyncOpenAI | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAILLM:
         return cls(resolve_endpoint(settings, "llm"), max_tokens=settings.llm_max_tokens, timeout_s=settings.llm_timeout_s)
 
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        # Built on first use so that building the engines does no I/O (the SDK loads CA certificates).
-        if self._client is None:
-            self._client = make_client(self.endpoint, self.timeout_s, self.max_retries)
-        return self._client
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
     def _error(self, exc: BaseException, started: bool) -> EngineError:
         what = "LLM reply interrupted" if started else "LLM request failed"
-        return EngineError("llm", f"{what}: {describe(exc, self._host, [self.endpoint.api_key], self.timeout_s)}")
+        return EngineError("llm", f"{what}: {self._describe(exc)}")
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()

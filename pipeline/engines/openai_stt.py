@@ -6,10 +6,8 @@ import asyncio
 import io
 import wave
 
-import openai
-
 from pipeline.engines.base import EngineError
-from pipeline.engines.openai_common import Endpoint, describe, host_of, make_client, resolve_endpoint
+from pipeline.engines.openai_common import Endpoint, OpenAIEngine, resolve_endpoint
 from settings import Settings
 
 
@@ -23,36 +21,14 @@ def pcm_to_wav(pcm: bytes, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-class OpenAISTT:
-    ready = True
-
+class OpenAISTT(OpenAIEngine):
     def __init__(self, endpoint: Endpoint, language: str = "en", timeout_s: float = 15.0, max_retries: int = 1) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint, timeout_s, max_retries)
         self.language = language
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.name = f"openai:{endpoint.model}"
-        self._host = host_of(endpoint.base_url)
-        self._client: openai.AsyncOpenAI | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAISTT:
         return cls(resolve_endpoint(settings, "stt"), language=settings.stt_language, timeout_s=settings.stt_timeout_s)
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        # Built on first use so that building the engines does no I/O (the SDK loads CA certificates).
-        if self._client is None:
-            self._client = make_client(self.endpoint, self.timeout_s, self.max_retries)
-        return self._client
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
     async def transcribe(self, pcm: bytes, sample_rate: int = 16000) -> str:
         if len(pcm) < 2:
@@ -67,9 +43,7 @@ class OpenAISTT:
                     **({"language": self.language} if self.language else {}),
                 )
         except Exception as exc:
-            raise EngineError(
-                "stt", f"Transcription failed: {describe(exc, self._host, [self.endpoint.api_key], self.timeout_s)}"
-            ) from None
+            raise EngineError("stt", f"Transcription failed: {self._describe(exc)}") from None
         text = getattr(result, "text", None)
         if not isinstance(text, str):
             raise EngineError("stt", f"Transcription failed: malformed response from {self._host}")

@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import openai
-
 from pipeline.engines.audio_decode import FORMATS, AudioDecodeError, StreamDecoder, open_decoder
 from pipeline.engines.base import EngineError
-from pipeline.engines.openai_common import DEFAULT_TTS_VOICE, Endpoint, describe, host_of, make_client, resolve_endpoint
+from pipeline.engines.openai_common import DEFAULT_TTS_VOICE, Endpoint, OpenAIEngine, resolve_endpoint
 from settings import Settings
 
 RATE = 24000  # OpenAI's raw `pcm` is 24 kHz mono s16le; other formats are resampled to it
 
 
-class OpenAITTS:
-    ready = True
+class OpenAITTS(OpenAIEngine):
     sample_rate = RATE
 
     def __init__(
@@ -28,17 +25,12 @@ class OpenAITTS:
         timeout_s: float = 15.0,
         max_retries: int = 1,
     ) -> None:
+        super().__init__(endpoint, timeout_s, max_retries)
         if response_format not in FORMATS:
             raise ValueError(f"response_format must be one of {', '.join(FORMATS)}")
-        self.endpoint = endpoint
         self.voice = voice or DEFAULT_TTS_VOICE
         self.response_format = response_format
         self.speed = speed
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.name = f"openai:{endpoint.model}"
-        self._host = host_of(endpoint.base_url)
-        self._client: openai.AsyncOpenAI | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAITTS:
@@ -49,21 +41,6 @@ class OpenAITTS:
             speed=settings.tts_speed,
             timeout_s=settings.tts_timeout_s,
         )
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        # Built on first use so that building the engines does no I/O (the SDK loads CA certificates).
-        if self._client is None:
-            self._client = make_client(self.endpoint, self.timeout_s, self.max_retries)
-        return self._client
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
     async def stream(self, text: str) -> AsyncIterator[bytes]:
         if not text.strip():
@@ -109,6 +86,6 @@ class OpenAITTS:
                         decoder.feed(chunk)
         except Exception as exc:
             what = "TTS audio interrupted" if received else "TTS request failed"
-            decoder.fail(EngineError("tts", f"{what}: {describe(exc, self._host, [self.endpoint.api_key], self.timeout_s)}"))
+            decoder.fail(EngineError("tts", f"{what}: {self._describe(exc)}"))
             return
         decoder.end()
