@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from pipeline.engines.base import Engines
-from pipeline.wiring import pipeline_factory
+from pipeline.wiring import pipeline_factory, warm_up
 from rtc.http import HttpConfig, create_app
 from rtc.ice import use_host_addresses
 from rtc.session import SESSION_ID
@@ -29,15 +29,16 @@ def build_app(settings: Settings) -> web.Application:
     config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines), engines.readiness if engines else dict)
     app = create_app(config)
     if engines is not None:
-        app.on_startup.append(lambda _app: _start_engines(engines))
+        app.on_startup.append(lambda _app: _start_engines(engines, settings))
         app.on_cleanup.append(lambda _app: engines.close())
     return app
 
 
-async def _start_engines(engines: Engines) -> None:
+async def _start_engines(engines: Engines, settings: Settings) -> None:
     started = time.monotonic()
     await engines.start()
     log.info("engines ready in %.1f s: %s", time.monotonic() - started, engines.readiness())
+    await warm_up(engines, settings)
 
 
 class _SessionField(logging.Filter):

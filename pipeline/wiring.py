@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
+from contextlib import aclosing
 
 from pipeline.echo import EchoPipeline
 from pipeline.engines.base import Engines
@@ -33,3 +36,31 @@ def pipeline_factory(settings: Settings, engines: Engines | None) -> Callable[[A
 
     config = ConversationConfig.from_settings(settings)
     return lambda audio, emit: Conversation(audio, emit, engines, seg, config)
+
+
+log = logging.getLogger("pipeline.wiring")
+
+
+async def warm_up(engines: Engines, settings: Settings) -> None:
+    """One tiny request per engine at start, so no user's first turn pays for cold paths.
+
+    For the LLM it also matters beyond the first turn: every conversation opens with the
+    same system prompt, and a prompt cache (llama.cpp's, a provider's) keeps that prefix.
+    """
+    from pipeline.conversation import ConversationConfig
+    from pipeline.engines.base import EngineError
+
+    started = time.monotonic()
+    system = ConversationConfig.from_settings(settings).system_prompt
+    try:
+        await engines.stt.transcribe(b"\x00\x00" * 8000, 16000)
+        async with aclosing(engines.llm.stream([{"role": "system", "content": system}, {"role": "user", "content": "Hello."}])) as deltas:
+            async for _ in deltas:
+                break  # the prompt is processed before the first token: that is all we want
+        async with aclosing(engines.tts.stream("Hello.")) as chunks:
+            async for _ in chunks:
+                break
+    except EngineError as exc:  # a remote engine may be down now and fine later: report, do not fail
+        log.warning("warm-up: %s engine: %s", exc.stage, exc.message)
+        return
+    log.info("engines warmed up in %.1f s", time.monotonic() - started)

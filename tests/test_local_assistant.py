@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.engines.factory import build_engines
+from pipeline.wiring import warm_up
 from tests.conftest import make_settings
 from tests.rtc_client import to_48k
 from tests.speech import concat, silence, speak, voiced_bounds
@@ -19,6 +20,7 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
     settings = make_settings(llm_temperature=0.0)  # greedy decoding: a repeatable answer
     engines = build_engines(settings)
     await engines.start()
+    await warm_up(engines, settings)  # as server.py does at start
     try:
         assert all(info["ready"] for info in engines.readiness().values())
         server = await start_server(engines=engines, llm_temperature=0.0)
