@@ -67,8 +67,12 @@ def main() -> None:
             result = asyncio.run(measure(server.base, args.trials))
     rt, path, jit = result["round_trip_ms"], result["path_ms_beyond_silence"], result["jitter_ms"]
     print(f"echo round trip (speech end -> echo audible at client), {args.trials} trials, silence {SILENCE_MS} ms:")
-    print(f"  p50 {rt['p50']:.0f} ms, max {rt['max']:.0f} ms; beyond the silence and the 50 ms lead: p50 {path['p50']:.0f} ms, max {path['max']:.0f} ms")
-    print(f"outbound frame arrival jitter at the client ({result['frames']} frames): p50 {jit['p50']:.2f} ms, p99 {jit['p99']:.2f} ms, max {jit['max']:.1f} ms")
+    print(
+        f"  p50 {rt['p50']:.0f} ms, max {rt['max']:.0f} ms; beyond the silence and the 50 ms lead: p50 {path['p50']:.0f} ms, max {path['max']:.0f} ms"
+    )
+    print(
+        f"outbound frame arrival jitter at the client ({result['frames']} frames): p50 {jit['p50']:.2f} ms, p99 {jit['p99']:.2f} ms, max {jit['max']:.1f} ms"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"echo-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(result, indent=2))

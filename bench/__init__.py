@@ -1,0 +1,1 @@
+"""Benchmarks of the voice assistant: latency, baseline, barge-in, scale, memory. `python -m bench --help`."""

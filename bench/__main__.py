@@ -1,0 +1,136 @@
+"""`python -m bench [all|latency|baseline|bargein|scale|memory ...] [--quick] [--engines standin|local|both]`
+
+Starts the real server (and the OpenAI-protocol stand-in) as subprocesses, drives
+them with real aiortc peers from this process over loopback, prints tables and
+writes bench/results/<parts>-<timestamp>.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+from bench.context import Ctx, Options
+from bench.peers import LoopLag
+from bench.procs import RESULTS, ROOT, Standin, kill_all
+
+PARTS = ["latency", "baseline", "bargein", "scale", "memory"]
+
+
+async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
+    if name == "latency":
+        from bench.latency import run_latency
+
+        return await run_latency(ctx)
+    if name == "baseline":
+        from bench.latency import run_baseline
+
+        return await run_baseline(ctx)
+    if name == "bargein":
+        from bench.bargein import run_bargein
+
+        return await run_bargein(ctx)
+    if name == "scale":
+        from bench.scale import run_scale
+
+        return await run_scale(ctx)
+    if name == "memory":
+        from bench.memory import run_memory
+
+        return await run_memory(ctx)
+    raise ValueError(name)
+
+
+def _machine() -> dict[str, Any]:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(
+        subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit + ("+dirty" if dirty else ""),
+    }
+
+
+async def run(parts: list[str], opts: Options) -> dict[str, Any]:
+    started = time.monotonic()
+    results: dict[str, Any] = {"options": vars(opts) | {"parts": parts}, "machine": _machine(), "parts": {}, "timing_s": {}}
+    lag = LoopLag()
+    lag.start()
+    standin = Standin()
+    ctx = Ctx(opts, standin, lag)
+    try:
+        await standin.wait_ready()
+        for name in parts:
+            t0 = time.monotonic()
+            print(f"== {name} ==", flush=True)
+            try:
+                results["parts"][name] = await _part(name, ctx)
+            except Exception as exc:  # noqa: BLE001 - one broken part must not hide the others
+                traceback.print_exc()
+                results["parts"][name] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+                ctx.emit(f"{name}: FAILED: {type(exc).__name__}: {exc}")
+            results["timing_s"][name] = round(time.monotonic() - t0, 1)
+    finally:
+        standin.close()
+        await lag.stop()
+    results["timing_s"]["total"] = round(time.monotonic() - started, 1)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["tables"] = ctx.tables
+    results["notes"] = ctx.notes
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", metavar="part", help=f"all (default) or any of: {', '.join(PARTS)}")
+    parser.add_argument("--quick", action="store_true", help="fewer trials and sizes: about a minute")
+    parser.add_argument("--engines", choices=["standin", "local", "both"], default=None, help="default: both; standin with --quick")
+    parser.add_argument("--no-probe", action="store_true", help="run server.py itself, without the loop-lag probe (lag then reads n/a)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
+    args = parser.parse_args(argv)
+    args.parts = args.parts or ["all"]
+    unknown = [p for p in args.parts if p not in ["all", *PARTS]]
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from all, {', '.join(PARTS)}")
+    parts = PARTS if "all" in args.parts else [p for p in PARTS if p in args.parts]
+    engines = args.engines or ("standin" if args.quick else "both")
+    opts = Options(
+        quick=args.quick, engines=("standin", "local") if engines == "both" else (engines,), probe=not args.no_probe, seed=args.seed
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    label = "all" if "all" in args.parts else "-".join(parts)
+    label += "-quick" if args.quick else ""
+    try:
+        results = asyncio.run(run(parts, opts))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        kill_all()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{label}-{stamp}.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print("=" * 100)
+    print("\n\n".join(results["tables"]))
+    if results["notes"]:
+        print("\nNotes (causes found for the weaker figures):")
+        for note in results["notes"]:
+            print(f"  - {note}")
+    print(f"\ntotal {results['timing_s']['total']:.0f} s; parts {results['timing_s']}; results: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
