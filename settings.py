@@ -63,6 +63,10 @@ class Settings:
         "[]",
         'JSON list of STUN/TURN servers for server and page, e.g. `[{"urls": "stun:stun.example.org:3478"}]`. Empty list: none (fine on localhost/LAN).',
     )
+    rtp_jitter_frames: int = _opt(
+        2,
+        "Opus frames (20 ms each) the server's receiver holds back to reorder late packets before decoding. aiortc's own default is 4 (80 ms before the VAD hears anything); more tolerates a worse network, fewer answers sooner.",
+    )
     # speech segmentation (webrtcvad)
     vad_aggressiveness: int = _opt(3, "webrtcvad aggressiveness 0 (least) … 3 (most eager to call audio non-speech).")
     vad_frame_ms: int = _opt(20, "VAD frame size in ms: 10, 20 or 30.")
@@ -161,6 +165,8 @@ class Settings:
             raise SettingsError("VAD_FRAME_MS must be 10, 20 or 30")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise SettingsError("VAD_AGGRESSIVENESS must be 0..3")
+        if not 0 <= self.rtp_jitter_frames <= 8:
+            raise SettingsError("RTP_JITTER_FRAMES must be 0..8")
         if not 0 <= self.port < 65536:
             raise SettingsError("PORT must be 0..65535 (0: any free port)")
 

@@ -43,9 +43,12 @@ class HttpConfig:
     token: str = ""  # bearer token required on /offer; empty: none
     allowed_origins: list[str] = field(default_factory=list)  # besides the page's own; "*" for any
     max_sessions: int = 10
+    rtp_jitter_frames: int = 2
 
     @classmethod
-    def from_settings(cls, settings: Settings, make_pipeline: PipelineFactory, readiness: Callable[[], dict[str, Any]] = dict) -> HttpConfig:
+    def from_settings(
+        cls, settings: Settings, make_pipeline: PipelineFactory, readiness: Callable[[], dict[str, Any]] = dict
+    ) -> HttpConfig:
         return cls(
             make_pipeline=make_pipeline,
             ice_servers=settings.ice_server_list,
@@ -60,6 +63,7 @@ class HttpConfig:
             token=settings.voice_token,
             allowed_origins=[o.strip() for o in settings.allowed_origins.split(",") if o.strip()],
             max_sessions=settings.max_sessions,
+            rtp_jitter_frames=settings.rtp_jitter_frames,
         )
 
 
@@ -120,7 +124,9 @@ async def offer(request: web.Request) -> web.Response:
         telemetry.closed.labels(s.close_reason_kind).inc()
 
     pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers))
-    session = Session(pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe)
+    session = Session(
+        pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe, jitter_frames=config.rtp_jitter_frames
+    )
     SESSION_ID.set(session.id)  # tasks and callbacks made from here on log with this session's id
     sessions[session.id] = session
     try:

@@ -37,6 +37,20 @@ MAX_TEXT_MESSAGE = 4000  # characters of one typed message
 PipelineFactory = Callable[[AudioSink, EventSink], Pipeline]
 
 
+def set_jitter_frames(receiver: Any, frames: int) -> None:
+    """How many later frames aiortc's audio jitter buffer waits for before releasing one.
+
+    aiortc fixes it at 4 (80 ms of delay before anything is decoded) and offers no
+    setting, so the attribute of the pinned version is set here; if a future aiortc
+    renames it, its own default stays and this says so.
+    """
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if buffer is None or not hasattr(buffer, "_prefetch"):
+        log.warning("cannot set the RTP jitter buffer depth with this aiortc; keeping its default")
+        return
+    buffer._prefetch = frames
+
+
 class InvalidOffer(ValueError):
     """The offer cannot be answered; the message is safe to return to the client."""
 
@@ -57,6 +71,7 @@ class Session:
         on_closed: Callable[[Session], None],
         limits: SessionLimits | None = None,
         observe: Callable[[Event], None] | None = None,
+        jitter_frames: int | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pc = pc
@@ -67,6 +82,7 @@ class Session:
         self.close_reason = ""
         self.close_reason_kind = ""  # a short label for metrics
         self._observe = observe
+        self._jitter_frames = jitter_frames
         self._on_closed = on_closed
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []  # events sent before the data channel opened
@@ -95,6 +111,9 @@ class Session:
         audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise InvalidOffer("the offer has no audio m-line")
+        if self._jitter_frames is not None:
+            for transceiver in audio:
+                set_jitter_frames(transceiver.receiver, self._jitter_frames)
         self.pc.addTrack(self.outbound)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._spawn(self._watchdog(), "watchdog")

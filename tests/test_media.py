@@ -82,3 +82,30 @@ async def test_lifecycle_leaves_nothing_behind(start_server, clients):
             break
         await asyncio.sleep(0.05)
     assert leftover == []
+
+
+async def _inbound_delay(start_server, clients, jitter_frames: int) -> float:
+    """Seconds from the client sending speech to the pipeline receiving it."""
+    server = await start_server(pipeline="echo", rtp_jitter_frames=jitter_frames)
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    session = server.sessions[client.session]
+    arrivals: list[tuple[float, bytes]] = []
+    original = session.pipeline.on_audio
+    session.pipeline.on_audio = lambda pcm, t: (arrivals.append((time.monotonic(), pcm)), original(pcm, t))[1]
+    delays = []
+    for _ in range(3):
+        burst = (12000 * np.sin(2 * np.pi * 1000 * np.arange(4800) / 48000)).astype(np.int16)  # 100 ms, 1 kHz
+        sent = await client.mic.say(burst)
+        await asyncio.sleep(0.4)
+        loud = [t for t, pcm in arrivals if t > sent and np.abs(np.frombuffer(pcm, dtype=np.int16)).max() > 6000]
+        delays.append(loud[0] - sent)
+    return float(np.median(delays))
+
+
+async def test_rtp_jitter_frames_sets_how_long_inbound_audio_waits(start_server, clients):
+    deep = await _inbound_delay(start_server, clients, 4)  # aiortc's own default
+    shallow = await _inbound_delay(start_server, clients, 1)
+    print(f"\ninbound delay: depth 4 {deep * 1000:.0f} ms, depth 1 {shallow * 1000:.0f} ms")
+    # each frame of depth is 20 ms of waiting before the pipeline hears anything
+    assert 0.035 < deep - shallow < 0.09, (deep, shallow)
