@@ -154,7 +154,7 @@ async def run_bargein(ctx: Ctx) -> dict[str, Any]:
     if out["stop_ms"].get("n") and out["detect_ms"].get("n"):
         ctx.note(
             f"barge-in: of the {out['stop_ms']['p50']:.0f} ms (p50) to silence, {out['detect_ms']['p50']:.0f} ms is detection "
-            "(100 ms of voiced audio by design, plus the uplink incl. the server-side aiortc jitter buffer of 4 frames); the rest is "
+            "(100 ms of voiced audio by design, plus the uplink incl. the server's receive jitter buffer, RTP_JITTER_FRAMES deep); the rest is "
             "audio already in flight and in the client's 4-frame jitter buffer"
         )
     return out

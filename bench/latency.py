@@ -148,7 +148,7 @@ def explain_latency(ctx: Ctx, r: dict[str, Any]) -> None:
     if ep.get("n") and ep["p50"] - r["vad_silence_ms"] > 40:
         ctx.note(
             f"{r['engines']}: end of speech took {ep['p50']:.0f} ms (p50) at the client for {r['vad_silence_ms']} ms configured. The extra is the "
-            "uplink, mostly the server's own aiortc receive jitter buffer, which holds 4 frames (80 ms) before the VAD sees them, plus the "
+            "uplink, mostly the server's receive jitter buffer (RTP_JITTER_FRAMES frames of 20 ms, 2 by default) before the VAD sees them, plus the "
             "VAD's tail. The server's endpoint_ms and voice_to_voice_ms cannot see it: its media clock starts at the first frame's arrival"
         )
     dl = c.get("delivery", {})
