@@ -36,6 +36,22 @@ BASE_ARGS = [
 ]
 
 
+# For tests: one sample of the remote audio: inbound-rtp energy counters and the page's analyser level.
+REMOTE_SAMPLE_JS = """async () => {
+  const v = window.voice, out = {status: v.status, energy: null, duration: null, level: null, analyser: v.remoteLevel(), mic: v.micLevel};
+  if (!v.pc) return out;
+  const stats = await v.pc.getStats();
+  stats.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") {
+      out.energy = r.totalAudioEnergy ?? null;
+      out.duration = r.totalSamplesDuration ?? null;
+      out.level = r.audioLevel ?? null;
+    }
+  });
+  return out;
+}"""
+
+
 def have_browser() -> bool:
     return Path(CHROMIUM).exists() and shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import ServerProcess, have_browser, launch_chromium, poll
+from tests.browser import REMOTE_SAMPLE_JS, ServerProcess, have_browser, launch_chromium, poll
 from tests.speech import concat, silence, speak, write_wav
 
 pytestmark = pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")
@@ -23,21 +23,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 RATE = 48000
 SCREENSHOT = Path("/tmp/page.png")
-
-# One sample of the remote audio: inbound-rtp energy counters and the page's analyser level.
-REMOTE_SAMPLE_JS = """async () => {
-  const v = window.voice, out = {status: v.status, energy: null, duration: null, level: null, analyser: v.remoteLevel(), mic: v.micLevel};
-  if (!v.pc) return out;
-  const stats = await v.pc.getStats();
-  stats.forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "audio") {
-      out.energy = r.totalAudioEnergy ?? null;
-      out.duration = r.totalSamplesDuration ?? null;
-      out.level = r.audioLevel ?? null;
-    }
-  });
-  return out;
-}"""
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, ServerProcess, launch_chromium, poll
+from tests.browser import CHROMIUM, REMOTE_SAMPLE_JS, ServerProcess, launch_chromium, poll
 from tests.speech import concat, silence, speak, write_wav
 
 if not Path(CHROMIUM).exists():
@@ -31,20 +31,6 @@ QUESTION = "What is the capital of France?"
 LEAD_S, TRAIL_S = 1.0, 25.0
 SCREENSHOT = Path("/tmp/assistant.png")
 STARTUP_S = 120.0  # the engines load before the server binds its port; a busy machine is slower
-
-# One sample of the remote audio: the inbound-rtp energy counters and the page's analyser level.
-REMOTE_SAMPLE_JS = """async () => {
-  const v = window.voice, out = {status: v.status, energy: null, duration: null, analyser: v.remoteLevel()};
-  if (!v.pc) return out;
-  const stats = await v.pc.getStats();
-  stats.forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "audio") {
-      out.energy = r.totalAudioEnergy ?? null;
-      out.duration = r.totalSamplesDuration ?? null;
-    }
-  });
-  return out;
-}"""
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,10 @@ def test_secrets_are_never_shown():
     assert "sk-abc123" not in shown and "tok-xyz" not in shown and s.public()["LLM_API_KEY"] == "set"
 
 
-def test_server_startup_log_hides_keys_and_missing_key_names_the_variable():
+def startup_log(*args: str) -> tuple[str, int]:
+    """What an echo server prints from start until it serves, then through a SIGTERM; and its exit code."""
     server = subprocess.Popen(
-        [sys.executable, "server.py", "--pipeline", "echo", "--port", "0", "--stt-api-key", "sk-secret-987", "--voice-token", "tok-555"],
+        [sys.executable, "server.py", "--pipeline", "echo", "--port", "0", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -75,9 +76,13 @@ def test_server_startup_log_hides_keys_and_missing_key_names_the_variable():
     finally:
         server.terminate()
         rest, _ = server.communicate(timeout=15)
-    log = "".join(lines) + rest
+    return "".join(lines) + rest, server.returncode
+
+
+def test_server_startup_log_hides_keys_and_missing_key_names_the_variable():
+    log, returncode = startup_log("--stt-api-key", "sk-secret-987", "--voice-token", "tok-555")
     assert "STT_API_KEY': 'set'" in log and "sk-secret-987" not in log and "tok-555" not in log
-    assert server.returncode == 0, log  # SIGTERM is a clean shutdown
+    assert returncode == 0, log  # SIGTERM is a clean shutdown
 
     missing = subprocess.run(
         [sys.executable, "server.py", "--llm-engine", "openai", "--port", "0"],
@@ -97,21 +102,6 @@ def test_readme_configuration_table_is_current():
 
 
 def test_json_logs_are_one_object_per_line_with_a_session_field():
-    server = subprocess.Popen(
-        [sys.executable, "server.py", "--pipeline", "echo", "--port", "0", "--log-format", "json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines = []
-    try:
-        for line in server.stdout:
-            lines.append(line)
-            if "Running on" in line:
-                break
-    finally:
-        server.terminate()
-        server.communicate(timeout=15)
-    entries = [json.loads(line) for line in lines]
+    log, _ = startup_log("--log-format", "json")
+    entries = [json.loads(line) for line in log.splitlines() if line]
     assert entries and all({"time", "level", "logger", "session", "message"} <= set(e) for e in entries)

@@ -53,7 +53,40 @@ def resolve_voice(voice: str, cache: Path) -> tuple[Path, Path, str]:
     return path, config, path.stem
 
 
-class LocalTTS:
+class _QueuedVoice:
+    """What both local voices share: one worker queue, loading on first use, a per-chunk timeout."""
+
+    name: str
+    timeout_s: float
+    _queue: WorkQueue
+
+    @property
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.waiting
+
+    async def close(self) -> None:
+        await self._queue.close()
+
+    async def stream(self, text: str) -> AsyncIterator[bytes]:
+        if not text.strip():
+            return
+        if not self.ready:
+            await self.start()
+        async for chunk in each_within(self._queue.stream(self._synthesize, text), self.timeout_s, STAGE, "audio"):
+            yield chunk
+
+
+class LocalTTS(_QueuedVoice):
     """A piper voice on a worker thread, shared by every session."""
 
     sample_rate = 22050  # replaced by the voice's own rate on load
@@ -120,21 +153,9 @@ class LocalTTS:
             time.monotonic() - started,
         )
 
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.waiting
-
     async def close(self) -> None:
-        await self._queue.close()
+        await super().close()
         self._voice = None
-
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
-        if not text.strip():
-            return
-        if self._voice is None:
-            await self.start()
-        async for chunk in each_within(self._queue.stream(self._synthesize, text), self.timeout_s, STAGE, "audio"):
-            yield chunk
 
     def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
         started = time.monotonic()
@@ -219,7 +240,7 @@ class _Espeak:
                 self._sink = None
 
 
-class EspeakTTS:
+class EspeakTTS(_QueuedVoice):
     """espeak-ng through ctypes: the fallback voice when piper is too heavy."""
 
     sample_rate = 22050  # replaced by espeak's own rate on load
@@ -266,21 +287,9 @@ class EspeakTTS:
                 time.monotonic() - started,
             )
 
-    @property
-    def queue_depth(self) -> int:
-        return self._queue.waiting
-
     async def close(self) -> None:
-        await self._queue.close()
+        await super().close()
         self._espeak = None
-
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
-        if not text.strip():
-            return
-        if self._espeak is None:
-            await self.start()
-        async for chunk in each_within(self._queue.stream(self._synthesize, text), self.timeout_s, STAGE, "audio"):
-            yield chunk
 
     def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
         assert self._espeak is not None
