@@ -190,7 +190,11 @@ def create_app(config: HttpConfig) -> web.Application:
     app[CONFIG] = config
     sessions: dict[str, Session] = {}
     app[SESSIONS] = sessions
-    app[TELEMETRY] = Telemetry(open_sessions=lambda: len(sessions), readiness=config.readiness)
+    app[TELEMETRY] = Telemetry(
+        open_sessions=lambda: len(sessions),
+        readiness=config.readiness,
+        late_frames=lambda: sum(s.outbound.late_frames for s in sessions.values()),
+    )
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)
     app.router.add_get("/healthz", healthz)

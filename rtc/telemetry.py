@@ -29,7 +29,9 @@ STAGE_FIELDS = {
 
 
 class Telemetry:
-    def __init__(self, open_sessions: Callable[[], int], readiness: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, open_sessions: Callable[[], int], readiness: Callable[[], dict[str, Any]], late_frames: Callable[[], int] = lambda: 0
+    ) -> None:
         self.registry = r = CollectorRegistry()
         self._readiness = readiness
         Gauge("voice_sessions_open", "Sessions open now", registry=r).set_function(lambda: open_sessions())
@@ -46,8 +48,11 @@ class Telemetry:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
-        self._lag_window: deque[float] = deque(maxlen=600)  # the last minute at 100 ms ticks
+        self._lag_window: deque[float] = deque(maxlen=3000)  # the last minute at 20 ms ticks
         Gauge("voice_event_loop_lag_p99_seconds", "p99 event-loop lag over the last minute", registry=r).set_function(self.lag_p99)
+        Gauge("voice_outbound_late_frames", "Reply frames of the open sessions that left over a frame late", registry=r).set_function(
+            lambda: late_frames()
+        )
         self.queue_depth = Gauge("voice_engine_queue_depth", "Requests waiting for an embedded engine", ["stage"], registry=r)
 
     def observe(self, event: Event) -> None:
@@ -68,8 +73,11 @@ class Telemetry:
         ordered = sorted(self._lag_window)
         return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
-    async def watch_loop(self, interval: float = 0.1) -> None:
-        """Measures how late the loop wakes a sleeper: every session's audio waits that long too."""
+    async def watch_loop(self, interval: float = 0.02) -> None:
+        """Measures how late the loop wakes a sleeper: every session's audio waits that long too.
+
+        A 20 ms tick, one frame: coarser ticks would miss the stalls that matter for audio.
+        """
         while True:
             started = time.monotonic()
             await asyncio.sleep(interval)

@@ -353,7 +353,8 @@ async def test_metrics_and_health_show_activity_but_no_secrets(start_server, cli
     assert values["voice_turns_total"] == 1
     assert values['voice_errors_total{stage="input"}'] == 1
     assert values['voice_stage_latency_seconds_count{stage="llm_first_token"}'] == 1
-    assert "voice_event_loop_lag_p99_seconds" in values
+    assert "voice_event_loop_lag_p99_seconds" in values and values["voice_event_loop_lag_seconds_count"] > 10
+    assert values["voice_outbound_late_frames"] >= 0
     assert health["sessions"] == 1 and health["status"] == "ok"
     # no user content in the logs by default
     assert "Are you there" not in caplog.text
