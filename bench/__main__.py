@@ -19,8 +19,8 @@ import traceback
 from typing import Any
 
 from bench.context import Ctx, Options
-from bench.peers import LoopLag
 from bench.procs import RESULTS, ROOT, Standin, kill_all
+from bench.stats import LoopLag
 
 PARTS = ["latency", "baseline", "bargein", "scale", "memory"]
 

@@ -6,9 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.peers import LoopLag
 from bench.procs import LOCAL_FLAGS, Server, Standin
-from bench.stats import summary
+from bench.stats import LoopLag, summary
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,34 +63,6 @@ def make_clip(text: str, pre: float = 0.2, post: float = 0.1) -> Clip:
     first, last = voiced_bounds(speech)
     padded = concat(silence(pre), speech, silence(post))
     return Clip(text, padded, to_48k(padded), pre + first, pre + last)
-
-
-class LoopLag:
-    """How late this process's event loop wakes a 10 ms timer: the client side's own stalls."""
-
-    def __init__(self) -> None:
-        self.samples: deque[tuple[float, float]] = deque(maxlen=300_000)
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(0.010)
-            after = loop.time()
-            self.samples.append((after, (after - before - 0.010) * 1000))
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def between(self, t0: float, t1: float = float("inf")) -> list[float]:
-        return [lag for t, lag in self.samples if t0 <= t <= t1]
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 @dataclass

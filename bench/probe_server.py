@@ -42,31 +42,8 @@ from typing import Any
 from aiohttp import web
 
 import server
+from bench.stats import LoopLag
 from rtc.http import SESSIONS
-
-TICK_S = 0.010
-
-
-class LagMonitor:
-    def __init__(self) -> None:
-        self.samples: deque[tuple[float, float]] = deque(maxlen=300_000)
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(TICK_S)
-            after = loop.time()
-            self.samples.append((after, (after - before - TICK_S) * 1000))
-
-    async def start(self, app: web.Application) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="bench-lag-probe")
-
-    async def stop(self, app: web.Application) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
 
 # Where a thread's innermost frame sits when it is waiting, not working.
 _IDLE = (
@@ -218,7 +195,7 @@ def _p99(values: list[float]) -> float | None:
 
 
 def add_probe(app: web.Application) -> web.Application:
-    monitor = LagMonitor()
+    monitor = LoopLag()  # the same 10 ms ticker the bench's client side runs
     pacing = PacingProbe()
     pacing.install()
 
@@ -259,8 +236,12 @@ def add_probe(app: web.Application) -> web.Application:
 
     app.router.add_get("/_bench/probe", probe)
     app.router.add_get("/_bench/profile", profile)
-    app.on_startup.append(monitor.start)
-    app.on_cleanup.append(monitor.stop)
+
+    async def start_monitor(_app: web.Application) -> None:
+        monitor.start()
+
+    app.on_startup.append(start_monitor)
+    app.on_cleanup.append(lambda _app: monitor.stop())
     return app
 
 

@@ -1,8 +1,11 @@
-"""Percentiles, summaries and the plain-text tables the bench prints."""
+"""Percentiles, summaries and the plain-text tables the bench prints; the loop-lag ticker."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -63,3 +66,31 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
     for row in cells[1:]:
         out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     return "\n".join(out)
+
+
+class LoopLag:
+    """How late this process's event loop wakes a 10 ms timer: the client side's own stalls."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=300_000)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.010)
+            after = loop.time()
+            self.samples.append((after, (after - before - 0.010) * 1000))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def between(self, t0: float, t1: float = float("inf")) -> list[float]:
+        return [lag for t, lag in self.samples if t0 <= t <= t1]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
