@@ -156,3 +156,23 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self._log.close()
+
+
+def new_page(browser: Any) -> Any:
+    """A page in a fresh context, its console and page errors kept in `page.console_lines`."""
+    ctx = browser.new_context(viewport={"width": 900, "height": 860})
+    ctx.set_default_timeout(10000)
+    page = ctx.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.console_lines = console
+    return page
+
+
+def mean_square(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """Mean-square remote audio level between two samples (totalAudioEnergy is sum(level^2 * dt))."""
+    if None in (a["energy"], b["energy"], a["duration"], b["duration"]):
+        return None
+    dt = b["duration"] - a["duration"]
+    return (b["energy"] - a["energy"]) / dt if dt > 0.1 else None

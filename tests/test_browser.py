@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import REMOTE_SAMPLE_JS, ServerProcess, have_browser, launch_chromium, poll
+from tests.browser import REMOTE_SAMPLE_JS, ServerProcess, have_browser, launch_chromium, mean_square, new_page, poll
 from tests.speech import concat, silence, speak, write_wav
 
 pytestmark = pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")
@@ -53,15 +53,9 @@ def browser(playwright, fake_mic):
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 900, "height": 860})
-    ctx.set_default_timeout(10000)
-    pg = ctx.new_page()
-    console: list[str] = []
-    pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    pg.console_lines = console  # type: ignore[attr-defined]
+    pg = new_page(browser)
     yield pg
-    ctx.close()
+    pg.context.close()
 
 
 def wait_status(page, status: str, timeout: float) -> None:
@@ -82,14 +76,6 @@ def wait_event(page, etype: str, timeout: float, server: ServerProcess) -> None:
 
 def sessions(server: ServerProcess) -> int:
     return int(server.healthz()["sessions"])
-
-
-def mean_square(a: dict, b: dict) -> float | None:
-    """Mean-square remote audio level between two samples (totalAudioEnergy is sum(level^2 * dt))."""
-    if None in (a["energy"], b["energy"], a["duration"], b["duration"]):
-        return None
-    dt = b["duration"] - a["duration"]
-    return (b["energy"] - a["energy"]) / dt if dt > 0.1 else None
 
 
 def has_event(page, etype: str) -> bool:

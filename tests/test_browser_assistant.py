@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, REMOTE_SAMPLE_JS, ServerProcess, launch_chromium, poll
+from tests.browser import CHROMIUM, REMOTE_SAMPLE_JS, ServerProcess, launch_chromium, mean_square, new_page, poll
 from tests.speech import concat, silence, speak, write_wav
 
 if not Path(CHROMIUM).exists():
@@ -52,24 +52,9 @@ def page(fake_mic):
     with sync_api.sync_playwright() as p:
         browser = launch_chromium(p, fake_audio=fake_mic)
         try:
-            ctx = browser.new_context(viewport={"width": 900, "height": 860})
-            ctx.set_default_timeout(10000)
-            pg = ctx.new_page()
-            console: list[str] = []
-            pg.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            pg.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-            pg.console_lines = console  # type: ignore[attr-defined]
-            yield pg
+            yield new_page(browser)
         finally:
             browser.close()
-
-
-def mean_square(a: dict, b: dict) -> float | None:
-    """Mean-square remote level between two samples (totalAudioEnergy is sum(level^2 * dt))."""
-    if None in (a["energy"], b["energy"], a["duration"], b["duration"]):
-        return None
-    dt = b["duration"] - a["duration"]
-    return (b["energy"] - a["energy"]) / dt if dt > 0.1 else None
 
 
 def event_types(page) -> list[str]:
