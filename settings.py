@@ -71,10 +71,32 @@ class Settings:
     vad_aggressiveness: int = _opt(3, "webrtcvad aggressiveness 0 (least) … 3 (most eager to call audio non-speech).")
     vad_frame_ms: int = _opt(20, "VAD frame size in ms: 10, 20 or 30.")
     vad_start_ms: int = _opt(100, "Voiced audio needed to declare speech started (a shorter cough neither starts a turn nor interrupts).")
-    vad_silence_ms: int = _opt(500, "Silence after speech that ends an utterance.")
+    vad_silence_ms: int = _opt(
+        1200,
+        "The longest pause inside a turn: after this much silence the turn is over even if the end-of-turn model said the user had not finished.",
+    )
     vad_prefix_ms: int = _opt(300, "Audio kept from before speech start so the first syllable is not clipped.")
     vad_min_level_dbfs: float = _opt(-50.0, "Frames quieter than this (dBFS) never count as speech, whatever webrtcvad says.")
     vad_max_utterance_s: float = _opt(30.0, "Longest utterance; longer speech is cut and sent on.")
+    # turn-taking
+    turn_pause_ms: int = _opt(
+        200,
+        "Silence after which the reply is prepared at once (transcribed, written and voiced, but held, not played) and the end-of-turn model is asked; speech before release throws it away unheard. 0: nothing starts before `VAD_SILENCE_MS`.",
+    )
+    turn_detector: str = _opt(
+        "smart-turn",
+        "End-of-turn model asked at each pause: `smart-turn` (Smart Turn v3.2, embedded) releases the held reply as soon as it says the user has finished; `none` waits for `VAD_SILENCE_MS`.",
+        choices=("smart-turn", "none"),
+    )
+    turn_complete_threshold: float = _opt(0.5, "Probability of 'finished' above which the end-of-turn model releases the reply.")
+    interrupt_min_ms: int = _opt(
+        800,
+        "Speech over a reply first pauses it; speech this long cancels it even before its words are known. Shorter speech is transcribed: words other than a backchannel (`mm-hmm`, `yeah`, `okay` …) cancel it, a backchannel, cough or noise resumes it where it paused. 0: cancel at once (no pause).",
+    )
+    echo_gate_db: float = _opt(
+        20.0,
+        "While the reply is playing, inbound audio counts as speech only if it is louder than the loudest recent outbound frame minus this many dB, so the assistant's own voice leaking back into the microphone does not interrupt it. 0: off.",
+    )
     # conversation
     system_prompt: str = _opt("", "System prompt for the LLM. Empty: a built-in prompt for short spoken answers.")
     barge_in: bool = _opt(True, "Let the user interrupt the assistant by speaking.")
@@ -165,6 +187,12 @@ class Settings:
             raise SettingsError("VAD_FRAME_MS must be 10, 20 or 30")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise SettingsError("VAD_AGGRESSIVENESS must be 0..3")
+        if self.turn_pause_ms < 0 or (self.turn_pause_ms and self.turn_pause_ms >= self.vad_silence_ms):
+            raise SettingsError("TURN_PAUSE_MS must be 0 (off) or shorter than VAD_SILENCE_MS")
+        if not 0.0 < self.turn_complete_threshold < 1.0:
+            raise SettingsError("TURN_COMPLETE_THRESHOLD must be between 0 and 1")
+        if self.interrupt_min_ms < 0 or self.echo_gate_db < 0:
+            raise SettingsError("INTERRUPT_MIN_MS and ECHO_GATE_DB must not be negative")
         if not 0 <= self.rtp_jitter_frames <= 8:
             raise SettingsError("RTP_JITTER_FRAMES must be 0..8")
         if not 0 <= self.port < 65536:

@@ -1,15 +1,28 @@
-"""The assistant: utterances in, streamed spoken replies out, one turn at a time.
+"""The assistant's side of the conversation: who speaks when.
 
-State machine per session: listening -> transcribing -> thinking -> speaking
--> listening. A turn is one task owned by the conversation. Inside it the LLM
-stream is cut into sentences by one task while another synthesises them in
-order and writes their audio to the outbound sink, so the first sentence is
-heard while the rest of the reply is still being written.
+Audio frames go through the segmenter; its events drive a small state machine
+over at most two turns (pipeline/turn.py):
 
-Barge-in: when the user starts speaking over a turn, the sink is flushed at
-once and the turn task is cancelled (cancellation reaches the engines). What
-the sink reports as played decides what goes into the history: the sentences
-heard in full, and the heard share of the one cut off.
+- the *pending* turn answers the utterance still in progress. At a short pause
+  (`TURN_PAUSE_MS`) it starts at once, held: transcribed, written and voiced,
+  but nothing is shown or played. The end-of-turn model releases it when it says
+  the user has finished (and the words so far do not stop mid-phrase), the long
+  silence (`VAD_SILENCE_MS`) releases it anyway,
+  and speech before either throws it away unheard: the utterance goes on and the
+  next pause makes a new one over all of it.
+- the *speaking* turn is the released one, until its reply has played.
+
+Speech over the speaking turn pauses its audio at once. Speech longer than
+`INTERRUPT_MIN_MS`, or words other than a backchannel, cancel it; a cough, a
+"mm-hmm" or noise resume it where it paused, and start no turn. What played
+decides the history: only what the user heard, marked as cut off.
+
+While the reply plays, the segmenter's level gate is raised to the reply's own
+recent level minus `ECHO_GATE_DB`, so the assistant's voice coming back into the
+microphone is not taken for the user's.
+
+An utterance whose reply was cut off before any of it was heard is joined to the
+next utterance, which continues the same question.
 """
 
 from __future__ import annotations
@@ -19,29 +32,61 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
-from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
-import numpy as np
-
-from pipeline.engines.base import EngineError, Engines, each_within
-from pipeline.events import Error, Metrics, Reply, ReplyDelta, SpeechStartedEvent, SpeechStoppedEvent, State, Transcript
+from pipeline.engines.base import EngineError, Engines
+from pipeline.events import Error, Event, Reply, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
 from pipeline.history import History
-from pipeline.ports import AudioSink, EventSink, PlayedLike
-from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
-from pipeline.sentences import SentenceSplitter, speakable
+from pipeline.ports import AudioOutput, EventSink, Playback
+from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
+from pipeline.turn import Turn, failures_of, meaningful
 from settings import Settings
 
 log = logging.getLogger("pipeline.conversation")
-T = TypeVar("T")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in one to three short "
     "sentences of plain conversational English: no lists, no markdown, no emojis, no code. Start with the answer. "
     "If you did not understand the question, say so briefly."
 )
+
+ECHO_WINDOW_S = 0.5  # how far back the echo gate looks at what was played (echo path + jitter buffers)
+TURN_MODEL_AUDIO_S = 8.0  # what the end-of-turn model sees of an utterance
+
+_BACKCHANNELS = {
+    "yeah", "yes", "yep", "yup", "okay", "ok", "right", "sure", "alright", "cool", "nice", "great",
+    "uh-huh", "uh huh", "mm-hmm", "mhm", "i see", "got it", "oh", "ah", "aha", "wow", "really", "true", "exactly",
+}  # fmt: skip
+_HUM = re.compile(r"^(?:u+h+|h+)?[- ]?(?:m+|h+m+|u+h+)(?:[- ]?h+m+|[- ]?h+u+h+)?$")  # mm, hmm, mhm, mm-hmm, uh-huh
+
+
+# Words a finished sentence rarely ends with: the speaker paused mid-phrase ("What is the capital of").
+_DANGLING = {
+    "the", "a", "an", "of", "to", "and", "or", "but", "in", "on", "at", "for", "with", "from", "by", "about", "into",
+    "is", "are", "was", "were", "am", "be", "my", "your", "his", "her", "their", "our", "its", "that", "this", "which",
+    "who", "what", "where", "when", "how", "why", "if", "because", "so", "than", "as", "um", "uh", "er", "like", "can",
+    "could", "would", "should", "will", "do", "does", "did", "i", "you", "we", "they", "me", "some", "any", "very",
+}  # fmt: skip
+
+
+def sounds_unfinished(text: str) -> bool:
+    """True when a transcript visibly stops mid-phrase: a trailing ellipsis, comma or dash, or a dangling word."""
+    stripped = text.strip()
+    if stripped.endswith(("...", "…", ",", "-", "—")):
+        return True
+    words = re.sub(r"[^\w\s']", " ", stripped.lower()).split()
+    return bool(words) and words[-1] in _DANGLING
+
+
+def is_backchannel(text: str) -> bool:
+    """True for "mm-hmm", "Yeah.", "Okay, okay.", "Uh-huh." …: a listener's signal, not a turn."""
+    words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
+    if not words or len(words) > 4:
+        return False
+    phrase = " ".join(words)
+    if phrase in _BACKCHANNELS:
+        return True
+    return all(w in _BACKCHANNELS or _HUM.match(w) for w in words)
 
 
 @dataclass(frozen=True)
@@ -50,12 +95,12 @@ class ConversationConfig:
     barge_in: bool = True
     history_turns: int = 16
     history_chars: int = 6000
-    stt_timeout_s: float = 15.0
-    llm_timeout_s: float = 20.0
-    tts_timeout_s: float = 15.0
     max_turns_per_minute: int = 20
     max_reply_chars: int = 1500
     log_content: bool = False  # transcripts and replies in the logs
+    interrupt_min_ms: int = 800  # speech over a reply this long cancels it (0: any speech, at once)
+    echo_gate_db: float = 20.0  # 0: off
+    turn_complete_threshold: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConversationConfig:
@@ -64,316 +109,353 @@ class ConversationConfig:
             barge_in=settings.barge_in,
             history_turns=settings.history_turns,
             history_chars=settings.history_chars,
-            stt_timeout_s=settings.stt_timeout_s,
-            llm_timeout_s=settings.llm_timeout_s,
-            tts_timeout_s=settings.tts_timeout_s,
             max_turns_per_minute=settings.max_turns_per_minute,
             max_reply_chars=settings.max_reply_chars,
             log_content=settings.log_content,
+            interrupt_min_ms=settings.interrupt_min_ms,
+            echo_gate_db=settings.echo_gate_db,
+            turn_complete_threshold=settings.turn_complete_threshold,
         )
 
 
-@dataclass
-class _Turn:
-    id: int
-    t_speech_end: float | None = None  # media time the user stopped speaking (None: typed)
-    t_detected: float | None = None  # when the segmenter declared it
-    user_text: str = ""
-    reply: str = ""
-    sentences: dict[Hashable, str] = field(default_factory=dict)  # mark -> displayed sentence, in order
-    started: set[Hashable] = field(default_factory=set)  # marks whose audio began to leave
-    ended: set[Hashable] = field(default_factory=set)
-    flushed: dict[Hashable, PlayedLike] = field(default_factory=dict)
-    last_mark: Hashable | None = None
-    metrics: Metrics | None = None
-    first_audio_at: float | None = None
-    playback: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def heard(self) -> str:
-        """The reply as far as it left the outbound track."""
-        parts: list[str] = []
-        for mark, sentence in self.sentences.items():
-            if mark in self.flushed:
-                played = self.flushed[mark]
-                share = played.played / played.total if played.total else 0.0
-            else:
-                share = 1.0 if mark in self.started else 0.0
-            if share >= 0.999:
-                parts.append(sentence)
-                continue
-            words = sentence.split()
-            if share > 0 and int(len(words) * share):
-                parts.append(" ".join(words[: int(len(words) * share)]))
-            break
-        return " ".join(parts)
-
-
-def _trim_leading_silence(pcm: bytes, rate: int, threshold: int = 300, keep_ms: int = 20) -> bytes:
-    """`pcm` from shortly before its first sample louder than `threshold`; b"" if none is."""
-    samples = np.frombuffer(pcm, dtype=np.int16)
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
-    if len(loud) == 0:
-        return b""
-    start = max(0, int(loud[0]) - rate * keep_ms // 1000)
-    return samples[start:].tobytes()
-
-
-def _meaningful(text: str) -> bool:
-    """False for empty or noise-only transcripts such as "", "...", "[BLANK_AUDIO]", "(wind)"."""
-    return bool(re.sub(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[^\w]", "", text))
-
-
-async def _within(stream: AsyncIterator[T], timeout: float, stage: str) -> AsyncIterator[T]:
-    """`each_within`, with an engine's unexpected exception turned into that stage's EngineError."""
-    async with _failures_of(stage):
-        async for item in each_within(stream, timeout, stage):
-            yield item
-
-
-@asynccontextmanager
-async def _failures_of(stage: str) -> AsyncIterator[None]:
-    """An engine's unexpected exception (a bug, a native crash) becomes that stage's EngineError."""
-    try:
-        yield
-    except (EngineError, StopAsyncIteration, TimeoutError, asyncio.CancelledError):
-        raise
-    except Exception:
-        log.exception("%s engine failed", stage)
-        raise EngineError(stage, f"the {stage.upper()} engine failed; see the server log") from None
-
-
 class Conversation:
-    def __init__(self, audio: AudioSink, emit: EventSink, engines: Engines, segmenter: SegmenterConfig, config: ConversationConfig) -> None:
+    def __init__(
+        self, audio: AudioOutput, emit: EventSink, engines: Engines, segmenter: SegmenterConfig, config: ConversationConfig
+    ) -> None:
         self._audio = audio
-        self._emit = emit
+        self._send = emit
         self._engines = engines
         self._segmenter = Segmenter(segmenter)
         self.config = config
         self.history = History(config.system_prompt, config.history_turns, config.history_chars)
-        self.state = ""
-        self._turn_id = 0
-        self._turn: _Turn | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.state: StateName | None = None
+        self._turn_id = 0  # of the latest turn released to the user
+        self._utterance = 0  # the segmenter's current (or last) utterance
+        self._pending: Turn | None = None  # held: answers the utterance in progress
+        self._speaking: Turn | None = None  # released and not interrupted, until its reply has played
+        self._previous: Turn | None = None  # the turn released before: its history comes first
+        self._turns: set[Turn] = set()  # every turn not finished yet
+        self._barge_onset: float | None = None  # set while the speaking turn is paused for the user's speech
+        self._backchannel = False  # the utterance in progress was judged not to be a turn
+        self._answered = 0  # the latest utterance a released turn answers
         self._carry_pcm = b""  # an utterance cut off before it was transcribed ...
         self._carry_text = ""  # ... or before any of its reply was heard: joined to the next
+        self._now = 0.0  # media time of the end of the latest frame
         self._closed = False
         self._turn_starts: deque[float] = deque()
         audio.add_listener(self._on_playback)
-        self._set_state("listening")
+        self._emit(State(StateName.LISTENING))
 
     # -- inputs ----------------------------------------------------------------
 
     def on_audio(self, pcm: bytes, t: float) -> None:
-        for event in self._segmenter.process(pcm, t):
+        self._now = t + len(pcm) / 2 / RATE
+        floor = None
+        if self.config.echo_gate_db > 0 and self._audio.busy:
+            floor = self._audio.level_dbfs(ECHO_WINDOW_S) - self.config.echo_gate_db
+        for event in self._segmenter.process(pcm, t, floor):
             if isinstance(event, SpeechStarted):
-                self._emit(SpeechStartedEvent(turn=self._turn_id + 1))
-                if self.busy and self.config.barge_in:
-                    self._interrupt("user started speaking")
-            elif isinstance(event, SpeechEnded):
-                self._emit(SpeechStoppedEvent(turn=self._turn_id + 1, duration_ms=round((event.t_end - event.t_start) * 1000)))
-                if self.busy:
-                    log.info("utterance ignored: the assistant is busy and barge-in is off")
-                    continue
-                pcm_in, self._carry_pcm = self._carry_pcm + event.pcm, b""
-                self._start_turn(_Turn(self._turn_id + 1, event.t_end, event.t_detected), pcm_in, None)
+                self._on_speech_started(event)
+            elif isinstance(event, SpeechPaused):
+                self._on_pause(event)
+            elif isinstance(event, SpeechResumed):
+                self._on_resumed(event)
+            else:
+                self._on_speech_ended(event)
+        if self._barge_onset is not None and self._segmenter.speech_span() >= self.config.interrupt_min_ms / 1000:
+            self._interrupt_speaking("the user kept speaking")
 
     def on_text(self, text: str) -> None:
-        if self.busy:
-            self._interrupt("user sent text")
-        self._start_turn(_Turn(self._turn_id + 1), None, text)
+        self._drop_pending()
+        if self._speaking is not None:
+            self._interrupt_speaking("user sent text")
+        turn = self._new_turn(text=text)
+        if turn is not None:
+            turn.metrics.released_by = "text"
+            self._begin(turn)
 
     @property
     def busy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._speaking is not None
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._audio.flush()
+        turns = list(self._turns)
+        for turn in turns:
+            turn.cancel()
+        for turn in turns:
+            await turn.wait()
+        self._audio.clear()
 
-    # -- turn control ----------------------------------------------------------
+    # -- segmenter events --------------------------------------------------------
 
-    def _start_turn(self, turn: _Turn, pcm: bytes | None, text: str | None) -> None:
-        if self._closed:
+    def _on_speech_started(self, event: SpeechStarted) -> None:
+        self._utterance += 1
+        self._backchannel = False
+        self._emit(SpeechStartedEvent(turn=self._turn_id + 1))
+        self._speech_over_reply(event.t_start)
+
+    def _speech_over_reply(self, onset: float) -> None:
+        if self._speaking is None or not self.config.barge_in:
             return
+        if self.config.interrupt_min_ms <= 0:
+            self._interrupt_speaking("user started speaking")
+        elif self._barge_onset is None:
+            log.info("turn %d paused: the user is speaking", self._speaking.id)
+            self._audio.pause()
+            self._barge_onset = onset
+
+    def _on_pause(self, event: SpeechPaused) -> None:
+        if self._backchannel or self._ignoring_speech:
+            return
+        self._drop_pending()
+        turn = self._new_turn(pcm=self._carry_pcm + event.pcm, t_speech_end=event.t_end, held=True)
+        if turn is None:
+            return
+        self._pending = turn
+        self._begin(turn)
+        if self._engines.turn is not None:
+            audio = event.pcm[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
+            turn.spawn(self._judge(turn, audio), f"turn-{turn.id}-judge")
+
+    def _on_resumed(self, event: SpeechResumed) -> None:
+        if self._pending is not None:
+            log.debug("turn %d dropped unheard: the user went on", self._pending.id)
+            self._drop_pending()
+        self._backchannel = False
+        self._speech_over_reply(event.t_resumed)
+
+    def _on_speech_ended(self, event: SpeechEnded) -> None:
+        pending = self._pending
+        self._emit(
+            SpeechStoppedEvent(turn=pending.id if pending else self._turn_id + 1, duration_ms=round((event.t_end - event.t_start) * 1000))
+        )
+        if self._backchannel:
+            self._backchannel = False
+            return
+        if pending is not None:
+            self._release(pending, "silence")
+            return
+        if self._answered == self._utterance:
+            return  # released at a pause already
+        if self._ignoring_speech:
+            log.info("utterance ignored: the assistant is speaking and barge-in is off")
+            return
+        turn = self._new_turn(pcm=self._carry_pcm + event.pcm, t_speech_end=event.t_end)
+        if turn is not None:
+            turn.metrics.endpoint_ms = round((event.t_detected - event.t_end) * 1000, 1)
+            turn.metrics.released_by = "silence"
+            self._begin(turn)
+
+    @property
+    def _ignoring_speech(self) -> bool:
+        return self._speaking is not None and not self.config.barge_in
+
+    # -- turn control ------------------------------------------------------------
+
+    def _new_turn(
+        self, *, pcm: bytes | None = None, text: str | None = None, t_speech_end: float | None = None, held: bool = False
+    ) -> Turn | None:
+        if self._closed or (not held and not self._count_turn()):
+            return None
+        return Turn(
+            self._turn_id + 1,  # a speculative turn takes its number only when released
+            self._engines,
+            self._audio,
+            self._emit,
+            pcm=pcm,
+            text=text,
+            utterance=self._utterance if pcm is not None else None,
+            t_speech_end=t_speech_end,
+            held=held,
+            max_reply_chars=self.config.max_reply_chars,
+        )
+
+    def _count_turn(self) -> bool:
+        """Rate limit: a turn counts when it is released to the user."""
         now = time.monotonic()
         while self._turn_starts and self._turn_starts[0] < now - 60:
             self._turn_starts.popleft()
         if len(self._turn_starts) >= self.config.max_turns_per_minute:
             self._emit(Error("rate", f"too many turns: at most {self.config.max_turns_per_minute} a minute; please wait a moment"))
-            return
+            return False
         self._turn_starts.append(now)
-        self._turn_id = turn.id
-        previous = self._task
-        self._turn = turn
-        self._task = asyncio.get_running_loop().create_task(self._run(turn, pcm, text, previous), name=f"turn-{turn.id}")
+        return True
 
-    def _interrupt(self, why: str) -> None:
-        turn, task = self._turn, self._task
-        if turn is None or task is None or task.done():
+    def _begin(self, turn: Turn) -> None:
+        self._turns.add(turn)
+        turn.start(self._drive(turn))  # scheduled, not run: the events below still come first
+        if not turn.held:
+            self._released(turn)
+
+    def _release(self, turn: Turn, why: str) -> None:
+        if self._pending is turn:
+            self._pending = None
+        if not turn.held:
+            return
+        if not self._count_turn():
+            turn.cancel()
+            return
+        turn.metrics.released_by = "model" if why == "model" else "silence"
+        turn.release(self._now)
+        self._released(turn)
+
+    def _released(self, turn: Turn) -> None:
+        """`turn` is the user's now: numbered, and the reply they will hear next unless it is an interruption."""
+        self._turn_id = turn.id
+        if turn.utterance is not None:
+            self._answered = turn.utterance
+        if turn.pcm is not None:
+            self._carry_pcm = b""  # it is part of this turn's audio
+        if turn.user_text:
+            self._carry_text = ""  # it is part of this turn's question
+        if self._barge_onset is None:
+            self._adopt(turn)
+
+    def _adopt(self, turn: Turn) -> None:
+        if turn.done:
+            return
+        self._speaking = turn
+        if not turn.transcribed:
+            turn.emit(State(StateName.TRANSCRIBING, turn=turn.id))
+
+    def _drop_pending(self) -> None:
+        turn, self._pending = self._pending, None
+        if turn is not None:
+            turn.cancel()
+
+    async def _judge(self, turn: Turn, pcm: bytes) -> None:
+        """Ask the end-of-turn model about the pause that made `turn`; release it if the user finished."""
+        detector = self._engines.turn
+        assert detector is not None
+        started = time.monotonic()
+        try:
+            async with failures_of("turn"):
+                p = await detector.complete(pcm, RATE)
+        except EngineError as exc:
+            log.warning("end-of-turn model failed (%s); waiting for the silence instead", exc.message)
+            return
+        turn.metrics.turn_detect_ms = round((time.monotonic() - started) * 1000, 1)
+        turn.metrics.turn_complete = round(p, 3)
+        if p < self.config.turn_complete_threshold:
+            return
+        # The model hears intonation only, and synthetic or flat voices fool it; words that
+        # visibly stop mid-phrase veto it (the transcript is needed for the reply anyway).
+        text = await turn.wait_transcript()
+        if sounds_unfinished(text):
+            log.debug("turn %d: the model says finished but %r does not", turn.id, text if self.config.log_content else "the text")
+            return
+        if self._pending is turn:
+            self._release(turn, "model")
+
+    def _interrupt_speaking(self, why: str) -> None:
+        turn, self._speaking, self._barge_onset = self._speaking, None, None
+        if turn is None:
+            self._audio.resume()
             return
         log.info("turn %d interrupted: %s", turn.id, why)
-        for played in self._audio.flush():
-            turn.flushed[played.mark] = played
-        task.cancel()
-        self._set_state("listening", turn.id)
+        turn.interrupt()
+        self._emit(State(StateName.LISTENING, turn=turn.id))
 
-    def _set_state(self, state: str, turn: int | None = None) -> None:
-        if state != self.state:
-            self.state = state
-            self._emit(State(state, turn=turn))
+    def _resume_speaking(self, why: str) -> None:
+        log.info("turn %d resumed: %s", self._speaking.id if self._speaking else 0, why)
+        self._barge_onset = None
+        self._backchannel = True
+        self._audio.resume()
 
-    def _on_playback(self, kind: str, mark: Hashable, t: float) -> None:
-        turn = self._turn
-        if turn is None or mark not in turn.sentences:
-            return
-        if kind == "start":
-            turn.started.add(mark)
-            if turn.first_audio_at is None:
-                turn.first_audio_at = t
-                self._set_state("speaking", turn.id)
-                if turn.metrics is not None:
-                    if turn.t_speech_end is not None:
-                        turn.metrics.voice_to_voice_ms = round((t - turn.t_speech_end) * 1000, 1)
-                    self._emit(turn.metrics)
-        else:
-            turn.ended.add(mark)
-        turn.playback.set()
+    # -- one turn ------------------------------------------------------------------
 
-    # -- one turn --------------------------------------------------------------
-
-    async def _run(self, turn: _Turn, pcm: bytes | None, text: str | None, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            # The interrupted turn commits its history before this one reads it.
-            await asyncio.gather(previous, return_exceptions=True)
-        metrics = Metrics(turn=turn.id)
-        if turn.t_speech_end is not None and turn.t_detected is not None:
-            metrics.endpoint_ms = round((turn.t_detected - turn.t_speech_end) * 1000, 1)
+    async def _drive(self, turn: Turn) -> None:
         stage = "stt"
         try:
-            if pcm is not None:
-                self._set_state("transcribing", turn.id)
-                started = time.monotonic()
-                try:
-                    async with asyncio.timeout(self.config.stt_timeout_s), _failures_of("stt"):
-                        text = await self._engines.stt.transcribe(pcm, RATE)
-                except TimeoutError:
-                    raise EngineError("stt", f"no transcript within {self.config.stt_timeout_s:g} s") from None
-                metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
-                if not _meaningful(text):
-                    log.info("turn %d: empty or noise-only transcript, no reply", turn.id)
-                    self._set_state("listening", turn.id)
+            text = await turn.transcribe()
+            if self._barge_onset is not None and self._speaking is not None and self._speaking is not turn:
+                # Spoken over a reply that is paused for it: a backchannel or noise resumes the
+                # reply and is no turn; anything else ends the reply and is the next turn.
+                if not meaningful(text) or is_backchannel(text):
+                    if self.config.log_content:
+                        log.info("turn %d: %r is no interruption", turn.id, text)
+                    self._resume_speaking("a backchannel or noise")
                     return
-            assert text is not None
-            text = " ".join(t for t in (self._carry_text, text.strip()) if t)
-            self._carry_text = ""
-            turn.user_text = text
+                self._interrupt_speaking("the user said something")
+                if not turn.held:
+                    self._adopt(turn)
+            if not meaningful(text):
+                log.info("turn %d: empty or noise-only transcript, no reply", turn.id)
+                if not turn.held:
+                    turn.emit(State(StateName.LISTENING, turn=turn.id))
+                return
+            previous, self._previous = self._previous, turn
+            if previous is not None:
+                await previous.wait()  # an interrupted reply commits its history first
+            user_text = " ".join(t for t in (self._carry_text, text) if t)
+            if not turn.held:  # a held turn's carry is cleared when it is released
+                self._carry_text = ""
             if self.config.log_content:
-                log.info("turn %d: user said %r", turn.id, text)
-            self._emit(Transcript(text, turn=turn.id, source="voice" if pcm is not None else "text"))
+                log.info("turn %d: user said %r", turn.id, user_text)
             stage = "llm"
-            self._set_state("thinking", turn.id)
-            turn.metrics = metrics
-            await self._reply(turn, metrics)
-            while self._audio.busy or (turn.last_mark is not None and turn.last_mark not in turn.ended):
-                turn.playback.clear()
-                await turn.playback.wait()
-            self.history.add_turn(turn.user_text, turn.reply.strip())
-            self._emit(Reply(turn.reply.strip(), interrupted=False, heard=turn.reply.strip(), turn=turn.id))
-            self._set_state("listening", turn.id)
+            await turn.respond(self.history.messages(user_text), user_text)
+            reply = turn.reply.strip()
+            self.history.add_turn(user_text, reply)
+            turn.emit(Reply(reply, interrupted=False, heard=reply, turn=turn.id))
+            turn.emit(State(StateName.LISTENING, turn=turn.id))
         except asyncio.CancelledError:
-            self._finish_interrupted(turn, pcm)
+            self._settle_interrupted(turn)
             raise
         except EngineError as exc:
             log.warning("turn %d: %s failed: %s", turn.id, exc.stage, exc.message)
-            for played in self._audio.flush():  # nothing stale is spoken after an error
-                turn.flushed[played.mark] = played
-            self._emit(Error(exc.stage, exc.message, turn=turn.id))
-            if turn.started:
-                heard = turn.heard()
-                self.history.add_turn(turn.user_text, heard, interrupted=True)
-                self._emit(Reply(turn.reply.strip(), interrupted=True, heard=heard, turn=turn.id))
-            self._set_state("listening", turn.id)
+            self._failed(turn, exc)
         except Exception:
             log.exception("turn %d failed in %s", turn.id, stage)
-            self._audio.flush()
-            self._emit(Error(stage, "internal error", turn=turn.id))
-            self._set_state("listening", turn.id)
+            self._failed(turn, EngineError(stage, "internal error"))
+        finally:
+            self._turns.discard(turn)
+            if self._pending is turn:
+                self._pending = None
+            if self._speaking is turn:
+                self._speaking = None
 
-    def _finish_interrupted(self, turn: _Turn, pcm: bytes | None) -> None:
-        if self._closed:
-            return
+    def _failed(self, turn: Turn, exc: EngineError) -> None:
+        turn.report_error(exc)
+        if turn.heard_any:
+            heard = turn.heard()
+            self.history.add_turn(turn.user_text, heard, interrupted=True)
+            turn.emit(Reply(turn.reply.strip(), interrupted=True, heard=heard, turn=turn.id))
+        turn.emit(State(StateName.LISTENING, turn=turn.id))
+        if self._barge_onset is not None and self._speaking is not turn:
+            self._resume_speaking("the interruption could not be understood")
+
+    def _settle_interrupted(self, turn: Turn) -> None:
+        """A released turn was cut off: keep what the user heard, or carry its words to the next utterance."""
+        if self._closed or turn.held:
+            return  # a speculative turn leaves no trace
+        same_utterance = turn.utterance is not None and turn.utterance == self._utterance
         if not turn.user_text:
-            # Cut off while transcribing: the user was still talking; keep the audio for the next utterance.
-            self._carry_pcm = (pcm or b"") + self._carry_pcm
+            if turn.pcm is not None and not same_utterance:
+                # Cut off while transcribing: the user was still talking; keep the audio for the next question.
+                self._carry_pcm = turn.pcm + self._carry_pcm
             return
         heard = turn.heard()
-        if not turn.started:
-            # Nothing of the reply was heard: the new words continue the same question.
-            self._carry_text = turn.user_text
-        else:
+        if turn.heard_any:
             self.history.add_turn(turn.user_text, heard, interrupted=True)
+        elif not same_utterance:
+            # Nothing of the reply was heard: the new words continue the same question.
+            # (From the same utterance, the next pass already covers these words.)
+            self._carry_text = turn.user_text
         if turn.reply:
             self._emit(Reply(turn.reply.strip(), interrupted=True, heard=heard, turn=turn.id))
 
-    async def _reply(self, turn: _Turn, metrics: Metrics) -> None:
-        sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        asked = time.monotonic()
+    # -- output --------------------------------------------------------------------
 
-        async def write() -> None:
-            splitter = SentenceSplitter()
-            async with aclosing(self._engines.llm.stream(self.history.messages(turn.user_text))) as stream:
-                async for delta in _within(stream, self.config.llm_timeout_s, "llm"):
-                    if not delta:
-                        continue
-                    if metrics.llm_first_token_ms is None:
-                        metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
-                    if len(turn.reply) + len(delta) > self.config.max_reply_chars:
-                        log.info("turn %d: reply cut at %d characters", turn.id, self.config.max_reply_chars)
-                        break  # leaving the block closes the stream, which stops generation
-                    turn.reply += delta
-                    self._emit(ReplyDelta(delta, turn=turn.id))
-                    for sentence in splitter.feed(delta):
-                        if metrics.first_sentence_ms is None:
-                            metrics.first_sentence_ms = round((time.monotonic() - asked) * 1000, 1)
-                        sentences.put_nowait(sentence)
-            for sentence in splitter.flush():
-                if metrics.first_sentence_ms is None:
-                    metrics.first_sentence_ms = round((time.monotonic() - asked) * 1000, 1)
-                sentences.put_nowait(sentence)
-            sentences.put_nowait(None)
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, State):
+            if event.state == self.state:
+                return
+            self.state = event.state
+        self._send(event)
 
-        async def speak() -> None:
-            tts = self._engines.tts
-            index = 0
-            while (sentence := await sentences.get()) is not None:
-                spoken = speakable(sentence)
-                if not _meaningful(spoken):
-                    continue
-                mark = (turn.id, index)
-                index += 1
-                turn.sentences[mark] = sentence
-                started = time.monotonic()
-                async with aclosing(tts.stream(spoken)) as chunks:
-                    async for chunk in _within(chunks, self.config.tts_timeout_s, "tts"):
-                        if turn.last_mark is None:
-                            # Voices start with a breath of silence; before the reply's first
-                            # word it is only latency, so it is not sent.
-                            chunk = _trim_leading_silence(chunk, tts.sample_rate)
-                            if not chunk:
-                                continue
-                        if metrics.tts_first_audio_ms is None:
-                            metrics.tts_first_audio_ms = round((time.monotonic() - started) * 1000, 1)
-                        self._audio.write(chunk, tts.sample_rate, mark)
-                        turn.last_mark = mark  # only a mark with audio will report its end
-
-        writer = asyncio.ensure_future(write())
-        speaker = asyncio.ensure_future(speak())
-        try:
-            await asyncio.gather(writer, speaker)
-        finally:
-            for task in (writer, speaker):
-                task.cancel()
-            await asyncio.gather(writer, speaker, return_exceptions=True)
+    def _on_playback(self, event: Playback) -> None:
+        for turn in self._turns:
+            if turn.owns(event.mark):
+                turn.on_playback(event)
+                return

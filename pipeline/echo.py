@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 from pipeline.events import SpeechStartedEvent, SpeechStoppedEvent, State
-from pipeline.ports import AudioSink, EventSink
+from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
 
 ECHO_LEAD_S = 0.05
 
 
 class EchoPipeline:
-    def __init__(self, audio: AudioSink, emit: EventSink, segmenter: SegmenterConfig | None = None) -> None:
+    def __init__(self, audio: AudioOutput, emit: EventSink, segmenter: SegmenterConfig | None = None) -> None:
         self._audio = audio
         self._emit = emit
         self._segmenter = Segmenter(segmenter)
@@ -35,9 +33,10 @@ class EchoPipeline:
     def on_text(self, text: str) -> None:
         """Typed text has nothing to echo in a mic test."""
 
-    def _on_playback(self, kind: str, mark: Hashable, t: float) -> None:
+    def _on_playback(self, event: Playback) -> None:
+        mark = event.mark
         if isinstance(mark, tuple) and mark[0] == "echo":
-            self._emit(State("speaking" if kind == "start" else "listening", turn=mark[1]))
+            self._emit(State("speaking" if event.kind == PlaybackKind.START else "listening", turn=mark[1]))
 
     async def close(self) -> None:
-        self._audio.flush()
+        self._audio.clear()

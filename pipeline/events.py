@@ -6,7 +6,17 @@ Every message is a JSON object with `type`; turn-scoped ones carry `turn`.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+Stage = Literal["stt", "llm", "tts", "turn", "input", "session", "rate"]
+
+
+class StateName(StrEnum):
+    LISTENING = "listening"
+    TRANSCRIBING = "transcribing"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
 
 
 @dataclass
@@ -22,7 +32,7 @@ class Event:
 @dataclass
 class State(Event):
     type: ClassVar[str] = "state"
-    state: str  # listening | transcribing | thinking | speaking
+    state: StateName
     turn: int | None = None
 
 
@@ -45,6 +55,14 @@ class Transcript(Event):
     text: str
     turn: int | None = None
     source: str = "voice"  # voice | text
+
+
+@dataclass
+class TranscriptPartial(Event):
+    """The user's words so far, from a pass over the audio before their turn is over."""
+
+    type: ClassVar[str] = "transcript_partial"
+    text: str
 
 
 @dataclass
@@ -73,12 +91,15 @@ class Metrics(Event):
     first_sentence_ms: float | None = None
     tts_first_audio_ms: float | None = None
     voice_to_voice_ms: float | None = None
+    turn_detect_ms: float | None = None  # end-of-turn model's inference at the last pause
+    turn_complete: float | None = None  # its probability that the user had finished
+    released_by: Literal["model", "silence", "text"] | None = None  # what ended the user's turn
 
 
 @dataclass
 class Error(Event):
     type: ClassVar[str] = "error"
-    stage: str  # stt | llm | tts | input | session
+    stage: Stage
     message: str
     turn: int | None = None
 

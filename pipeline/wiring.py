@@ -9,7 +9,7 @@ from contextlib import aclosing
 
 from pipeline.echo import EchoPipeline
 from pipeline.engines.base import Engines
-from pipeline.ports import AudioSink, EventSink, Pipeline
+from pipeline.ports import AudioOutput, EventSink, Pipeline
 from pipeline.segmenter import SegmenterConfig
 from settings import Settings
 
@@ -20,13 +20,14 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
         frame_ms=settings.vad_frame_ms,
         start_ms=settings.vad_start_ms,
         silence_ms=settings.vad_silence_ms,
+        pause_ms=settings.turn_pause_ms if settings.pipeline == "assistant" else 0,
         prefix_ms=settings.vad_prefix_ms,
         max_utterance_s=settings.vad_max_utterance_s,
         min_level_dbfs=settings.vad_min_level_dbfs,
     )
 
 
-def pipeline_factory(settings: Settings, engines: Engines | None) -> Callable[[AudioSink, EventSink], Pipeline]:
+def pipeline_factory(settings: Settings, engines: Engines | None) -> Callable[[AudioOutput, EventSink], Pipeline]:
     seg = segmenter_config(settings)
     if settings.pipeline == "echo":
         return lambda audio, emit: EchoPipeline(audio, emit, seg)

@@ -1,20 +1,23 @@
 """The reply's outbound audio track: a queue of PCM, paced out as 20 ms 48 kHz frames.
 
-The pipeline writes PCM at whatever rate its TTS speaks; it is resampled to
-48 kHz once, on the way in. `recv()` (called by aiortc's sender) paces frames
-against the monotonic clock, plays silence when the queue is empty and never
-blocks on the writer. `flush()` drops everything queued at once (barge-in)
-while pts keeps counting, so the receiver's jitter buffer never sees a jump.
+Implements the pipeline's AudioOutput port (pipeline/ports.py). The pipeline
+writes PCM at whatever rate its TTS speaks; it is resampled to 48 kHz once, on
+the way in. `recv()` (called by aiortc's sender) paces frames against the
+monotonic clock, plays silence when the queue is empty or paused and never
+blocks on the writer. `pause()` holds the queue (the user may only be
+coughing), `clear()` drops it (barge-in); pts keeps counting through both, so
+the receiver's jitter buffer never sees a jump.
 
 Every chunk carries a `mark` (the pipeline's id for a sentence). The track
 reports when the first and last audible frame of each mark actually left, and
-how much of each mark had left when a flush cut it: that is what the user heard.
+how much of each mark had left when a clear cut it: that is what the user heard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -24,19 +27,13 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
+from pipeline.ports import Playback, PlaybackKind, PlaybackListener, Played
+
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 FRAME_S = FRAME_SAMPLES / RATE
 TIME_BASE = fractions.Fraction(1, RATE)
-
-
-@dataclass
-class Played:
-    """How much of one mark left the track: samples at 48 kHz."""
-
-    mark: Hashable
-    played: int
-    total: int
+LEVEL_MEMORY_S = 1.0  # how far back level_dbfs() can look
 
 
 @dataclass
@@ -44,11 +41,6 @@ class _Chunk:
     mark: Hashable
     samples: np.ndarray  # int16 at 48 kHz
     offset: int = 0
-
-
-# listener(kind, mark, t): kind is "start" (first audible frame of the mark left
-# at monotonic time t) or "end" (its last frame left, ending at t).
-PlaybackListener = Callable[[str, Hashable, float], None]
 
 
 class OutboundAudioTrack(MediaStreamTrack):
@@ -66,6 +58,10 @@ class OutboundAudioTrack(MediaStreamTrack):
         self._pts = 0
         self._current: Hashable | None = None  # mark whose audio is leaving now
         self._last: Hashable | None = None  # mark that played last, kept until another starts
+        self._paused = False
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._levels: deque[tuple[float, float]] = deque()  # (t, dBFS) of audible frames that left
         self.frames_sent = 0
         self.late_frames = 0  # frames that left more than a frame late (event-loop stalls)
 
@@ -82,15 +78,35 @@ class OutboundAudioTrack(MediaStreamTrack):
         if len(samples) == 0:
             return
         self._queue.append(_Chunk(mark, samples))
+        self._drained.clear()
         self._totals[mark] = self._totals.get(mark, 0) + len(samples)
         self._played.setdefault(mark, 0)
 
-    def flush(self) -> list[Played]:
-        """Drop all queued audio now; returns what had left of each dropped mark."""
+    def pause(self) -> None:
+        """Send silence from the next frame on; the queue waits."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def wait_for_playout(self) -> None:
+        while self._queue:
+            await self._drained.wait()
+
+    def level_dbfs(self, window_s: float) -> float:
+        since = self._clock() - window_s
+        return max((db for t, db in self._levels if t >= since), default=-math.inf)
+
+    def clear(self) -> list[Played]:
+        """Drop all queued audio now (and end a pause); returns what had left of each dropped mark."""
         dropped: list[Played] = []
         seen: set[Hashable] = set()
         if self._last is not None and (not self._queue or self._queue[0].mark != self._last):
-            # The mark that played last ran dry before the flush (its writer was behind):
+            # The mark that played last ran dry before the clear (its writer was behind):
             # report it too, since only its played/total says how much was heard.
             seen.add(self._last)
             dropped.append(Played(self._last, self._played.get(self._last, 0), self._totals.get(self._last, 0)))
@@ -99,12 +115,14 @@ class OutboundAudioTrack(MediaStreamTrack):
                 seen.add(chunk.mark)
                 dropped.append(Played(chunk.mark, self._played.get(chunk.mark, 0), self._totals.get(chunk.mark, 0)))
         self._queue.clear()
+        self._drained.set()
+        self._paused = False
         # Resampler state belongs to the audio just dropped; start the next reply clean.
         self._resamplers.clear()
         for p in dropped:
             self._forget(p.mark)
         if self._current is not None:
-            self._emit("end", self._current, self._clock())
+            self._emit(PlaybackKind.END, self._current, self._clock())
         if self._last is not None:
             self._forget(self._last)
         self._current = self._last = None
@@ -162,15 +180,15 @@ class OutboundAudioTrack(MediaStreamTrack):
         out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         filled = 0
         t = self._clock()
-        while filled < FRAME_SAMPLES and self._queue:
+        while filled < FRAME_SAMPLES and self._queue and not self._paused:
             chunk = self._queue[0]
             if chunk.mark != self._current:
                 if self._current is not None:
-                    self._emit("end", self._current, t + filled / RATE)
+                    self._emit(PlaybackKind.END, self._current, t + filled / RATE)
                 if self._last is not None and self._last != chunk.mark:
                     self._forget(self._last)
                 self._current = self._last = chunk.mark
-                self._emit("start", chunk.mark, t + filled / RATE)
+                self._emit(PlaybackKind.START, chunk.mark, t + filled / RATE)
             take = min(FRAME_SAMPLES - filled, len(chunk.samples) - chunk.offset)
             out[filled : filled + take] = chunk.samples[chunk.offset : chunk.offset + take]
             chunk.offset += take
@@ -178,17 +196,28 @@ class OutboundAudioTrack(MediaStreamTrack):
             self._played[chunk.mark] = self._played.get(chunk.mark, 0) + take
             if chunk.offset >= len(chunk.samples):
                 self._queue.popleft()
-        if not self._queue and self._current is not None:
-            # Nothing follows (yet): the mark's audio ends with this frame. If more of
-            # it arrives later it starts again; its counts are kept until another mark plays.
-            self._emit("end", self._current, t + filled / RATE)
-            self._current = None
+        if filled:
+            self._note_level(t, out)
+        if not self._queue:
+            self._drained.set()
+            if self._current is not None:
+                # Nothing follows (yet): the mark's audio ends with this frame. If more of
+                # it arrives later it starts again; its counts are kept until another mark plays.
+                self._emit(PlaybackKind.END, self._current, t + filled / RATE)
+                self._current = None
         return out
+
+    def _note_level(self, t: float, samples: np.ndarray) -> None:
+        power = float(np.mean(samples.astype(np.float32) ** 2))
+        self._levels.append((t, 10 * math.log10(power / 32768**2) if power > 0 else -math.inf))
+        while self._levels and self._levels[0][0] < t - LEVEL_MEMORY_S:
+            self._levels.popleft()
 
     def _forget(self, mark: Hashable) -> None:
         self._totals.pop(mark, None)
         self._played.pop(mark, None)
 
-    def _emit(self, kind: str, mark: Hashable, t: float) -> None:
+    def _emit(self, kind: PlaybackKind, mark: Hashable, t: float) -> None:
+        event = Playback(kind, mark, t)
         for listener in self._listeners:
-            listener(kind, mark, t)
+            listener(event)

@@ -21,7 +21,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from pipeline.events import Error, Event, Goodbye
-from pipeline.ports import AudioSink, EventSink, Pipeline
+from pipeline.ports import AudioOutput, EventSink, Pipeline
 from rtc.inbound import InboundAudio
 from rtc.outbound import OutboundAudioTrack
 
@@ -34,7 +34,7 @@ SESSION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("session_id", d
 MAX_TEXT_MESSAGE = 4000  # characters of one typed message
 
 # make_pipeline(audio_out, emit) -> the pipeline this session drives
-PipelineFactory = Callable[[AudioSink, EventSink], Pipeline]
+PipelineFactory = Callable[[AudioOutput, EventSink], Pipeline]
 
 
 def set_jitter_frames(receiver: Any, frames: int) -> None:

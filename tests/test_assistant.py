@@ -85,7 +85,8 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
         and reply["heard"] == reply["text"]
     )
     states = [e["state"] for e in events_of(client, "state")]
-    assert states == ["listening", "transcribing", "thinking", "speaking", "listening"]
+    # The reply was prepared at the short pause, so it is usually transcribed before it is released.
+    assert states in (["listening", "thinking", "speaking", "listening"], ["listening", "transcribing", "thinking", "speaking", "listening"])
 
     # The reply was heard at the client, and the server's figures agree with the client's clock.
     audible = client.audible_times()
@@ -94,8 +95,12 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
     client_v2v = (audible[0] - speech_end) * 1000
     assert 0 < metrics["voice_to_voice_ms"] <= client_v2v + 30
     assert client_v2v - metrics["voice_to_voice_ms"] < 200  # network + jitter buffer on loopback
-    assert abs(metrics["endpoint_ms"] - 500) <= 40  # the configured end-of-speech silence, within two frames
-    assert metrics["voice_to_voice_ms"] >= metrics["endpoint_ms"] + metrics["stt_ms"] + metrics["llm_first_token_ms"]
+    # Released by the end-of-turn model soon after the 200 ms pause, or by the 1.2 s silence.
+    if metrics["released_by"] == "model":
+        assert 200 <= metrics["endpoint_ms"] < 700 and metrics["turn_complete"] >= 0.5
+    else:
+        assert metrics["released_by"] == "silence" and abs(metrics["endpoint_ms"] - 1200) <= 40
+    assert metrics["voice_to_voice_ms"] >= metrics["endpoint_ms"]
     for key in ("stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms"):
         assert metrics[key] is not None and metrics[key] >= 0
     # ~5 sentences at 60 ms/char arrived as audio
@@ -223,12 +228,12 @@ async def test_empty_transcript_starts_no_turn(assistant, clients):
     client = await clients(server.url)
     await client.wait_event("state", state="listening")
     await ask(client, "Hmm.")
-    t_tr, _ = await client.wait_event("state", state="transcribing", timeout=15)
-    await client.wait_event("state", state="listening", after=t_tr + 0.001, timeout=10)
-    assert events_of(client, "transcript") == [] and standin.log.chat_requests == []
+    await client.wait_event("speech_stopped", timeout=15)  # transcribed at the pause already, released now
+    assert standin.log.transcription_count == 1
     await ask(client)
     _, reply = await client.wait_event("reply", timeout=20)
     assert reply["text"].startswith("You said: What is the capital of France")
+    assert [e["text"] for e in events_of(client, "transcript")] == [QUESTION] and len(standin.log.chat_requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,14 @@
-"""The outbound track: 20 ms frames, steady pts, silence when idle, flush, what was heard."""
+"""The outbound track: 20 ms frames, steady pts, silence when idle, pause/resume, clear, what was heard."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 
 import numpy as np
 
+from pipeline.ports import Playback
 from rtc.outbound import FRAME_SAMPLES, RATE, OutboundAudioTrack
 
 
@@ -34,24 +37,24 @@ async def test_resamples_any_rate_to_48k_once():
     assert abs(track.queued_seconds - 4.0) < 0.02
 
 
-async def test_flush_drops_queue_at_once_keeps_pts_and_reports_heard():
+async def test_clear_drops_queue_at_once_keeps_pts_and_reports_heard():
     track = OutboundAudioTrack()
     events: list[tuple[str, object, float]] = []
-    track.add_listener(lambda kind, mark, t: events.append((kind, mark, t)))
+    track.add_listener(lambda e: events.append((e.kind, e.mark, e.t)))
     track.write(tone(1.0, 24000), 24000, mark="a")
     track.write(tone(1.0, 24000), 24000, mark="b")
     frames = [await track.recv() for _ in range(60)]  # 1.2 s: all of "a", 0.2 s of "b"
     assert all(level(f) > 1000 for f in frames[:50])
     assert [e[:2] for e in events] == [("start", "a"), ("end", "a"), ("start", "b")]
-    dropped = track.flush()
+    dropped = track.clear()
     assert len(dropped) == 1 and dropped[0].mark == "b"
     assert abs(dropped[0].played / RATE - 0.2) < 0.011 and abs(dropped[0].total / RATE - 1.0) < 0.011
     after = [await track.recv() for _ in range(3)]
-    assert all(level(f) == 0 for f in after), "audio after flush"
+    assert all(level(f) == 0 for f in after), "audio after clear"
     pts = [f.pts for f in frames + after]
-    assert np.all(np.diff(pts) == FRAME_SAMPLES), "pts must not jump or reset across flush"
+    assert np.all(np.diff(pts) == FRAME_SAMPLES), "pts must not jump or reset across clear"
     assert events[-1][:2] == ("end", "b")
-    # the track keeps working after a flush
+    # the track keeps working after a clear
     track.write(tone(0.1, 16000), 16000, mark="c")
     assert level(await track.recv()) > 1000
 
@@ -71,3 +74,38 @@ async def test_pacing_follows_real_time_over_10_seconds():
     assert np.median(lateness) < 0.003, np.median(lateness)
     assert np.percentile(lateness, 95) < 0.010, np.percentile(lateness, 95)
     assert abs(sent[-1][0] - t0 - 499 * 0.02) < 0.02
+
+
+async def test_pause_holds_the_queue_and_resume_continues_from_the_same_sample():
+    track = OutboundAudioTrack()
+    events: list[Playback] = []
+    track.add_listener(events.append)
+    track.write(tone(0.2, 48000), 48000, mark="a")
+    first = [await track.recv() for _ in range(5)]  # 0.1 s of "a"
+    track.pause()
+    paused = [await track.recv() for _ in range(5)]
+    assert all(level(f) > 1000 for f in first) and all(level(f) == 0 for f in paused), "silence while paused"
+    assert track.busy and [e.kind for e in events] == ["start"], "a pause neither ends the mark nor drops it"
+    waiter = asyncio.ensure_future(track.wait_for_playout())
+    await asyncio.sleep(0)
+    assert not waiter.done(), "a paused queue is not played out"
+    track.resume()
+    rest = [await track.recv() for _ in range(5)]
+    assert all(level(f) > 1000 for f in rest)
+    # exactly the samples after the pause point: the tone's phase carries on
+    expected = tone(0.2, 48000)[5 * FRAME_SAMPLES * 2 : 6 * FRAME_SAMPLES * 2]
+    assert rest[0].to_ndarray().tobytes() == expected
+    await asyncio.wait_for(waiter, 1)
+    assert [e.kind for e in events] == ["start", "end"] and not track.busy
+
+
+async def test_clear_ends_a_pause_and_level_reports_what_left():
+    track = OutboundAudioTrack()
+    assert track.level_dbfs(1.0) == -math.inf
+    track.write(tone(0.1, 48000, amplitude=3277), 48000, mark="a")  # sine at -20 dBFS peak: -23 dBFS RMS
+    await track.recv()
+    assert abs(track.level_dbfs(1.0) - (-23.0)) < 0.3
+    track.pause()
+    played = track.clear()
+    assert [p.mark for p in played] == ["a"] and played[0].share == 0.2 and not track.paused
+    await asyncio.wait_for(track.wait_for_playout(), 1)

@@ -23,7 +23,7 @@ class Message(TypedDict):
 class EngineError(Exception):
     """A stage failed in a way the conversation reports and survives.
 
-    `stage` is "stt", "llm" or "tts"; the message must never contain a key.
+    `stage` is "stt", "llm", "tts" or "turn"; the message must never contain a key.
     """
 
     def __init__(self, stage: str, message: str) -> None:
@@ -64,6 +64,19 @@ class TTS(Protocol):
         ...
 
 
+@runtime_checkable
+class TurnDetector(Protocol):
+    name: str
+
+    async def complete(self, pcm: bytes, sample_rate: int = 16000) -> float:
+        """Probability (0..1) that the speaker has finished their turn, from the utterance so far.
+
+        `pcm` is the utterance up to the pause being judged (mono int16); only its
+        end matters to the model, so callers may pass just the last seconds.
+        """
+        ...
+
+
 @dataclass
 class Engines:
     """The process-wide engines, built once in server.py and shared by sessions."""
@@ -71,22 +84,29 @@ class Engines:
     stt: STT
     llm: LLM
     tts: TTS
+    turn: TurnDetector | None = None  # None: turns end on silence alone
+
+    def _all(self) -> list[tuple[str, object]]:
+        out: list[tuple[str, object]] = [("stt", self.stt), ("llm", self.llm), ("tts", self.tts)]
+        if self.turn is not None:
+            out.append(("turn", self.turn))
+        return out
 
     async def start(self) -> None:
-        for engine in (self.stt, self.llm, self.tts):
+        for _, engine in self._all():
             start = getattr(engine, "start", None)
             if start is not None:
                 await start()
 
     async def close(self) -> None:
-        for engine in (self.stt, self.llm, self.tts):
+        for _, engine in self._all():
             close = getattr(engine, "close", None)
             if close is not None:
                 await close()
 
     def readiness(self) -> dict[str, dict[str, object]]:
         out: dict[str, dict[str, object]] = {}
-        for stage, engine in (("stt", self.stt), ("llm", self.llm), ("tts", self.tts)):
+        for stage, engine in self._all():
             info: dict[str, object] = {"engine": engine.name, "ready": bool(getattr(engine, "ready", True))}
             depth = getattr(engine, "queue_depth", None)
             if depth is not None:

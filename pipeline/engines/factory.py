@@ -6,12 +6,22 @@ imports the local model runtimes (and vice versa).
 
 from __future__ import annotations
 
-from pipeline.engines.base import LLM, STT, TTS, Engines
+from pipeline.engines.base import LLM, STT, TTS, Engines, TurnDetector
 from settings import Settings, SettingsError
 
 
 def build_engines(settings: Settings) -> Engines:
-    return Engines(stt=build_stt(settings), llm=build_llm(settings), tts=build_tts(settings))
+    return Engines(stt=build_stt(settings), llm=build_llm(settings), tts=build_tts(settings), turn=build_turn_detector(settings))
+
+
+def build_turn_detector(settings: Settings) -> TurnDetector | None:
+    if settings.turn_detector == "none":
+        return None
+    if settings.turn_detector == "smart-turn":
+        from pipeline.engines.smart_turn import SmartTurn
+
+        return SmartTurn.from_settings(settings)
+    raise SettingsError(f"TURN_DETECTOR must be smart-turn or none; got {settings.turn_detector!r}")
 
 
 def build_stt(settings: Settings) -> STT:

@@ -1,0 +1,306 @@
+"""One turn: the user's words in, a spoken reply out.
+
+A Turn owns everything one reply needs: its tasks, the reply's sentences and
+their marks, what of them played, its metrics and, while it is speculative
+(`held`), the events and audio it has produced but nobody has seen or heard.
+`release()` lets them out in order; a held turn that is cancelled leaves no
+trace at all.
+
+The conversation decides *when* (start, release, interrupt, drop); the turn
+knows *how*: `transcribe()` then `respond(messages)`, which streams the LLM's
+reply into sentences while a second task voices them in order, so the first
+sentence is heard while the rest is still being written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Coroutine, Hashable
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+import numpy as np
+
+from pipeline.engines.base import EngineError, Engines, Message
+from pipeline.events import Error, Event, Metrics, ReplyDelta, State, StateName, Transcript, TranscriptPartial
+from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
+from pipeline.segmenter import RATE
+from pipeline.sentences import SentenceSplitter, speakable
+
+log = logging.getLogger("pipeline.turn")
+
+_KEYS = itertools.count(1)  # marks must be unique across turns, even speculative ones that share an id
+
+
+def meaningful(text: str) -> bool:
+    """False for empty or noise-only transcripts such as "", "...", "[BLANK_AUDIO]", "(wind)"."""
+    return bool(re.sub(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[^\w]", "", text))
+
+
+@asynccontextmanager
+async def failures_of(stage: str) -> AsyncIterator[None]:
+    """An engine's unexpected exception (a bug, a native crash) becomes that stage's EngineError."""
+    try:
+        yield
+    except (EngineError, StopAsyncIteration, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("%s engine failed", stage)
+        raise EngineError(stage, f"the {stage.upper()} engine failed; see the server log") from None
+
+
+def trim_leading_silence(pcm: bytes, rate: int, threshold: int = 300, keep_ms: int = 20) -> bytes:
+    """`pcm` from shortly before its first sample louder than `threshold`; b"" if none is."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+    if len(loud) == 0:
+        return b""
+    start = max(0, int(loud[0]) - rate * keep_ms // 1000)
+    return samples[start:].tobytes()
+
+
+class Turn:
+    def __init__(
+        self,
+        id: int,
+        engines: Engines,
+        audio: AudioOutput,
+        emit: EventSink,
+        *,
+        pcm: bytes | None = None,
+        text: str | None = None,
+        utterance: int | None = None,
+        t_speech_end: float | None = None,
+        held: bool = False,
+        max_reply_chars: int = 1500,
+    ) -> None:
+        self.id = id
+        self.key = next(_KEYS)
+        self.pcm = pcm
+        self.typed = text
+        self.utterance = utterance  # which utterance of the segmenter it answers (None: typed)
+        self.t_speech_end = t_speech_end  # media time the user stopped speaking
+        self.held = held
+        self.metrics = Metrics(turn=id)
+        self.user_text = ""  # what the reply answers, once admitted
+        self.reply = ""
+        self.transcribed = False
+        self._transcript_ready = asyncio.Event()
+        self.transcript = ""  # the last STT pass (or the typed text)
+        self.first_audio_at: float | None = None
+        self._engines = engines
+        self._audio = audio
+        self._emit = emit
+        self._max_reply_chars = max_reply_chars
+        self._sentences: dict[Hashable, str] = {}  # mark -> displayed sentence, in order
+        self._started: set[Hashable] = set()  # marks whose audio began to leave
+        self._cut: dict[Hashable, Played] = {}  # marks cut by clear(), with how much had played
+        self._wrote_audio = False
+        self._held_events: list[Event] = []
+        self._held_audio: list[tuple[bytes, int, Hashable]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._released = asyncio.Event()
+        if not held:
+            self._released.set()
+        self.task: asyncio.Task[None] | None = None
+
+    # -- lifetime --------------------------------------------------------------
+
+    def start(self, body: Coroutine[Any, Any, None]) -> None:
+        """Run the turn's main coroutine as its task."""
+        self.task = self.spawn(body, f"turn-{self.id}")
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def done(self) -> bool:
+        return self.task is None or self.task.done()
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait(self) -> None:
+        """Until every task of the turn has finished (however it ended)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def interrupt(self) -> None:
+        """Stop the reply now: drop its queued audio, remember what played, cancel its work."""
+        for played in self._audio.clear():
+            self._cut[played.mark] = played
+        self.cancel()
+
+    def release(self, t_now: float | None = None) -> None:
+        """Let a held turn's events and audio out, in the order they were produced."""
+        if not self.held:
+            return
+        self.held = False
+        self._released.set()
+        if t_now is not None and self.t_speech_end is not None:
+            self.metrics.endpoint_ms = round((t_now - self.t_speech_end) * 1000, 1)
+        events, self._held_events = self._held_events, []
+        audio, self._held_audio = self._held_audio, []
+        for event in events:
+            self._emit(event)
+        for pcm, rate, mark in audio:
+            self._audio.write(pcm, rate, mark)
+
+    # -- output, held while speculative -----------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if self.held:
+            self._held_events.append(event)
+        else:
+            self._emit(event)
+
+    def _write(self, pcm: bytes, rate: int, mark: Hashable) -> None:
+        self._wrote_audio = True
+        if self.held:
+            self._held_audio.append((pcm, rate, mark))
+        else:
+            self._audio.write(pcm, rate, mark)
+
+    # -- playback accounting ---------------------------------------------------
+
+    def owns(self, mark: Hashable) -> bool:
+        return mark in self._sentences
+
+    def on_playback(self, event: Playback) -> None:
+        if event.kind != PlaybackKind.START:
+            return
+        self._started.add(event.mark)
+        if self.first_audio_at is None:
+            self.first_audio_at = event.t
+            self.emit(State(StateName.SPEAKING, turn=self.id))
+            if self.t_speech_end is not None:
+                self.metrics.voice_to_voice_ms = round((event.t - self.t_speech_end) * 1000, 1)
+            self.emit(self.metrics)
+
+    @property
+    def heard_any(self) -> bool:
+        return bool(self._started)
+
+    def heard(self) -> str:
+        """The reply as far as it left the output."""
+        parts: list[str] = []
+        for mark, sentence in self._sentences.items():
+            if mark in self._cut:
+                share = self._cut[mark].share
+            else:
+                share = 1.0 if mark in self._started else 0.0
+            if share >= 0.999:
+                parts.append(sentence)
+                continue
+            words = sentence.split()
+            if share > 0 and int(len(words) * share):
+                parts.append(" ".join(words[: int(len(words) * share)]))
+            break
+        return " ".join(parts)
+
+    # -- the work ----------------------------------------------------------------
+
+    async def transcribe(self) -> str:
+        """The user's words: typed, or from STT (a partial transcript is shown at once)."""
+        if self.pcm is None:
+            text = self.typed or ""
+        else:
+            started = time.monotonic()
+            async with failures_of("stt"):
+                text = (await self._engines.stt.transcribe(self.pcm, RATE)).strip()
+            self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
+        self.transcribed = True
+        self.transcript = text
+        self._transcript_ready.set()
+        if self.pcm is not None and meaningful(text):
+            # The user's own words so far: shown live, whether or not this pass is answered.
+            self._emit(TranscriptPartial(text))
+        return text
+
+    async def wait_transcript(self) -> str:
+        await self._transcript_ready.wait()
+        return self.transcript
+
+    async def respond(self, messages: list[Message], user_text: str) -> None:
+        """Stream the reply for `messages`, voice it sentence by sentence, and wait until it played."""
+        self.user_text = user_text
+        self.emit(Transcript(user_text, turn=self.id, source="voice" if self.pcm is not None else "text"))
+        self.emit(State(StateName.THINKING, turn=self.id))
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        writer = self.spawn(self._write_reply(messages, sentences), f"turn-{self.id}-llm")
+        speaker = self.spawn(self._speak(sentences), f"turn-{self.id}-tts")
+        try:
+            await asyncio.gather(writer, speaker)
+        finally:
+            for task in (writer, speaker):
+                task.cancel()
+            await asyncio.gather(writer, speaker, return_exceptions=True)
+        await self._released.wait()  # a speculative reply is over only once the user got it
+        if self._wrote_audio:
+            await self._audio.wait_for_playout()
+
+    async def _write_reply(self, messages: list[Message], sentences: asyncio.Queue[str | None]) -> None:
+        metrics = self.metrics
+        asked = time.monotonic()
+        splitter = SentenceSplitter()
+
+        def ready(sentence: str) -> None:
+            if metrics.first_sentence_ms is None:
+                metrics.first_sentence_ms = round((time.monotonic() - asked) * 1000, 1)
+            sentences.put_nowait(sentence)
+
+        async with failures_of("llm"), aclosing(self._engines.llm.stream(messages)) as stream:
+            async for delta in stream:
+                if not delta:
+                    continue
+                if metrics.llm_first_token_ms is None:
+                    metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
+                if len(self.reply) + len(delta) > self._max_reply_chars:
+                    log.info("turn %d: reply cut at %d characters", self.id, self._max_reply_chars)
+                    break  # leaving the block closes the stream, which stops generation
+                self.reply += delta
+                self.emit(ReplyDelta(delta, turn=self.id))
+                for sentence in splitter.feed(delta):
+                    ready(sentence)
+        for sentence in splitter.flush():
+            ready(sentence)
+        sentences.put_nowait(None)
+
+    async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        tts = self._engines.tts
+        index = 0
+        while (sentence := await sentences.get()) is not None:
+            spoken = speakable(sentence)
+            if not meaningful(spoken):
+                continue
+            mark = (self.key, index)
+            index += 1
+            self._sentences[mark] = sentence
+            started = time.monotonic()
+            async with failures_of("tts"), aclosing(tts.stream(spoken)) as chunks:
+                async for chunk in chunks:
+                    if not self._wrote_audio:
+                        # Voices start with a breath of silence; before the reply's first
+                        # word it is only latency, so it is not sent.
+                        chunk = trim_leading_silence(chunk, tts.sample_rate)
+                        if not chunk:
+                            continue
+                    if self.metrics.tts_first_audio_ms is None:
+                        self.metrics.tts_first_audio_ms = round((time.monotonic() - started) * 1000, 1)
+                    self._write(chunk, tts.sample_rate, mark)
+
+    def report_error(self, exc: EngineError) -> None:
+        """A stage failed: nothing stale is spoken after it, and the user is told."""
+        if self._wrote_audio and not self.held:
+            for played in self._audio.clear():
+                self._cut[played.mark] = played
+        self._held_audio.clear()
+        self.emit(Error(exc.stage, exc.message, turn=self.id))

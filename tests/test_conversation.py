@@ -1,0 +1,251 @@
+"""The conversation's rules in virtual time: fake engines, an in-memory output, real VAD on espeak speech.
+
+Each test feeds microphone audio frame by frame (media time), so every assertion
+is about what happened at which frame: no sleeps, no network, milliseconds each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pipeline.conversation import is_backchannel, sounds_unfinished
+from tests.fakes import RATE, FakeLLM, Harness
+from tests.speech import concat, silence, speak, voiced_bounds
+
+QUESTION = "What is the capital of France?"
+LONG = " ".join(f"This is sentence number {i} of a long answer." for i in range(1, 9))
+
+
+def cough(seconds: float = 0.25, seed: int = 1) -> np.ndarray:
+    """A band-limited noise burst with a fast attack and decay, at a speech-like level."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    noise = np.convolve(rng.normal(0, 1, n), np.ones(4) / 4, mode="same")
+    envelope = np.minimum(1, np.arange(n) / (0.01 * RATE)) * np.exp(-np.arange(n) / (0.08 * RATE))
+    return (noise * envelope * 12000).astype(np.int16)
+
+
+def voiced(text: str) -> np.ndarray:
+    """espeak's `text` without its leading and trailing silence, so pauses are exactly what a test adds."""
+    speech = speak(text)
+    first, last = voiced_bounds(speech)
+    return speech[int(first * RATE) : int(last * RATE)]
+
+
+async def ask(h: Harness, text: str = QUESTION) -> float:
+    """Say `text`; returns the media time its last voiced sample ended."""
+    speech = speak(text)
+    start = h.t
+    await h.feed(concat(silence(0.2), speech))
+    return start + 0.2 + voiced_bounds(speech)[1]
+
+
+async def test_answer_released_by_the_end_of_turn_model_at_the_short_pause():
+    h = Harness()
+    end = await ask(h)
+    await h.silence(3.0)
+    t_audio = h.audio.audible()[0]
+    assert 0.2 <= t_audio - end < 0.45, "released at the 200 ms pause, not after the long silence"
+    assert [e["state"] for e in h.of("state")] == ["listening", "thinking", "speaking", "listening"]
+    (metrics,) = h.of("metrics")
+    assert metrics["released_by"] == "model" and metrics["turn_complete"] == 0.9
+    assert h.of("transcript_partial")[0]["text"] == QUESTION
+    (reply,) = h.of("reply")
+    assert reply == {"type": "reply", "text": FakeLLM().reply, "interrupted": False, "heard": FakeLLM().reply, "turn": 1}
+    assert [m["role"] for m in h.conversation.history.messages("x")] == ["system", "user", "assistant", "user"]
+    await h.close()
+
+
+async def test_held_reply_waits_for_the_long_silence_when_the_model_says_unfinished():
+    h = Harness(turn=lambda s: 0.1)
+    end = await ask(h)
+    await h.silence(end + 1.1 - h.t)
+    assert h.audio.audible() == [] and h.of("transcript") == [] and h.of("reply_delta") == [], "held: nothing shown or heard"
+    assert len(h.llm.requests) == 1, "but it was prepared"
+    await h.silence(2.5)
+    t_audio = h.audio.audible()[0]
+    assert 1.15 <= t_audio - end < 1.3, "released by the 1.2 s silence, audio ready at once"
+    assert h.of("metrics")[0]["released_by"] == "silence"
+    await h.close()
+
+
+async def test_speculation_thrown_away_when_the_user_goes_on():
+    h = Harness(stt=lambda s: "What is the capital of" if s < 2.0 else "What is the capital of Japan?", turn=lambda s: 0.1)
+    await h.feed(concat(silence(0.2), voiced("What is the capital of"), silence(1.0)))  # a thinking pause: a held turn is made
+    assert len(h.stt.calls) == 1 and h.audio.audible() == []
+    speech_ends = h.t + len(voiced("Japan?")) / RATE
+    await h.feed(concat(voiced("Japan?"), silence(6.0)))
+    # one answer, to the whole question, with nothing of the thrown-away one
+    assert [e["text"] for e in h.of("transcript")] == ["What is the capital of Japan?"]
+    assert len(h.of("reply")) == 1 and h.of("reply")[0]["turn"] == 1
+    assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan?"
+    assert min(h.audio.audible()) > speech_ends, "no audio during the pause"
+    assert [e["text"] for e in h.of("transcript_partial")] == ["What is the capital of", "What is the capital of Japan?"]
+    await h.close()
+
+
+async def _talking(h: Harness) -> float:
+    """Ask, and return the media time the reply became audible (after 1 s of it)."""
+    await ask(h)
+    await h.silence(0.6)
+    t0 = h.audio.audible()[0]
+    await h.silence(1.0)
+    return t0
+
+
+async def test_barge_in_pauses_at_once_and_real_words_cancel_with_heard_only_history():
+    words = {0: QUESTION}
+
+    def stt(seconds: float) -> str:
+        return words[0]
+
+    h = Harness(stt=stt, llm=FakeLLM(LONG))
+    await _talking(h)
+    words[0] = "Stop. What about Spain?"
+    onset = h.t + 0.2
+    await h.feed(concat(silence(0.2), speak("Stop. What about Spain?")))
+    speech_started = h.first("speech_started", turn=2)[0]
+    silent_from = [t for t in h.audio.audible() if t < onset + 0.5][-1]
+    assert silent_from <= speech_started, "no audio after the frame where speech was detected"
+    assert speech_started - onset <= 0.15
+    await h.silence(3.0)
+    first = h.of("reply")[0]
+    assert first["turn"] == 1 and first["interrupted"] is True and LONG.startswith(first["heard"]) and first["heard"]
+    assert len(first["heard"]) < len(LONG) / 2
+    history = h.conversation.history.entries
+    assert history[1].interrupted and history[1].text == first["heard"]
+    assert h.of("reply")[1]["turn"] == 2 and h.llm.requests[-1][-1]["content"] == "Stop. What about Spain?"
+    await h.close()
+
+
+@pytest.mark.parametrize("sound", ["cough", "mm-hmm", "yeah"])
+async def test_a_cough_or_backchannel_pauses_the_reply_and_it_resumes(sound):
+    said = {"text": QUESTION}
+    h = Harness(stt=lambda s: said["text"], llm=FakeLLM(LONG))
+    await _talking(h)
+    said["text"] = {"cough": "", "mm-hmm": "Mm-hmm.", "yeah": "Yeah."}[sound]
+    clip = cough() if sound == "cough" else speak(sound.capitalize() + ".")
+    t_sound = h.t
+    await h.feed(concat(clip, silence(1.5)))
+    audible_after = h.audio.audible(t_sound + 0.3)
+    assert audible_after and audible_after[0] - t_sound < 1.2, "the reply resumed within about a second"
+    await h.silence(30)
+    (reply,) = h.of("reply")
+    assert reply["interrupted"] is False and reply["heard"] == LONG
+    assert [e["turn"] for e in h.of("transcript")] == [1], "no new turn"
+    await h.close()
+
+
+async def test_speech_long_enough_cancels_before_its_words_are_known():
+    h = Harness(stt=lambda s: QUESTION, llm=FakeLLM(LONG), interrupt_min_ms=800)
+    await _talking(h)
+    onset = h.t
+    await h.feed(concat(voiced("I think that you should stop talking about this now"), silence(1.5)))
+    t_reply, reply = h.first("reply")
+    t_partial, _ = h.first("transcript_partial", text=QUESTION)
+    assert reply["interrupted"] is True and 0.78 <= t_reply - onset < 1.0
+    assert len(h.of("transcript_partial")) == 2 and t_reply < h.events[-1][0]
+    await h.close()
+
+
+async def test_own_voice_coming_back_does_not_interrupt():
+    h = Harness(llm=FakeLLM(LONG), echo_db=25)
+    await ask(h)
+    await h.silence(25)
+    (reply,) = h.of("reply")
+    assert reply["interrupted"] is False and [e["turn"] for e in h.of("speech_started")] == [1]
+
+
+async def test_without_the_echo_gate_the_same_echo_would_interrupt():
+    h = Harness(llm=FakeLLM(LONG), echo_db=10, echo_gate_db=0)
+    await ask(h)
+    await h.silence(8)
+    assert h.of("reply")[0]["interrupted"] is True, "the check above is not vacuous: this echo is heard as speech"
+    await h.close()
+
+
+async def test_old_design_cancels_at_onset_and_carries_unheard_words():
+    said = {"text": "What is the capital of"}
+    slow = FakeLLM(gate=asyncio.Event())
+    h = Harness(stt=lambda s: said["text"], turn=None, llm=slow, segmenter={"pause_ms": 0, "silence_ms": 500}, interrupt_min_ms=0)
+    await h.feed(concat(silence(0.2), voiced("What is the capital of"), silence(0.6)))
+    assert len(h.stt.calls) == 1 and h.of("transcript")[0]["text"] == "What is the capital of"
+    said["text"] = "Japan?"
+    await h.feed(voiced("Japan?"))
+    assert h.of("reply") == [] and h.audio.audible() == [] and h.conversation.state == "listening"
+    slow.gate.set()
+    await h.silence(6.0)
+    assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan?"
+    assert [r["turn"] for r in h.of("reply") if not r["interrupted"]] == [2]
+    assert len(h.conversation.history.entries) == 2, "the unheard reply left no history"
+    await h.close()
+
+
+async def test_a_failing_stage_is_an_error_event_and_the_next_turn_works():
+    h = Harness()
+    h.stt.fail = True
+    await ask(h)
+    await h.silence(2.0)
+    assert h.of("error")[0]["stage"] == "stt" and h.audio.audible() == []
+    h.stt.fail = False
+    h.llm.fail_after = 3
+    await ask(h)
+    await h.silence(2.0)
+    assert h.of("error")[1]["stage"] == "llm"
+    h.llm.fail_after = None
+    await ask(h)
+    await h.silence(4.0)
+    assert h.of("reply")[-1]["interrupted"] is False and h.audio.audible()
+    await h.close()
+
+
+async def test_typed_text_interrupts_and_is_answered():
+    h = Harness(llm=FakeLLM(LONG))
+    await _talking(h)
+    h.conversation.on_text("Never mind. Tell me a joke.")
+    await h.silence(0.5)
+    assert h.of("reply")[0]["interrupted"] is True
+    assert h.of("transcript")[-1] == {"type": "transcript", "text": "Never mind. Tell me a joke.", "turn": 2, "source": "text"}
+    await h.close()
+
+
+async def test_close_frees_every_turn():
+    h = Harness(llm=FakeLLM(LONG))
+    await _talking(h)
+    await h.close()
+    assert not h.audio.busy and h.conversation._turns == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Mm-hmm.", True), ("Uh-huh.", True), ("Yeah.", True), ("Okay, okay.", True), ("Right.", True),
+        ("MMMM.", True), ("Hmm.", True), ("I see.", True),
+        ("Yeah, but what about Spain?", False), ("Stop.", False), ("No.", False), ("Okay, tell me more about that.", False),
+    ],
+)  # fmt: skip
+def test_backchannels(text, expected):
+    assert is_backchannel(text) is expected
+
+
+async def test_words_that_stop_mid_phrase_veto_the_end_of_turn_model():
+    h = Harness(stt=lambda s: "What is the capital of" if s < 2.0 else "What is the capital of Japan?", turn=lambda s: 0.9)
+    await h.feed(concat(silence(0.2), voiced("What is the capital of"), silence(1.0)))
+    assert h.audio.audible() == [] and h.of("transcript") == [], "the model said finished; the words did not"
+    await h.feed(concat(voiced("Japan?"), silence(0.5)))
+    assert h.of("metrics")[0]["released_by"] == "model"
+    await h.silence(5)
+    assert [e["text"] for e in h.of("transcript")] == ["What is the capital of Japan?"]
+    await h.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("What is the capital of", True), ("What is the capital of?", True), ("I would like to know...", True), ("Tell me about the", True),
+     ("What is the capital of Japan?", False), ("Who wrote Hamlet.", False), ("How far is the moon?", False)],
+)  # fmt: skip
+def test_unfinished_text(text, expected):
+    assert sounds_unfinished(text) is expected
