@@ -53,6 +53,12 @@
   let turnCounter = 0;
   const turns = new Map(); // turn -> {user, assistant, metrics}
   let pendingTyped = [];   // locally shown typed messages awaiting their transcript event
+  let partial = null;      // the bubble showing transcript_partial text, until a transcript adopts it
+  let partialTimer = 0;
+  function dropPartial() {
+    if (partial) partial.remove();
+    partial = null;
+  }
 
   // ---------- status / messages ----------
 
@@ -190,6 +196,19 @@
       case "speech_started":
       case "speech_stopped":
         break;
+      case "transcript_partial": {
+        // The user's words so far, shown live; the transcript takes the bubble over, and a
+        // partial nobody answers (a backchannel, a cough) fades after a few seconds.
+        if (!partial) {
+          partial = bubble("user", "");
+          partial.classList.add("partial");
+        }
+        partial.querySelector(".text").textContent = ev.text || "";
+        clearTimeout(partialTimer);
+        partialTimer = setTimeout(dropPartial, 4000);
+        chatScroll();
+        break;
+      }
       case "transcript": {
         if (typeof ev.turn === "number") turnCounter = Math.max(turnCounter, ev.turn);
         const t = turnEntry(turn);
@@ -197,6 +216,12 @@
         if (i >= 0) {
           t.user = pendingTyped[i].div;
           pendingTyped.splice(i, 1);
+        } else if (!t.user && partial && ev.source !== "text") {
+          t.user = partial;
+          t.user.classList.remove("partial");
+          t.user.querySelector(".text").textContent = ev.text || "";
+          clearTimeout(partialTimer);
+          partial = null;
         } else if (!t.user) {
           t.user = bubble("user", ev.text || "");
         } else {
