@@ -86,7 +86,10 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
     )
     states = [e["state"] for e in events_of(client, "state")]
     # The reply was prepared at the short pause, so it is usually transcribed before it is released.
-    assert states in (["listening", "thinking", "speaking", "listening"], ["listening", "transcribing", "thinking", "speaking", "listening"])
+    assert states in (
+        ["listening", "thinking", "speaking", "listening"],
+        ["listening", "transcribing", "thinking", "speaking", "listening"],
+    )
 
     # The reply was heard at the client, and the server's figures agree with the client's clock.
     audible = client.audible_times()
@@ -269,3 +272,42 @@ async def test_a_failing_stage_is_reported_and_the_next_turn_works(assistant, cl
     _, reply = await client.wait_event("reply", turn=2, timeout=20)
     assert reply["text"].startswith("You said: Try again.") and reply["interrupted"] is False
     assert [t for t in client.audible_times() if t > t_err + 0.3]
+
+
+def _trimmed(text: str) -> np.ndarray:
+    speech = speak(text)
+    first, last = voiced_bounds(speech)
+    return speech[int(first * 16000) : int(last * 16000)]
+
+
+async def test_a_question_with_a_thinking_pause_gets_one_answer_and_no_audio_during_the_pause(assistant, clients):
+    head, tail = _trimmed("What is the capital of"), _trimmed("Japan?")
+    config = StandinConfig(
+        stt_reply=lambda r: "What is the capital of" if r.duration_s < len(head) / 16000 + 1.2 else "What is the capital of Japan?"
+    )
+    server, standin = await assistant(config)
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    sent = await client.mic.say(to_48k(concat(silence(0.2), head, silence(1.0), tail, silence(0.1))))
+    resumed_at = sent + 0.2 + len(head) / 16000 + 1.0
+    _, reply = await client.wait_event("reply", timeout=20)
+    assert reply["text"].startswith("You said: What is the capital of Japan") and reply["turn"] == 1
+    assert [e["text"] for e in events_of(client, "transcript")] == ["What is the capital of Japan?"]
+    assert [t for t in client.audible_times() if t < resumed_at + 0.3] == [], "reply audio during the pause"
+    assert len(events_of(client, "reply")) == 1 and len(standin.log.chat_requests) >= 1
+
+
+async def test_a_backchannel_during_a_reply_leaves_it_uninterrupted(assistant, clients):
+    config = StandinConfig(stt_reply=lambda r: "Mm-hmm." if r.duration_s < 1.2 else QUESTION, llm_reply=LONG_REPLY, tts_ms_per_char=20)
+    server, _ = await assistant(config)
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    client.send({"type": "text", "text": "Tell me a story."})
+    t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
+    await asyncio.sleep(1.0)
+    await client.mic.say(to_48k(concat(_trimmed("Mm-hmm."), silence(0.1))))
+    t_bc, _ = await client.wait_event("speech_started", after=t_speaking, timeout=10)
+    _, reply = await client.wait_event("reply", timeout=60)
+    assert reply["interrupted"] is False and reply["heard"] == reply["text"] == LONG_REPLY
+    assert [t for t in client.audible_times() if t > t_bc + 1.5], "the reply went on after the backchannel"
+    assert [e["turn"] for e in events_of(client, "transcript")] == [1], "the backchannel started no turn"
