@@ -93,6 +93,10 @@ class Settings:
         800,
         "Speech over a reply first pauses it; speech this long cancels it even before its words are known. Shorter speech is transcribed: words other than a backchannel (`mm-hmm`, `yeah`, `okay` …) cancel it, a backchannel, cough or noise resumes it where it paused. 0: cancel at once (no pause).",
     )
+    interrupt_pause_ms: int = _opt(
+        40,
+        "Voiced audio over a reply that pauses it at once, before it counts as speech (`VAD_START_MS`); if no speech follows within 200 ms the reply resumes. 0 (or ≥ `VAD_START_MS`): pause when speech starts.",
+    )
     echo_gate_db: float = _opt(
         20.0,
         "While the reply is playing, inbound audio counts as speech only if it is louder than the loudest recent outbound frame minus this many dB, so the assistant's own voice leaking back into the microphone does not interrupt it. 0: off.",

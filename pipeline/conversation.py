@@ -12,7 +12,8 @@ over at most two turns (pipeline/turn.py):
   next pause makes a new one over all of it.
 - the *speaking* turn is the released one, until its reply has played.
 
-Speech over the speaking turn pauses its audio at once. Speech longer than
+Speech over the speaking turn pauses its audio at once (on a hint of voice,
+`INTERRUPT_PAUSE_MS`; undone within 200 ms if it does not grow into speech). Speech longer than
 `INTERRUPT_MIN_MS`, or words other than a backchannel, cancel it; a cough, a
 "mm-hmm" or noise resume it where it paused, and start no turn. What played
 decides the history: only what the user heard, marked as cut off.
@@ -38,7 +39,7 @@ from pipeline.engines.base import EngineError, Engines
 from pipeline.events import Error, Event, Reply, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
 from pipeline.history import History
 from pipeline.ports import AudioOutput, EventSink, Playback
-from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
+from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.turn import Turn, failures_of, meaningful
 from settings import Settings
 
@@ -50,6 +51,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "If you did not understand the question, say so briefly."
 )
 
+HINT_WAIT_S = 0.2  # a reply paused on a hint of speech resumes if no speech follows within this
 ECHO_WINDOW_S = 0.5  # how far back the echo gate looks at what was played (echo path + jitter buffers)
 TURN_MODEL_AUDIO_S = 8.0  # what the end-of-turn model sees of an utterance
 
@@ -136,6 +138,7 @@ class Conversation:
         self._previous: Turn | None = None  # the turn released before: its history comes first
         self._turns: set[Turn] = set()  # every turn not finished yet
         self._barge_onset: float | None = None  # set while the speaking turn is paused for the user's speech
+        self._hinted_at: float | None = None  # set while it is paused on a hint of speech, not yet confirmed
         self._backchannel = False  # the utterance in progress was judged not to be a turn
         self._answered = 0  # the latest utterance a released turn answers
         self._carry_pcm = b""  # an utterance cut off before it was transcribed ...
@@ -154,7 +157,9 @@ class Conversation:
         if self.config.echo_gate_db > 0 and self._audio.busy:
             floor = self._audio.level_dbfs(ECHO_WINDOW_S) - self.config.echo_gate_db
         for event in self._segmenter.process(pcm, t, floor):
-            if isinstance(event, SpeechStarted):
+            if isinstance(event, SpeechHint):
+                self._on_hint(event)
+            elif isinstance(event, SpeechStarted):
                 self._on_speech_started(event)
             elif isinstance(event, SpeechPaused):
                 self._on_pause(event)
@@ -164,6 +169,10 @@ class Conversation:
                 self._on_speech_ended(event)
         if self._barge_onset is not None and self._segmenter.speech_span() >= self.config.interrupt_min_ms / 1000:
             self._interrupt_speaking("the user kept speaking")
+        if self._hinted_at is not None and self._now - self._hinted_at > HINT_WAIT_S:
+            self._hinted_at = None
+            if self._barge_onset is None:
+                self._audio.resume()  # it was a click, not speech
 
     def on_text(self, text: str) -> None:
         self._drop_pending()
@@ -195,7 +204,14 @@ class Conversation:
         self._emit(SpeechStartedEvent(turn=self._turn_id + 1))
         self._speech_over_reply(event.t_start)
 
+    def _on_hint(self, event: SpeechHint) -> None:
+        """Maybe speech over the reply: pause it now (it costs nothing to resume) and see."""
+        if self._speaking is not None and self.config.barge_in and self.config.interrupt_min_ms > 0 and self._barge_onset is None:
+            self._audio.pause()
+            self._hinted_at = event.t_detected
+
     def _speech_over_reply(self, onset: float) -> None:
+        self._hinted_at = None
         if self._speaking is None or not self.config.barge_in:
             return
         if self.config.interrupt_min_ms <= 0:
@@ -349,7 +365,7 @@ class Conversation:
             self._release(turn, "model")
 
     def _interrupt_speaking(self, why: str) -> None:
-        turn, self._speaking, self._barge_onset = self._speaking, None, None
+        turn, self._speaking, self._barge_onset, self._hinted_at = self._speaking, None, None, None
         if turn is None:
             self._audio.resume()
             return

