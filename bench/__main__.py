@@ -22,7 +22,7 @@ from bench.context import Ctx, Options
 from bench.procs import RESULTS, ROOT, Standin, kill_all
 from bench.stats import LoopLag
 
-PARTS = ["latency", "baseline", "bargein", "scale", "memory"]
+PARTS = ["latency", "baseline", "bargein", "turns", "scale", "memory"]
 
 
 async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
@@ -38,6 +38,10 @@ async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
         from bench.bargein import run_bargein
 
         return await run_bargein(ctx)
+    if name == "turns":
+        from bench.turns import run_turns
+
+        return await run_turns(ctx)
     if name == "scale":
         from bench.scale import run_scale
 

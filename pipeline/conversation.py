@@ -396,7 +396,7 @@ class Conversation:
                 self._interrupt_speaking("the user said something")
                 if not turn.held:
                     self._adopt(turn)
-            if not meaningful(text):
+            if not meaningful(text) and not self._carry_text:
                 log.info("turn %d: empty or noise-only transcript, no reply", turn.id)
                 if not turn.held:
                     turn.emit(State(StateName.LISTENING, turn=turn.id))
@@ -404,7 +404,8 @@ class Conversation:
             previous, self._previous = self._previous, turn
             if previous is not None:
                 await previous.wait()  # an interrupted reply commits its history first
-            user_text = " ".join(t for t in (self._carry_text, text) if t)
+            # The question cut off before it continues here, even if these words were lost in noise.
+            user_text = " ".join(t for t in (self._carry_text, text) if meaningful(t))
             if not turn.held:  # a held turn's carry is cleared when it is released
                 self._carry_text = ""
             if self.config.log_content:

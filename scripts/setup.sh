@@ -14,6 +14,7 @@ if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null || debs+=(chromium)
   command -v espeak-ng >/dev/null || debs+=(espeak-ng)
   command -v sox >/dev/null || debs+=(sox)
+  command -v flite >/dev/null || debs+=(flite)  # held-out voices for python -m bench turns
   command -v ip >/dev/null || debs+=(iproute2)
   command -v unshare >/dev/null || debs+=(util-linux)
 fi

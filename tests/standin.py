@@ -107,6 +107,9 @@ class StandinConfig:
     stt_text: str = "Hello there."  # the transcript, unless stt_script or stt_reply says otherwise
     stt_script: list[str] = field(default_factory=list)  # transcripts handed out in order (popped) before stt_text
     stt_reply: Callable[[Transcription], str] | None = None  # computes the transcript from the received audio
+    # [max_seconds, text] pairs: the first whose max covers the upload's duration gives the transcript
+    # (over HTTP, what stt_reply does in process: partial passes over an utterance get partial text)
+    stt_by_duration: list[list[Any]] = field(default_factory=list)
     stt_delay: float = 0.0
     stt_status: int = 200
     stt_malformed: bool = False  # answer 200 with a body that is not JSON
@@ -288,6 +291,8 @@ class _Server:
             record.text = cfg.stt_script.pop(0)
         elif cfg.stt_reply is not None:
             record.text = cfg.stt_reply(record)
+        elif cfg.stt_by_duration:
+            record.text = next((str(text) for limit, text in cfg.stt_by_duration if record.duration_s <= float(limit)), cfg.stt_text)
         else:
             record.text = cfg.stt_text
         return web.json_response({"text": record.text})

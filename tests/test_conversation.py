@@ -264,3 +264,17 @@ async def test_words_that_stop_mid_phrase_veto_the_end_of_turn_model():
 )  # fmt: skip
 def test_unfinished_text(text, expected):
     assert sounds_unfinished(text) is expected
+
+
+async def test_carried_words_are_answered_even_if_the_rest_is_lost_in_noise():
+    said = {"text": "What is the capital of Japan"}
+    slow = FakeLLM(gate=asyncio.Event())
+    h = Harness(stt=lambda s: said["text"], turn=None, llm=slow, segmenter={"pause_ms": 0, "silence_ms": 500}, interrupt_min_ms=0)
+    await h.feed(concat(silence(0.2), voiced("What is the capital of Japan"), silence(0.6)))
+    said["text"] = ""
+    await h.feed(voiced("Please?"))
+    slow.gate.set()
+    await h.silence(6.0)
+    assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan"
+    assert [r["turn"] for r in h.of("reply") if not r["interrupted"]] == [2]
+    await h.close()

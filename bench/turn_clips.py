@@ -1,0 +1,174 @@
+"""Spoken test clips for `python -m bench turns`, in voices other than the reply voice (piper joe).
+
+Seen voices: espeak-ng variants (the voice family every other bench part and test uses).
+Held-out voices: flite's (`apt-get install flite`), reported apart; missing flite -> none.
+Every utterance is rendered once, resampled to 16 kHz mono int16 with sox, its voiced part
+normalised to the same speech level, and cached under tests/.data (like tests/speech.py's).
+
+Kinds:
+    plain questions;
+    questions with a thinking pause: the two halves rendered separately (the first with a
+        trailing comma, so it ends on a continuation, not a final, intonation), each cut to
+        where it rises above -50 dBFS (the server's VAD floor), joined with exactly `pause_s`
+        of digital silence (the bench's microphone adds its noise floor on top);
+    backchannels ("mm-hmm", "yeah" ...) and a synthetic cough, played over a reply;
+    barge-in questions, spoken over a reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.peers import Clip
+from tests.rtc_client import to_48k
+from tests.speech import DATA, RATE, concat, silence, speak, voiced_bounds
+
+SEEN_VOICES = ["espeak:en-us", "espeak:en+f3", "espeak:en-gb", "espeak:en+m7"]
+HELD_OUT_VOICES = ["flite:kal", "flite:awb", "flite:rms", "flite:slt"]
+
+PLAIN_QUESTIONS = [
+    "What is the capital of Italy?",
+    "How many legs does a spider have?",
+    "Who painted the Mona Lisa?",
+    "What is the tallest mountain in the world?",
+    "How many minutes are in an hour?",
+    "What language do people speak in Brazil?",
+    "What is the largest planet in our solar system?",
+    "How many continents are there?",
+    "What is the freezing point of water?",
+    "Who invented the telephone?",
+    "Which animal is the largest on Earth?",
+    "What is the speed of sound?",
+]
+PAUSE_QUESTIONS = [
+    ("What is the capital of", "Japan?"),
+    ("Can you tell me", "how far the moon is?"),
+    ("I would like to know", "who wrote Hamlet."),
+]
+PAUSES_S = [0.4, 0.8, 1.0, 1.2]  # 1.2 s is NEW's VAD_SILENCE_MS: reported apart
+BACKCHANNELS = ["Mm-hmm.", "Uh-huh.", "Yeah.", "Okay.", "Right."]
+BARGE_IN_QUESTIONS = [
+    "Actually, what is the capital of Spain?",
+    "Sorry, how tall is the Eiffel Tower?",
+    "Wait, who discovered penicillin?",
+    "Hold on, what time is it in Tokyo?",
+]
+COUGH = "(cough)"
+
+SPEECH_RMS = 3200.0  # voiced-part RMS every utterance is scaled to (about -20 dBFS, espeak's own level)
+FLOOR_RMS = 103.0  # -50 dBFS: the server's VAD_MIN_LEVEL_DBFS; quieter frames never count as speech
+
+
+@dataclass
+class TurnClip(Clip):
+    voice: str = ""
+    group: str = ""  # "seen" | "held-out" | "synthetic"
+    kind: str = ""  # plain | pause | backchannel | cough | bargein
+    pause_s: float = 0.0
+    pause_at: float | None = None  # s from the clip's first sample to the start of the pause
+    head_text: str = ""  # the words before the pause
+
+
+def flite_available() -> bool:
+    return shutil.which("flite") is not None
+
+
+def voices(group: str) -> list[str]:
+    if group == "seen":
+        return list(SEEN_VOICES)
+    return list(HELD_OUT_VOICES) if flite_available() else []
+
+
+def _flite(text: str, voice: str) -> np.ndarray:
+    key = hashlib.sha1(f"flite|{text}|{voice}|{RATE}".encode()).hexdigest()[:16]
+    path = DATA / f"flite-{key}.wav"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "raw.wav"
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True, capture_output=True)
+            out = Path(tmp) / "out.wav"
+            subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True, capture_output=True)
+            shutil.move(str(out), path)
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
+def render(text: str, voice: str) -> np.ndarray:
+    """`text` in `voice` ("espeak:VOICE" or "flite:VOICE"), 16 kHz int16, cut to its audible part, at SPEECH_RMS."""
+    engine, name = voice.split(":", 1)
+    samples = speak(text, voice=name) if engine == "espeak" else _flite(text, name)
+    first, last = voiced_bounds(samples, threshold=FLOOR_RMS)
+    cut = samples[int(first * RATE) : int(last * RATE)].astype(np.float64)
+    a, b = voiced_bounds(samples)
+    loud = samples[int(a * RATE) : int(b * RATE)].astype(np.float64)
+    gain = SPEECH_RMS / max(float(np.sqrt(np.mean(loud * loud))), 1.0)
+    gain = min(gain, 30000.0 / max(float(np.abs(cut).max()), 1.0))
+    return np.clip(np.round(cut * gain), -32768, 32767).astype(np.int16)
+
+
+def _group(voice: str) -> str:
+    return "seen" if voice.startswith("espeak:") else "held-out"
+
+
+def _clip(text: str, speech: np.ndarray, pre: float, post: float, **meta: object) -> TurnClip:
+    first, last = voiced_bounds(speech)
+    padded = concat(silence(pre), speech, silence(post))
+    return TurnClip(text, padded, to_48k(padded), float(pre + first), float(pre + last), **meta)  # type: ignore[arg-type]
+
+
+def plain(text: str, voice: str, pre: float = 0.2, post: float = 0.1) -> TurnClip:
+    return _clip(text, render(text, voice), pre, post, voice=voice, group=_group(voice), kind="plain")
+
+
+def with_pause(first: str, second: str, pause_s: float, voice: str, pre: float = 0.2, post: float = 0.1) -> TurnClip:
+    a = render(first + ",", voice)
+    b = render(second, voice)
+    speech = concat(a, silence(pause_s), b)
+    text = f"{first} {second}"
+    return _clip(
+        text,
+        speech,
+        pre,
+        post,
+        voice=voice,
+        group=_group(voice),
+        kind="pause",
+        pause_s=pause_s,
+        pause_at=pre + len(a) / RATE,
+        head_text=first,
+    )
+
+
+def backchannel(text: str, voice: str) -> TurnClip:
+    return _clip(text, render(text, voice), 0.0, 0.1, voice=voice, group=_group(voice), kind="backchannel")
+
+
+def cough(seed: int = 0, seconds: float = 0.25) -> TurnClip:
+    """A synthetic cough: band-passed (300-3000 Hz) noise, 8 ms attack, fast exponential decay,
+    at SPEECH_RMS over its loud part (a cough close to the microphone is as loud as speech)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    spectrum = np.fft.rfft(rng.normal(0.0, 1.0, n))
+    freqs = np.fft.rfftfreq(n, 1 / RATE)
+    spectrum[(freqs < 300) | (freqs > 3000)] = 0
+    burst = np.fft.irfft(spectrum, n)
+    t = np.arange(n) / RATE
+    envelope = np.minimum(t / 0.008, 1.0) * np.exp(-np.maximum(t - 0.008, 0.0) / 0.07)
+    burst *= envelope
+    loud = burst[: int(0.1 * RATE)]
+    burst *= SPEECH_RMS / float(np.sqrt(np.mean(loud * loud)))
+    samples = np.clip(np.round(burst), -32768, 32767).astype(np.int16)
+    return _clip(COUGH, samples, 0.0, 0.1, voice="synthetic", group="synthetic", kind="cough")
+
+
+def bargein(text: str, voice: str) -> TurnClip:
+    return _clip(text, render(text, voice), 0.0, 0.1, voice=voice, group=_group(voice), kind="bargein")
