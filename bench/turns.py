@@ -1,6 +1,7 @@
 """Part: turn-taking. The old silence-only design against the new one, on the same engines, in one run.
 
-    OLD  --turn-pause-ms 0 --turn-detector none --vad-silence-ms 500 --interrupt-min-ms 0 --echo-gate-db 0
+    OLD  --turn-pause-ms 0 --turn-detector none --vad-silence-ms 500 --interrupt-min-ms 0 --interrupt-pause-ms 0
+         --echo-gate-db 0 --stt-window full (the product before this work; the STT window only matters locally)
     NEW  the server's defaults (hold a prepared reply at a 200 ms pause, Smart Turn releases it, else
          VAD_SILENCE_MS; speech over a reply pauses it and a backchannel/cough resumes it; echo gate).
          If the NEW server cannot start (e.g. the end-of-turn model is missing), it is started again
@@ -62,7 +63,12 @@ from bench.procs import LOCAL_FLAGS, Server, Standin
 from bench.stats import fmt, summary, table
 from tests.rtc_client import FRAME, RATE, SpeakingTrack
 
-OLD_FLAGS = ["--turn-pause-ms", "0", "--turn-detector", "none", "--vad-silence-ms", "500", "--interrupt-min-ms", "0", "--echo-gate-db", "0"]
+# The product as it was before the turn-taking work: silence-only turns, cancel at once, no echo
+# gate, and Whisper over its full 30 s window (STT_WINDOW=fit came with the same work).
+OLD_FLAGS = [
+    *("--turn-pause-ms", "0", "--turn-detector", "none", "--vad-silence-ms", "500"),
+    *("--interrupt-min-ms", "0", "--interrupt-pause-ms", "0", "--echo-gate-db", "0", "--stt-window", "full"),
+]
 NEW_FALLBACK = ["--turn-detector", "none"]
 
 STANDIN_REPLY = "Here is a short answer to that."

@@ -59,7 +59,7 @@ _BACKCHANNELS = {
     "yeah", "yes", "yep", "yup", "okay", "ok", "right", "sure", "alright", "cool", "nice", "great",
     "uh-huh", "uh huh", "mm-hmm", "mhm", "i see", "got it", "oh", "ah", "aha", "wow", "really", "true", "exactly",
 }  # fmt: skip
-_HUM = re.compile(r"^(?:u+h+|h+)?[- ]?(?:m+|h+m+|u+h+)(?:[- ]?h+m+|[- ]?h+u+h+)?$")  # mm, hmm, mhm, mm-hmm, uh-huh
+_HUM = re.compile(r"^(?=[mhu-]*m)[mhu]+(?:-[mhu]+)*$|^uh-huh$")  # mm, hmm, mhm, mm-hmm, mm-mm, uh-huh (a hum, not "uh")
 
 
 # Words a finished sentence rarely ends with: the speaker paused mid-phrase ("What is the capital of").

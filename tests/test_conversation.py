@@ -238,7 +238,7 @@ async def test_close_frees_every_turn():
     ("text", "expected"),
     [
         ("Mm-hmm.", True), ("Uh-huh.", True), ("Yeah.", True), ("Okay, okay.", True), ("Right.", True),
-        ("MMMM.", True), ("Hmm.", True), ("I see.", True),
+        ("MMMM.", True), ("Hmm.", True), ("I see.", True), ("Mm-mm.", True), ("Mhm.", True), ("Uh.", False), ("Um, what?", False),
         ("Yeah, but what about Spain?", False), ("Stop.", False), ("No.", False), ("Okay, tell me more about that.", False),
     ],
 )  # fmt: skip
