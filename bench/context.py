@@ -41,9 +41,10 @@ class Ctx:
     def client_lag(self, t0: float, t1: float = float("inf")) -> dict[str, Any]:
         return summary(self.lag.between(t0, t1))
 
-    async def server(self, engines: str, extra: list[str] | None = None, name: str = "server") -> Server:
-        """A started, healthy server on `engines` ("standin" or "local"); raises with the reason otherwise."""
-        flags = self.standin.engine_flags() if engines == "standin" else LOCAL_FLAGS
+    async def server(self, engines: str, extra: list[str] | None = None, name: str = "server", standin: Standin | None = None) -> Server:
+        """A started, healthy server on `engines` ("standin" or "local"; the context's stand-in unless
+        another is given); raises with the reason otherwise."""
+        flags = (standin or self.standin).engine_flags() if engines == "standin" else LOCAL_FLAGS
         server = Server(flags, extra, probe=self.opts.probe, name=f"{name}-{engines}")
         try:
             await server.wait_ready(timeout=60 if engines == "standin" else 240)

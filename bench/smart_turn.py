@@ -26,20 +26,9 @@ import numpy as np
 from bench.stats import pct, table
 from pipeline.engines.local_tts import LocalTTS
 from pipeline.engines.smart_turn import SmartTurn, features, int16_to_float
+from tests.speech import FINISHED_AND_CUT_OFF as PAIRS
 from tests.speech import RATE, concat, silence, speak, voiced_bounds
 
-PAIRS = [
-    ("What is the capital of France?", "What is the capital of"),
-    ("I would like to order a pizza.", "I would like to order a"),
-    ("How many legs does a spider have?", "How many legs does a"),
-    ("Can you tell me a joke about computers?", "Can you tell me a joke about"),
-    ("What time does the train to London leave?", "What time does the train to"),
-    ("Please set an alarm for seven tomorrow morning.", "Please set an alarm for"),
-    ("Who wrote the book Pride and Prejudice?", "Who wrote the book"),
-    ("What's the weather going to be like today?", "What's the weather going to be like"),
-    ("Remind me to call my mother this evening.", "Remind me to call my"),
-    ("How do I make a cup of green tea?", "How do I make a cup of"),
-]
 VOICES = ["en-us", "en+f3", "en-gb", "piper"]
 PAUSE_S = 0.2
 

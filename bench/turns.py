@@ -59,7 +59,7 @@ from bench import turn_clips as tc
 from bench.bargein import GAP_S, LONG_REPLY, STALE_AFTER_S
 from bench.context import Ctx, reason_of
 from bench.peers import WARMUP, Peer
-from bench.procs import LOCAL_FLAGS, Server, Standin
+from bench.procs import Server, Standin
 from bench.stats import fmt, summary, table
 from tests.rtc_client import FRAME, RATE, SpeakingTrack
 
@@ -459,17 +459,6 @@ async def bargein_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
     return out
 
 
-async def _start_server(ctx: Ctx, engines: str, standin: Standin | None, extra: list[str], name: str) -> Server:
-    flags = standin.engine_flags() if standin is not None else LOCAL_FLAGS
-    server = Server(flags, extra, probe=ctx.opts.probe, name=name)
-    try:
-        await server.wait_ready(timeout=60 if engines == "standin" else 240)
-    except Exception:
-        server.close()
-        raise
-    return server
-
-
 async def run_design(
     ctx: Ctx, engines: str, design: str, standin: Standin | None, clips: dict[str, list[tc.TurnClip]], p: Plan
 ) -> dict[str, Any]:
@@ -479,7 +468,7 @@ async def run_design(
     result: dict[str, Any] = {"design": design, "engines": engines, "flags": flags}
     name = f"turns-{design}-{engines}"
     try:
-        server = await _start_server(ctx, engines, standin, flags, name)
+        server = await ctx.server(engines, flags, name, standin=standin)
     except Exception as exc:  # noqa: BLE001
         if design != "new":
             return result | {"unavailable": reason_of(exc)}
@@ -487,7 +476,7 @@ async def run_design(
         result["flags"] = flags = NEW_FALLBACK
         ctx.progress(f"turns/{engines}/new: the default server did not start; again with {' '.join(flags)}")
         try:
-            server = await _start_server(ctx, engines, standin, flags, name + "-fallback")
+            server = await ctx.server(engines, flags, name + "-fallback", standin=standin)
         except Exception as exc2:  # noqa: BLE001
             return result | {"unavailable": reason_of(exc2)}
     result |= {"server_ready_s": server.ready_s, "health": server.health}

@@ -25,6 +25,7 @@ STAGE_FIELDS = {
     "first_sentence": "first_sentence_ms",
     "tts_first_audio": "tts_first_audio_ms",
     "voice_to_voice": "voice_to_voice_ms",
+    "turn_detect": "turn_detect_ms",
 }
 
 
@@ -39,6 +40,9 @@ class Telemetry:
         self.refused = Counter("voice_offers_refused", "Offers refused", ["reason"], registry=r)
         self.closed = Counter("voice_sessions_closed", "Sessions closed, by why", ["reason"], registry=r)
         self.turns = Counter("voice_turns", "Turns that produced a reply", registry=r)
+        self.released = Counter(
+            "voice_turns_released", "What ended the user's turn: the end-of-turn model, the long silence, or typed text", ["by"], registry=r
+        )
         self.errors = Counter("voice_errors", "Errors reported to clients", ["stage"], registry=r)
         self.interrupted = Counter("voice_replies_interrupted", "Replies cut short (barge-in or error)", registry=r)
         self.latency = Histogram("voice_stage_latency_seconds", "Per-turn latency by stage", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
@@ -58,6 +62,8 @@ class Telemetry:
     def observe(self, event: Event) -> None:
         if isinstance(event, Metrics):
             self.turns.inc()
+            if event.released_by is not None:
+                self.released.labels(event.released_by).inc()
             for stage, name in STAGE_FIELDS.items():
                 value = getattr(event, name)
                 if value is not None:

@@ -17,6 +17,20 @@ import numpy as np
 DATA = Path(__file__).parent / ".data"
 RATE = 16000
 
+# Questions and the same questions cut off mid-phrase: what an end-of-turn model must tell apart.
+FINISHED_AND_CUT_OFF = [
+    ("What is the capital of France?", "What is the capital of"),
+    ("I would like to order a pizza.", "I would like to order a"),
+    ("How many legs does a spider have?", "How many legs does a"),
+    ("Can you tell me a joke about computers?", "Can you tell me a joke about"),
+    ("What time does the train to London leave?", "What time does the train to"),
+    ("Please set an alarm for seven tomorrow morning.", "Please set an alarm for"),
+    ("Who wrote the book Pride and Prejudice?", "Who wrote the book"),
+    ("What's the weather going to be like today?", "What's the weather going to be like"),
+    ("Remind me to call my mother this evening.", "Remind me to call my"),
+    ("How do I make a cup of green tea?", "How do I make a cup of"),
+]
+
 
 def speak(text: str, rate: int = RATE, voice: str = "en-us", wpm: int = 160) -> np.ndarray:
     """int16 mono samples of `text` spoken by espeak-ng at `rate` Hz (cached)."""

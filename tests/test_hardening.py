@@ -351,6 +351,7 @@ async def test_metrics_and_health_show_activity_but_no_secrets(start_server, cli
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
     assert values["voice_sessions_open"] == 1
     assert values["voice_turns_total"] == 1
+    assert sum(v for k, v in values.items() if k.startswith("voice_turns_released_total")) == 1
     assert values['voice_errors_total{stage="input"}'] == 1
     assert values['voice_stage_latency_seconds_count{stage="llm_first_token"}'] == 1
     assert "voice_event_loop_lag_p99_seconds" in values and values["voice_event_loop_lag_seconds_count"] > 10
