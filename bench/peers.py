@@ -226,8 +226,12 @@ class Peer:
                         turn.t_started = t
                     elif kind == "speech_stopped" and not typed:
                         turn.turn, turn.t_stopped, turn.utterances = n, t, 1
-                    elif kind == "transcript" and typed:
+                    elif kind == "transcript":
+                        # A reply released at a short pause (the end-of-turn model) comes before
+                        # the VAD's speech_stopped: its transcript marks the end of the user's turn.
                         turn.turn = n
+                        if not typed:
+                            turn.t_stopped, turn.utterances = t, 1
                     else:
                         continue
                 if n != turn.turn:

@@ -243,9 +243,9 @@ class Conversation:
 
     def _on_speech_ended(self, event: SpeechEnded) -> None:
         pending = self._pending
-        self._emit(
-            SpeechStoppedEvent(turn=pending.id if pending else self._turn_id + 1, duration_ms=round((event.t_end - event.t_start) * 1000))
-        )
+        # The turn this utterance belongs to: held, already released at a pause, or the next one.
+        turn_id = pending.id if pending else self._turn_id if self._answered == self._utterance else self._turn_id + 1
+        self._emit(SpeechStoppedEvent(turn=turn_id, duration_ms=round((event.t_end - event.t_start) * 1000)))
         if self._backchannel:
             self._backchannel = False
             return

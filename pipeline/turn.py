@@ -281,6 +281,10 @@ class Turn:
             spoken = speakable(sentence)
             if not meaningful(spoken):
                 continue
+            if index:
+                # Held, only the first sentence is voiced ahead: the rest would take CPU from the
+                # work that decides and answers the turn, for a reply that may be thrown away.
+                await self._released.wait()
             mark = (self.key, index)
             index += 1
             self._sentences[mark] = sentence

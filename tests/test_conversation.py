@@ -53,6 +53,7 @@ async def test_answer_released_by_the_end_of_turn_model_at_the_short_pause():
     (metrics,) = h.of("metrics")
     assert metrics["released_by"] == "model" and metrics["turn_complete"] == 0.9
     assert h.of("transcript_partial")[0]["text"] == QUESTION
+    assert [e["turn"] for e in h.of("speech_stopped")] == [1], "the utterance's own turn, though it was answered first"
     (reply,) = h.of("reply")
     assert reply == {"type": "reply", "text": FakeLLM().reply, "interrupted": False, "heard": FakeLLM().reply, "turn": 1}
     assert [m["role"] for m in h.conversation.history.messages("x")] == ["system", "user", "assistant", "user"]
