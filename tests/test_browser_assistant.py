@@ -97,12 +97,13 @@ def test_spoken_question_gets_spoken_answer_in_the_page(page, server):
     page.screenshot(path=str(SCREENSHOT))
 
     types = event_types(page)
-    for expected in ("speech_started", "speech_stopped", "transcript", "reply_delta", "reply", "metrics"):
+    for expected in ("speech_started", "speech_stopped", "transcript_partial", "transcript", "reply_delta", "reply", "metrics"):
         assert expected in types, f"no {expected!r} event; " + dump()
     assert types.count("transcript") == 1, "the question was heard more than once before the reply; " + dump()
 
     users = page.locator(".msg.user .text").all_inner_texts()
-    assert len(users) == 1, users
+    assert len(users) == 1, users  # the live partial bubble became the transcript's
+    assert page.locator(".msg.user.partial").count() == 0
     heard = users[0].lower()
     assert "capital" in heard and "france" in heard, f"user bubble {users[0]!r}; " + dump()
     replies = page.locator(".msg.assistant .text").all_inner_texts()
