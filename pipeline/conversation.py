@@ -63,11 +63,14 @@ _HUM = re.compile(r"^(?=[mhu-]*m)[mhu]+(?:-[mhu]+)*$|^uh-huh$")  # mm, hmm, mhm,
 
 
 # Words a finished sentence rarely ends with: the speaker paused mid-phrase ("What is the capital of").
+# Articles, possessives, conjunctions, prepositions, fillers. Not pronouns, auxiliaries or copulas:
+# "Can you hear me?", "What do you do?", "Do you know what day it is?" are finished. A stranded
+# preposition ("Where are you from?") only costs the wait for the long silence, never a talk-over.
 _DANGLING = {
-    "the", "a", "an", "of", "to", "and", "or", "but", "in", "on", "at", "for", "with", "from", "by", "about", "into",
-    "is", "are", "was", "were", "am", "be", "my", "your", "his", "her", "their", "our", "its", "that", "this", "which",
-    "who", "what", "where", "when", "how", "why", "if", "because", "so", "than", "as", "um", "uh", "er", "like", "can",
-    "could", "would", "should", "will", "do", "does", "did", "i", "you", "we", "they", "me", "some", "any", "very",
+    "the", "a", "an", "my", "your", "his", "her", "their", "our", "its",
+    "and", "or", "but", "because", "if", "so", "than", "as", "nor",
+    "of", "to", "with", "about", "for", "in", "on", "at", "from", "by", "into", "onto", "between",
+    "um", "uh", "er", "erm", "very",
 }  # fmt: skip
 
 
