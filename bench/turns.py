@@ -119,6 +119,10 @@ def build_clips(p: Plan) -> dict[str, list[tc.TurnClip]]:
         first, second = tc.PAUSE_QUESTIONS[j % len(tc.PAUSE_QUESTIONS)]
         for k, pause in enumerate(tc.PAUSES_S):
             out["pause"].append(tc.with_pause(first, second, pause, seen[(j + k) % len(seen)]))
+        if held:
+            first, second = tc.HELD_OUT_PAUSE_QUESTIONS[j % len(tc.HELD_OUT_PAUSE_QUESTIONS)]
+            for k, pause in enumerate(tc.PAUSES_S):
+                out["pause"].append(tc.with_pause(first, second, pause, held[(j + k) % len(held)]))
     survive = [tc.backchannel(tc.BACKCHANNELS[i % len(tc.BACKCHANNELS)], seen[i % len(seen)]) for i in range(p.backchannels)]
     for i in range(p.coughs):  # spread the coughs among the backchannels
         survive.insert(min(len(survive), (i + 1) * 2 + i), tc.cough(seed=i))
@@ -540,7 +544,9 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     s["plain_talkover"] = (sum(1 for t in r.get("plain", []) if t["talkover_frames"]), len(r.get("plain", [])))
     for pause in tc.PAUSES_S:
         trials = [t for t in r.get("pause", []) if t["pause_s"] == pause]
-        s[f"talkover_{pause}"] = (sum(1 for t in trials if t["talkover_frames"]), len(trials))
+        for group in ("seen", "held-out"):
+            mine = [t for t in trials if t["group"] == group]
+            s[f"talkover_{pause}_{group}"] = (sum(1 for t in mine if t["talkover_frames"]), len(mine))
     s["pause_v2v"] = summary(t["v2v_ms"] for t in r.get("pause", []) if t.get("outcome") in ("reply", "cut"))
     for kind in ("backchannel", "cough"):
         trials = [t for t in r.get("survive", []) if t["kind"] == kind and not t.get("error")]
@@ -606,11 +612,12 @@ def turns_table(engines: str, old: dict[str, Any], new: dict[str, Any], side_by_
     count_row("  released by the end-of-turn model (plain)", "released_by_model", "metrics event released_by; else by silence")
     for pause in tc.PAUSES_S:
         apart = " (= NEW's VAD_SILENCE_MS)" if pause == 1.2 else ""
-        count_row(
-            f"talk-overs, {pause:.1f} s thinking pause{apart}",
-            f"talkover_{pause}",
-            "reply audio heard between the question's first and last voiced sample",
-        )
+        for group, voices in (("seen", "espeak-ng"), ("held-out", "flite, held-out phrasings")):
+            count_row(
+                f"talk-overs, {pause:.1f} s thinking pause{apart}, {voices}",
+                f"talkover_{pause}_{group}",
+                "reply audio heard between the question's first and last voiced sample",
+            )
     count_row("talk-overs, plain questions", "plain_talkover", "same, questions without a pause")
     count_row(
         "replies ended by a backchannel", "ended_backchannel", f"interrupted, or silent > {STOPPED_GAP_S:g} s within {SURVIVE_WINDOW_S:g} s"

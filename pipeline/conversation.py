@@ -72,6 +72,9 @@ _DANGLING = {
     "of", "to", "with", "about", "for", "in", "on", "at", "from", "by", "into", "onto", "between",
     "um", "uh", "er", "erm", "very",
 }  # fmt: skip
+# Lead-ins that announce the question rather than ask it: "Can you tell me …", "I'd like to know …".
+_LEAD_INS = {("tell", "me"), ("show", "me"), ("give", "me"), ("remind", "me"), ("teach", "me"), ("tell", "us"), ("show", "us"),
+             ("to", "know"), ("wondering",), ("wonder",)}  # fmt: skip
 
 
 def sounds_unfinished(text: str) -> bool:
@@ -80,7 +83,7 @@ def sounds_unfinished(text: str) -> bool:
     if stripped.endswith(("...", "…", ",", "-", "—")):
         return True
     words = re.sub(r"[^\w\s']", " ", stripped.lower()).split()
-    return bool(words) and words[-1] in _DANGLING
+    return bool(words) and (words[-1] in _DANGLING or tuple(words[-2:]) in _LEAD_INS or tuple(words[-1:]) in _LEAD_INS)
 
 
 def is_backchannel(text: str) -> bool:

@@ -263,7 +263,7 @@ async def test_words_that_stop_mid_phrase_veto_the_end_of_turn_model():
     [("What is the capital of", True), ("What is the capital of?", True), ("I would like to know...", True), ("Tell me about the", True),
      ("What is the capital of Japan?", False), ("Who wrote Hamlet.", False), ("How far is the moon?", False),
      ("Hello, can you hear me?", False), ("How are you?", False), ("What do you do?", False), ("Do you know what day it is?", False),
-     ("What does it look like?", False)],
+     ("What does it look like?", False), ("Can you tell me", True), ("I would like to know.", True), ("Can you help me?", False)],
 )  # fmt: skip
 def test_unfinished_text(text, expected):
     assert sounds_unfinished(text) is expected

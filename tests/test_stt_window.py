@@ -40,20 +40,23 @@ def as_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / 32768.0
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fit() -> AsyncIterator[LocalSTT]:
-    engine = LocalSTT(window="fit")
+async def _started(window: str) -> AsyncIterator[LocalSTT]:
+    engine = LocalSTT(window=window)
     await engine.start()
     yield engine
     await engine.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fit() -> AsyncIterator[LocalSTT]:
+    async for engine in _started("fit"):
+        yield engine
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def full() -> AsyncIterator[LocalSTT]:
-    engine = LocalSTT(window="full")
-    await engine.start()
-    yield engine
-    await engine.close()
+    async for engine in _started("full"):
+        yield engine
 
 
 def spy_encode(engine: LocalSTT, monkeypatch: pytest.MonkeyPatch, before: Callable[[], None] | None = None) -> list[int]:
