@@ -114,8 +114,10 @@ class LocalLLM:
         temperature: float = DEFAULT_TEMPERATURE,
         queue_size: int = 4,
         cache: Path | None = None,
+        poll: int = 0,
     ) -> None:
         self.model_name = model or "default"
+        self.poll = poll  # llama.cpp's thread-pool busy-polling level, 0-100 (see _load)
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.threads = threads
@@ -162,10 +164,11 @@ class LocalLLM:
         params.n_predict = self.max_tokens
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
-        # No busy-polling between tokens: on a small machine the spinning threads take the core
-        # the event loop and the other engines need (measured: 20 tokens 583 ms vs 842 ms at
-        # llama.cpp's default polling level 50, 2 threads, idle 2-core machine).
-        params.cpuparams.poll = params.cpuparams_batch.poll = 0
+        # No busy-polling between tokens (poll=0 by default): on a small machine the spinning threads
+        # take the core the event loop and the other engines need. `python -m bench.llm_poll`, 2 cores:
+        # idle, 20 tokens 583-646 ms vs 666-842 at llama.cpp's default 50; beside a load, p50 alike
+        # but the worst of 5 answers 2.2 s vs 6.0 s.
+        params.cpuparams.poll = params.cpuparams_batch.poll = self.poll
         params.cache_prompt = True
         params.cache_ram_mib = 512  # host copies of other sessions' KV caches; bounded
         params.hostnames = ["127.0.0.1"]
