@@ -189,10 +189,6 @@ class Conversation:
             turn.metrics.released_by = "text"
             self._begin(turn)
 
-    @property
-    def busy(self) -> bool:
-        return self._speaking is not None
-
     async def close(self) -> None:
         self._closed = True
         turns = list(self._turns)

@@ -88,10 +88,8 @@ class Turn:
         self.metrics = Metrics(turn=id)
         self.user_text = ""  # what the reply answers, once admitted
         self.reply = ""
-        self.transcribed = False
         self._transcript_ready = asyncio.Event()
         self.transcript = ""  # the last STT pass (or the typed text)
-        self.first_audio_at: float | None = None
         self._engines = engines
         self._audio = audio
         self._emit = emit
@@ -119,6 +117,10 @@ class Turn:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    @property
+    def transcribed(self) -> bool:
+        return self._transcript_ready.is_set()
 
     @property
     def done(self) -> bool:
@@ -177,9 +179,9 @@ class Turn:
     def on_playback(self, event: Playback) -> None:
         if event.kind != PlaybackKind.START:
             return
+        first = not self._started
         self._started.add(event.mark)
-        if self.first_audio_at is None:
-            self.first_audio_at = event.t
+        if first:
             self.emit(State(StateName.SPEAKING, turn=self.id))
             if self.t_speech_end is not None:
                 self.metrics.voice_to_voice_ms = round((event.t - self.t_speech_end) * 1000, 1)
@@ -217,7 +219,6 @@ class Turn:
             async with failures_of("stt"):
                 text = (await self._engines.stt.transcribe(self.pcm, RATE)).strip()
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
-        self.transcribed = True
         self.transcript = text
         self._transcript_ready.set()
         if self.pcm is not None and meaningful(text):
