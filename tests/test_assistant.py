@@ -123,7 +123,9 @@ async def test_audio_starts_before_the_reply_is_written(assistant, clients):
 
 
 async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, clients):
-    config = StandinConfig(stt_script=[QUESTION, "Stop. What about Spain?"], llm_reply=LONG_REPLY)
+    # One sentence: "Stop. What about Spain?" has a pause after "Stop.", a finished turn of its own
+    # that the end-of-turn model may rightly answer before the rest is said.
+    config = StandinConfig(stt_script=[QUESTION, "And what about Spain?"], llm_reply=LONG_REPLY)
     server, standin = await assistant(config)
     client = await clients(server.url)
     await client.wait_event("state", state="listening")
@@ -150,7 +152,7 @@ async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, cli
     t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
     await asyncio.sleep(2.0)  # let a couple of sentences play
     config.llm_reply = "You said: {last_user}. Madrid."
-    await ask(client, "Stop. What about Spain?")
+    await ask(client, "And what about Spain?")
 
     t_barge, _ = await client.wait_event("speech_started", after=t_speaking, timeout=10)
     _, reply1 = await client.wait_event("reply", turn=1, timeout=10)
@@ -176,7 +178,7 @@ async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, cli
     assert abs(len(heard) * 0.06 - played_s) < 1.0, (len(heard) * 0.06, played_s)
 
     # The second question is answered, with history holding only the heard part, marked.
-    assert reply2["text"] == "You said: Stop. What about Spain. Madrid."
+    assert reply2["text"] == "You said: And what about Spain. Madrid."
     messages = standin.log.chat_requests[-1]["messages"]
     assistant_msg = [m for m in messages if m["role"] == "assistant"][-1]["content"]
     assert assistant_msg.startswith(heard) and "interrupted" in assistant_msg
