@@ -22,7 +22,7 @@ from bench.context import Ctx, Options
 from bench.procs import RESULTS, ROOT, Standin, kill_all
 from bench.stats import LoopLag
 
-PARTS = ["latency", "baseline", "bargein", "turns", "scale", "memory"]
+PARTS = ["latency", "baseline", "bargein", "turns", "quality", "scale", "memory"]
 
 
 async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
@@ -42,6 +42,10 @@ async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
         from bench.turns import run_turns
 
         return await run_turns(ctx)
+    if name == "quality":
+        from bench.quality import run_quality
+
+        return await run_quality(ctx)
     if name == "scale":
         from bench.scale import run_scale
 
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer trials and sizes: about a minute")
     parser.add_argument("--engines", choices=["standin", "local", "both"], default=None, help="default: both; standin with --quick")
     parser.add_argument("--no-probe", action="store_true", help="run server.py itself, without the loop-lag probe (lag then reads n/a)")
+    parser.add_argument("--configs", default="new,old", help="quality part: configurations, of bench/quality.py CONFIGS")
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -111,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parts = PARTS if "all" in args.parts else [p for p in PARTS if p in args.parts]
     engines = args.engines or ("standin" if args.quick else "both")
     opts = Options(
-        quick=args.quick, engines=("standin", "local") if engines == "both" else (engines,), probe=not args.no_probe, seed=args.seed
+        quick=args.quick,
+        engines=("standin", "local") if engines == "both" else (engines,),
+        probe=not args.no_probe,
+        seed=args.seed,
+        configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()),
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)

@@ -16,6 +16,7 @@ class Options:
     engines: tuple[str, ...] = ("standin", "local")
     probe: bool = True
     seed: int = 1
+    configs: tuple[str, ...] = ("new", "old")  # the quality part's configurations (bench/quality.py CONFIGS)
 
 
 @dataclass

