@@ -41,6 +41,8 @@ async def assistant(start_server) -> AsyncIterator[Callable[..., Awaitable[tuple
                 f"{stage}_api_key": "sk-test-secret",
                 f"{stage}_model": f"standin-{stage}",
             }
+        # The canned replies here are longer than the product's default LLM_MAX_TOKENS allows.
+        stages["llm_max_tokens"] = 400
         settings = make_settings(**(stages | {"stt_timeout_s": 3.0, "llm_timeout_s": 3.0, "tts_timeout_s": 2.0} | overrides))
         engines = build_engines(settings)
         await engines.start()

@@ -40,8 +40,13 @@ class EngineBusy(EngineError):
 class STT(Protocol):
     name: str
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000) -> str:
-        """Text of one utterance (16 kHz mono int16 by default)."""
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
+        """Text of one utterance (16 kHz mono int16 by default).
+
+        `prompt`, when not empty, is text the utterance follows (Whisper's initial
+        prompt: a domain, names, the conversation so far); it steers spelling and
+        vocabulary and is never part of the result.
+        """
         ...
 
 

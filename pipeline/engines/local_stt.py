@@ -14,6 +14,12 @@ What is 7 times 8? ...") on short windows. Decoding is faster-whisper's own: the
 prompt, suppressed tokens, temperature fallback and no-speech rule. Utterances that do
 not fit in 30 s, and automatic language detection, take faster-whisper's normal path;
 `full` always does. bench/stt_window.py measures both.
+
+`transcribe(..., prompt=...)` gives Whisper an initial prompt (text the utterance
+follows: names, a domain, the conversation so far). The normal path hands it to
+faster-whisper as `initial_prompt`; the fitted path builds the same decoder prompt
+(`with_previous_tokens`): <|startofprev|>, the prompt's last max_length//2 - 1 tokens,
+then the usual start sequence. bench/stt_choice.py measures whether prompts help.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +120,20 @@ def fitted_frames(content_frames: int, margin: int = FIT_MARGIN_FRAMES) -> int:
     return max(FIT_MIN_FRAMES, -(-need // FIT_STEP_FRAMES) * FIT_STEP_FRAMES)
 
 
+def with_previous_tokens(base: Sequence[int], previous: Sequence[int], sot_prev: int, max_length: int) -> list[int]:
+    """The decoder prompt faster-whisper's get_prompt() builds from `previous_tokens`
+    (without prefix or hotwords): `base` (the start sequence, <|notimestamps|> included)
+    alone when there are none, else <|startofprev|>, the last max_length//2 - 1 of them,
+    then `base`."""
+    if not previous:
+        return list(base)
+    keep = max(0, max_length // 2 - 1)
+    return [sot_prev, *(list(previous)[-keep:] if keep else []), *base]
+
+
+PROMPT_CACHE_SIZE = 16  # decoder prompts kept per engine, by prompt text
+
+
 @dataclass
 class _Fitted:
     """What the fitted-window path needs beside the model, built once at load."""
@@ -120,6 +142,25 @@ class _Fitted:
     prompt: list[int]  # <|startoftranscript|> [language, task] <|notimestamps|>
     suppress_tokens: tuple[int, ...]
     silence: np.ndarray  # encoder output of an all-padding 30 s window: [1, 1500, d_model]
+    max_length: int = 448  # the model's, which bounds the previous-text part of a prompt
+    # Decoder prompts for recent initial prompts (a fixed domain prompt is encoded once).
+    prompts: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
+
+    def decoder_prompt(self, text: str) -> list[int]:
+        """`prompt` with `text` as Whisper's initial prompt, as faster-whisper would build it."""
+        text = text.strip()
+        if not text:
+            return self.prompt
+        cached = self.prompts.get(text)
+        if cached is None:
+            previous = self.tokenizer.encode(" " + text)
+            cached = with_previous_tokens(self.prompt, previous, self.tokenizer.sot_prev, self.max_length)
+            self.prompts[text] = cached
+            while len(self.prompts) > PROMPT_CACHE_SIZE:
+                self.prompts.popitem(last=False)
+        else:
+            self.prompts.move_to_end(text)
+        return cached
 
 
 @dataclass
@@ -213,7 +254,7 @@ class LocalSTT:
         n_mels = model.feature_extractor.mel_filters.shape[0]
         # faster-whisper pads features with zeros, so this is exactly the padding the normal path encodes.
         silence = np.asarray(model.encode(np.zeros((n_mels, FULL_FRAMES), dtype=np.float32)), dtype=np.float32)
-        return _Fitted(tokenizer, prompt, tuple(suppress), silence)
+        return _Fitted(tokenizer, prompt, tuple(suppress), silence, max_length=int(model.max_length))
 
     @property
     def queue_depth(self) -> int:
@@ -223,7 +264,8 @@ class LocalSTT:
         await self._queue.close()
         self._loaded = None
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = RATE) -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int = RATE, prompt: str = "") -> str:
+        """Text of one utterance; `prompt` is Whisper's initial prompt (text it follows)."""
         if self._loaded is None:
             await self.start()
         audio = pcm_to_float(pcm, sample_rate)
@@ -231,15 +273,15 @@ class LocalSTT:
             return ""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._queue.run(self._transcribe, audio)
+                return await self._queue.run(self._transcribe, audio, prompt)
         except TimeoutError:
             raise EngineError(STAGE, f"transcription took longer than {self.timeout_s:g} s") from None
 
-    def _transcribe(self, token: CancelToken, audio: np.ndarray) -> str:
+    def _transcribe(self, token: CancelToken, audio: np.ndarray, prompt: str = "") -> str:
         assert self._loaded is not None
         started = time.monotonic()
         if self._loaded.fitted is not None:
-            text = self._transcribe_fitted(token, audio, self._loaded.fitted)
+            text = self._transcribe_fitted(token, audio, self._loaded.fitted, prompt)
             if text is not None:
                 log.debug("stt: %.1f s of audio (fitted window) in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, text)
                 return text
@@ -248,6 +290,7 @@ class LocalSTT:
             language=self.language,
             beam_size=self.beam_size,
             condition_on_previous_text=False,  # one utterance at a time: nothing to condition on
+            initial_prompt=prompt.strip() or None,  # what the fitted path uses too
             without_timestamps=True,
             vad_filter=False,  # the pipeline's VAD already cut the utterance
         )
@@ -259,7 +302,7 @@ class LocalSTT:
         log.debug("stt: %.1f s of audio in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, text)
         return text
 
-    def _transcribe_fitted(self, token: CancelToken, audio: np.ndarray, fitted: _Fitted) -> str | None:
+    def _transcribe_fitted(self, token: CancelToken, audio: np.ndarray, fitted: _Fitted, prompt: str = "") -> str | None:
         """One utterance through an encoder window fitted to it; None if it needs the full window."""
         assert self._loaded is not None
         model = self._loaded.model
@@ -277,16 +320,18 @@ class LocalSTT:
         token.check()
         memory = fitted.silence.copy()
         memory[:, : encoded.shape[1]] = encoded
-        return self._decode(token, memory, fitted)
+        return self._decode(token, memory, fitted, fitted.decoder_prompt(prompt))
 
-    def _decode(self, token: CancelToken, memory: np.ndarray, fitted: _Fitted) -> str:
-        """faster-whisper's generate_with_fallback() and no-speech rule, on an encoder output."""
+    def _decode(self, token: CancelToken, memory: np.ndarray, fitted: _Fitted, prompt: list[int] | None = None) -> str:
+        """faster-whisper's generate_with_fallback() and no-speech rule, on an encoder output;
+        `prompt` is the decoder prompt (fitted.prompt unless an initial prompt was given)."""
         import ctranslate2
         from faster_whisper.transcribe import get_compression_ratio
 
         assert self._loaded is not None
         model = self._loaded.model
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(memory))
+        decoder_prompt = fitted.prompt if prompt is None else prompt
         attempts: list[tuple[Any, float, str]] = []
         readable: list[tuple[Any, float, str]] = []
         for temperature in TEMPERATURES:
@@ -302,7 +347,7 @@ class LocalSTT:
                 kwargs = {"beam_size": self.beam_size, "patience": 1}
             result = model.model.generate(
                 features,
-                [fitted.prompt],
+                [decoder_prompt],
                 length_penalty=1,
                 repetition_penalty=1,
                 no_repeat_ngram_size=0,

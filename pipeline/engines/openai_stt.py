@@ -30,17 +30,23 @@ class OpenAISTT(OpenAIEngine):
     def from_settings(cls, settings: Settings) -> OpenAISTT:
         return cls(resolve_endpoint(settings, "stt"), language=settings.stt_language, timeout_s=settings.stt_timeout_s)
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000) -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
+        """Text of one utterance; a non-empty `prompt` goes as the endpoint's `prompt` field."""
         if len(pcm) < 2:
             return ""
         wav = pcm_to_wav(pcm, sample_rate)
+        options: dict[str, str] = {}
+        if self.language:
+            options["language"] = self.language
+        if prompt.strip():
+            options["prompt"] = prompt.strip()
         try:
             # The SDK's timeout is per read; this bounds the whole call, retries included.
             async with asyncio.timeout(self.timeout_s):
                 result = await self.client.audio.transcriptions.create(
                     model=self.endpoint.model,
                     file=("audio.wav", wav, "audio/wav"),
-                    **({"language": self.language} if self.language else {}),
+                    **options,
                 )
         except Exception as exc:
             raise EngineError("stt", f"Transcription failed: {self._describe(exc)}") from None
