@@ -174,8 +174,8 @@ async def speak_recording(url: str, rec: Recording) -> ItemResult:
         lead = np.zeros(int(0.3 * RATE), np.int16)
         samples = np.concatenate([lead, rec.samples, lead])
         start = len(peer.client.events)
-        await asyncio.wait_for(peer.client.mic.say(to_48k(samples)), 60)
-        last = time.monotonic()
+        sent = await asyncio.wait_for(peer.client.mic.say(to_48k(samples)), 60)
+        last = sent + len(samples) / RATE  # the clip's end: it is still being spoken until then
         seen = start
         while time.monotonic() - last < SETTLE_S + 1.2:
             events = peer.client.events

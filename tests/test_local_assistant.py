@@ -27,7 +27,7 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
     await warm_up(engines, settings)  # as server.py does at start
     try:
         assert all(info["ready"] for info in engines.readiness().values())
-        server = await start_server(engines=engines, llm_temperature=0.0, stt_window="full")
+        server = await start_server(engines=engines, stt_window="full")
         client = await clients(server.url)
         await client.wait_event("state", state="listening")
         turns = [("What is the capital of France?", "paris"), ("What color is the sky on a clear day?", "blue")]
@@ -48,5 +48,33 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
             # the server's voice-to-voice matches what the client heard, within loopback delivery
             assert 0 <= (audible[0] - speech_end) * 1000 - metrics["voice_to_voice_ms"] < 250, metrics
             print(f"\n{question!r} -> {transcript['text']!r} -> {reply['text']!r}; metrics {metrics}")
+    finally:
+        await engines.close()
+
+
+async def test_two_questions_in_two_voices_get_right_answers(start_server, clients):
+    """Issue 10's end-to-end check, on the defaults: two questions of the evaluation set, in two voices
+    that are neither the reply voice nor each other (espeak-ng and flite), in one session."""
+    from bench.eval_voices import available, render
+
+    voices = ["espeak:en-us", "flite:slt"]
+    if not all(available(v) for v in voices):
+        pytest.fail(f"voices missing: {voices} (scripts/setup.sh --test installs espeak-ng and flite)")
+    settings = make_settings()
+    engines = build_engines(settings)
+    await engines.start()
+    await warm_up(engines, settings)
+    try:
+        server = await start_server(engines=engines)
+        client = await clients(server.url)
+        await client.wait_event("state", state="listening")
+        asks = [("Which planet is closest to the sun?", ("mercury",)), ("Who painted the Mona Lisa?", ("leonardo", "vinci"))]
+        for turn, ((question, expected), voice) in enumerate(zip(asks, voices, strict=True), start=1):
+            await client.mic.say(to_48k(concat(silence(0.3), render(question, voice), silence(0.3))))
+            _, transcript = await client.wait_event("transcript", turn=turn, timeout=60)
+            _, reply = await client.wait_event("reply", turn=turn, timeout=90)
+            print(f"\n{voice}: {question!r} -> {transcript['text']!r} -> {reply['text']!r}")
+            assert any(e in reply["text"].lower() for e in expected), (transcript, reply)
+            assert not reply["interrupted"]
     finally:
         await engines.close()

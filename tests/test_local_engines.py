@@ -257,6 +257,25 @@ async def test_llm_reuses_the_kv_cache_across_turns(llm: LocalLLM) -> None:
 
 
 @module_loop
+async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> None:
+    """The product's defaults (temperature 0, its prompt): the same question, asked again in another
+    session after other questions, gets the same words. (An identical prompt asked twice in a row is
+    the exception: llama.cpp then reuses the whole cached prompt and recomputes only its last token,
+    whose logits differ in the last bits from a whole-batch evaluation; see the README.)"""
+    from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
+
+    assert LocalLLM.from_settings(settings()).temperature == 0.0
+
+    def asking(question: str) -> list[Any]:
+        return [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+
+    first = "".join(await collect(llm.stream(asking("Which planet is closest to the sun?"))))
+    await collect(llm.stream(asking("Who painted the Mona Lisa?")))
+    again = "".join(await collect(llm.stream(asking("Which planet is closest to the sun?"))))
+    assert "Mercury" in first and again == first
+
+
+@module_loop
 async def test_llm_cancel_stops_generation(llm: LocalLLM) -> None:
     before = (await llm.metrics())["tokens_predicted_total"]
     story = [{"role": "user", "content": "Write a very long story about a dragon who learns to bake bread."}]
