@@ -290,6 +290,7 @@ class Conversation:
             t_speech_end=t_speech_end,
             held=held,
             max_reply_chars=self.config.max_reply_chars,
+            stt_prompt=self.history.user_context() if pcm is not None else "",
         )
 
     def _count_turn(self) -> bool:

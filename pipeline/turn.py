@@ -77,8 +77,10 @@ class Turn:
         t_speech_end: float | None = None,
         held: bool = False,
         max_reply_chars: int = 1500,
+        stt_prompt: str = "",
     ) -> None:
         self.id = id
+        self.stt_prompt = stt_prompt  # the user's earlier words in this session: context for STT
         self.key = next(_KEYS)
         self.pcm = pcm
         self.typed = text
@@ -217,7 +219,7 @@ class Turn:
         else:
             started = time.monotonic()
             async with failures_of("stt"):
-                text = (await self._engines.stt.transcribe(self.pcm, RATE)).strip()
+                text = (await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)).strip()
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
         self.transcript = text
         self._transcript_ready.set()

@@ -131,11 +131,13 @@ class FakeSTT:
     script: Callable[[float], str]
     name: str = "fake-stt"
     calls: list[float] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
     fail: bool = False
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000) -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
         await asyncio.sleep(0)
         self.calls.append(len(pcm) / 2 / sample_rate)
+        self.prompts.append(prompt)
         if self.fail:
             raise EngineError("stt", "the stand-in STT failed")
         return self.script(len(pcm) / 2 / sample_rate)

@@ -281,3 +281,19 @@ async def test_carried_words_are_answered_even_if_the_rest_is_lost_in_noise():
     assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan"
     assert [r["turn"] for r in h.of("reply") if not r["interrupted"]] == [2]
     await h.close()
+
+
+async def test_stt_hears_each_utterance_with_the_users_earlier_words_as_its_prompt():
+    said = iter(["I have three apples.", "If I buy two more, how many do I have?"])
+    heard: dict[float, str] = {}
+    h = Harness(stt=lambda s: heard.setdefault(round(s, 1), next(said)))
+    await ask(h, "I have three apples.")
+    await h.silence(3.0)
+    await ask(h, "If I buy two more, how many do I have?")
+    await h.silence(3.0)
+    assert len(h.of("reply")) == 2
+    first_turn = [p for p, s in zip(h.stt.prompts, h.stt.calls, strict=True) if heard[round(s, 1)] == "I have three apples."]
+    second_turn = [p for p, s in zip(h.stt.prompts, h.stt.calls, strict=True) if heard[round(s, 1)] != "I have three apples."]
+    assert set(first_turn) == {""}, "nothing came before the first utterance"
+    assert set(second_turn) == {"I have three apples."}
+    await h.close()

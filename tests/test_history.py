@@ -64,3 +64,12 @@ def test_auto_model_is_quality_on_two_cores_when_installed() -> None:
     assert choose_preset("auto", cpus=4, quality_installed=False) == "default"
     assert choose_preset("tiny", cpus=4, quality_installed=True) == "tiny"
     assert choose_preset("/models/x.gguf") == "/models/x.gguf"
+
+
+def test_user_context_is_the_users_earlier_words_newest_kept_within_the_bound() -> None:
+    h = History("sys")
+    assert h.user_context() == ""
+    h.add_turn("My name is Peter.", "Hello Peter.")
+    h.add_turn("I live in Boston.", "Nice city.", interrupted=True)
+    assert h.user_context() == "My name is Peter. I live in Boston."
+    assert h.user_context(max_chars=20) == "I live in Boston.", "whole utterances, the newest kept"
