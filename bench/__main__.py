@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", choices=["standin", "local", "both"], default=None, help="default: both; standin with --quick")
     parser.add_argument("--no-probe", action="store_true", help="run server.py itself, without the loop-lag probe (lag then reads n/a)")
     parser.add_argument("--configs", default="new,old", help="quality part: configurations, of bench/quality.py CONFIGS")
+    parser.add_argument(
+        "--items",
+        choices=["all", "recordings", "latency"],
+        default="all",
+        help="quality part: everything, only the real recordings, or only the voice-to-voice pass",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         probe=not args.no_probe,
         seed=args.seed,
         configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()),
+        items=args.items,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)

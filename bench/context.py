@@ -17,6 +17,7 @@ class Options:
     probe: bool = True
     seed: int = 1
     configs: tuple[str, ...] = ("new", "old")  # the quality part's configurations (bench/quality.py CONFIGS)
+    items: str = "all"  # the quality part: "all", only the "recordings", or only the "latency" pass
 
 
 @dataclass

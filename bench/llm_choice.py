@@ -63,12 +63,15 @@ FEWSHOT_PROMPT = (
     "Remember what the user told you earlier in the conversation."
 )
 
+ASR_NOTE = " The user's words come from speech recognition and may contain misheard words: answer the question they most likely meant."
+
 PROMPTS = {
     "old": OLD_PROMPT,
     "short": SHORT_PROMPT,
     "expert": EXPERT_PROMPT,
     "fewshot": FEWSHOT_PROMPT,
     "product": DEFAULT_SYSTEM_PROMPT,
+    "product+asr": DEFAULT_SYSTEM_PROMPT + ASR_NOTE,
 }
 
 
@@ -209,6 +212,29 @@ async def run_interruptions(llm: Any, prompt: str, styles: list[str]) -> dict[st
     return out
 
 
+async def run_heard(llm: Any, prompts: list[str], splits: tuple[str, ...]) -> dict[str, Any]:
+    """--part heard: the questions as the default STT heard them (the newest bench/results/stt-choice-*.json,
+    config tiny.en, every voice group), answered with each prompt: how much a prompt recovers from
+    misheard words."""
+    source = sorted(RESULTS.glob("stt-choice-*.json"))[-1]
+    rows = [r for r in json.loads(source.read_text())["rows"] if r["kind"] == "question" and r["split"] in splits]
+    keywords = {q.text: q.keywords for q in QUESTIONS}
+    out: dict[str, Any] = {"source": source.name}
+    for name in prompts:
+        right = misheard = misheard_right = 0
+        for r in rows:
+            heard = r["results"]["tiny.en"]["text"]
+            reply = (await ask(llm, [{"role": "system", "content": PROMPTS[name]}, {"role": "user", "content": heard}]))["reply"]
+            ok = is_right(reply, keywords[r["ref"]])
+            right += ok
+            if r["results"]["tiny.en"]["errors"]:
+                misheard += 1
+                misheard_right += ok
+        out[name] = {"right": right, "of": len(rows), "misheard": misheard, "misheard_right": misheard_right}
+        print(f"  heard questions, prompt {name}: {right}/{len(rows)} right; misheard {misheard_right}/{misheard}", flush=True)
+    return out
+
+
 def heard_part(reply: str, delay_s: float) -> str:
     words = reply.split()
     return " ".join(words[: int(delay_s * WORDS_PER_S)])
@@ -267,6 +293,16 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.engines.base import EngineError
     from pipeline.engines.local_llm import LocalLLM
 
+    if args.part == "heard":
+        llm = LocalLLM.from_settings(settings_for(llm_model=args.preset, llm_temperature=0.0))
+        try:
+            await llm.start()
+            await ask(llm, [{"role": "user", "content": "Hello."}])
+            splits = ("tune",) if args.tune_only else ("tune", "held-out")
+            prompts = [p.strip() for p in args.prompts.split(",") if p.strip()]
+            return {"heard": await run_heard(llm, prompts, splits), "preset": args.preset}
+        finally:
+            await llm.close()
     if args.part == "interruptions":
         llm = LocalLLM.from_settings(settings_for(llm_model=args.preset, llm_temperature=0.0))
         try:
@@ -319,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of: {', '.join(CONFIGS)}")
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--part", choices=("configs", "interruptions"), default="configs")
-    ap.add_argument("--preset", default="quality", help="--part interruptions: the LLM preset")
+    ap.add_argument("--part", choices=("configs", "interruptions", "heard"), default="configs")
+    ap.add_argument("--prompts", default="product,product+asr", help="--part heard: the prompts compared")
+    ap.add_argument("--preset", default="quality", help="--part interruptions / heard: the LLM preset")
     ap.add_argument("--tune-only", action="store_true", help="only the tune half (for trying prompts; the held-out half stays unseen)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -328,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     out = asyncio.run(amain(args))
     out["duration_s"] = round(time.monotonic() - started, 1)
     print()
+    for name, entry in out.get("heard", {}).items():
+        if isinstance(entry, dict):
+            print(
+                f"heard questions with prompt {name}: {entry['right']}/{entry['of']} right, misheard ones {entry['misheard_right']}/{entry['misheard']}"
+            )
     for style, entry in out.get("interruptions", {}).items():
         print(f"history of an interrupted reply as {style}: follow-ups right {entry['right']}/{entry['of']}")
     header = [

@@ -47,11 +47,20 @@ OLD_PROMPT = (
 # Configurations: name -> extra server flags. `old` is the LLM and STT choice before issue 10
 # (the 0.5B model sampled at 0.3 with the old prompt); its history format for interrupted replies
 # is not a setting, so `old` runs with the new one.
+OLD_LLM = ["--llm-model", "default", "--llm-temperature", "0.3", "--system-prompt", OLD_PROMPT, "--llm-max-tokens", "200"]
+# The turn-taking before issue 9 (bench/turns.py OLD_FLAGS), for the voice-to-voice bound
+# issue 10 sets against "what issue 7 reached".
+ISSUE7_TURNS = [
+    *("--turn-pause-ms", "0", "--turn-detector", "none", "--vad-silence-ms", "500"),
+    *("--interrupt-min-ms", "0", "--interrupt-pause-ms", "0", "--echo-gate-db", "0", "--stt-window", "full"),
+]
 CONFIGS: dict[str, list[str]] = {
     "new": [],
-    "old": ["--llm-model", "default", "--llm-temperature", "0.3", "--system-prompt", OLD_PROMPT, "--llm-max-tokens", "200"],
+    "old": OLD_LLM,
     "new-0.5b": ["--llm-model", "default"],
+    "issue7": [*ISSUE7_TURNS, *OLD_LLM],
 }
+LATENCY_ONLY = {"issue7"}  # only the sequential voice-to-voice pass
 LATENCY_ITEMS = 4  # per group, sequential, for voice-to-voice
 CONCURRENCY = 2
 TURN_TIMEOUT_S = 60.0
@@ -176,14 +185,18 @@ async def speak_recording(url: str, rec: Recording) -> ItemResult:
         samples = np.concatenate([lead, rec.samples, lead])
         start = len(peer.client.events)
         sent = await asyncio.wait_for(peer.client.mic.say(to_48k(samples)), 60)
-        last = sent + len(samples) / RATE  # the clip's end: it is still being spoken until then
-        seen = start
-        while time.monotonic() - last < SETTLE_S + 1.2:
-            events = peer.client.events
-            if len(events) > seen:
-                if any(ev.get("type") in ("transcript", "speech_started") for _, ev in events[seen:]):
-                    last = time.monotonic()
-                seen = len(events)
+        end = sent + len(samples) / RATE  # the clip is still being spoken until then
+        deadline = end + TURN_TIMEOUT_S
+        # Done when the clip has ended, every utterance that started has its transcript (or the
+        # session went back to listening without one: noise), and nothing new came for SETTLE_S.
+        while time.monotonic() < deadline:
+            events = [ev for _, ev in peer.client.events[start:]]
+            started = {ev.get("turn") for ev in events if ev.get("type") == "speech_started"}
+            transcribed = {ev.get("turn") for ev in events if ev.get("type") == "transcript"}
+            quiet = not peer.client.events[start:] or time.monotonic() - peer.client.events[-1][0] > SETTLE_S
+            idle = events and events[-1].get("type") == "state" and events[-1].get("state") == "listening"
+            if time.monotonic() > end + SETTLE_S and quiet and (started <= transcribed or idle):
+                break
             await asyncio.sleep(0.05)
         by_turn: dict[Any, str] = {}
         for _, ev in peer.client.events[start:]:
@@ -300,6 +313,10 @@ async def run_config(ctx: Ctx, name: str, flags: list[str]) -> dict[str, Any]:
             await warm.ask(_clip("Hello, can you hear me?", made[1]), timeout=TURN_TIMEOUT_S)
         finally:
             await warm.close()
+        if ctx.opts.items == "recordings":
+            questions, convs = [], []
+        if ctx.opts.items == "latency" or name in LATENCY_ONLY:
+            questions, convs, recs = questions[:LATENCY_ITEMS], [], []
         # 1. latency: the first LATENCY_ITEMS questions of each group, one session at a time
         sequential = [(g, i, q) for g in GROUPS for i, q in questions[:LATENCY_ITEMS]]
         for g, i, q in sequential:
