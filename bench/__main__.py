@@ -22,7 +22,7 @@ from bench.context import Ctx, Options
 from bench.procs import RESULTS, ROOT, Standin, kill_all
 from bench.stats import LoopLag
 
-PARTS = ["latency", "baseline", "bargein", "turns", "quality", "scale", "memory"]
+PARTS = ["latency", "baseline", "bargein", "turns", "quality", "network", "scale", "memory"]
 
 
 async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
@@ -46,6 +46,10 @@ async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
         from bench.quality import run_quality
 
         return await run_quality(ctx)
+    if name == "network":
+        from bench.network import run_network
+
+        return await run_network(ctx)
     if name == "scale":
         from bench.scale import run_scale
 
