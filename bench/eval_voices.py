@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import turn_clips
-from bench.turn_clips import FLOOR_RMS, HELD_OUT_VOICES, SEEN_VOICES, SPEECH_RMS
+from bench.turn_clips import HELD_OUT_VOICES, SEEN_VOICES
 from tests.speech import DATA, RATE, read_wav, voiced_bounds
 
 VOICES: dict[str, list[str]] = {
@@ -107,24 +107,13 @@ def _festival(text: str, voice: str) -> np.ndarray:
     return read_wav(path)
 
 
-def _level(samples: np.ndarray) -> np.ndarray:
-    """turn_clips.render's trim and level: cut to above FLOOR_RMS, voiced part scaled to SPEECH_RMS."""
-    first, last = voiced_bounds(samples, threshold=FLOOR_RMS)
-    cut = samples[int(first * RATE) : int(last * RATE)].astype(np.float64)
-    a, b = voiced_bounds(samples)
-    loud = samples[int(a * RATE) : int(b * RATE)].astype(np.float64)
-    gain = SPEECH_RMS / max(float(np.sqrt(np.mean(loud * loud))), 1.0)
-    gain = min(gain, 30000.0 / max(float(np.abs(cut).max()), 1.0))
-    return np.clip(np.round(cut * gain), -32768, 32767).astype(np.int16)
-
-
 def render(text: str, voice: str) -> np.ndarray:
     """`text` in `voice` ("espeak:", "flite:" or "festival:" + name): 16 kHz int16, audible part, at SPEECH_RMS."""
     engine, _, name = voice.partition(":")
     if engine in ("espeak", "flite"):
         return turn_clips.render(text, voice)  # same clip, same cache as the turns bench
     if engine == "festival":
-        return _level(_festival(text, name))
+        return turn_clips.level(_festival(text, name))
     raise ValueError(f"unknown voice {voice!r} (want espeak:, flite: or festival:)")
 
 

@@ -112,7 +112,11 @@ def _flite(text: str, voice: str) -> np.ndarray:
 def render(text: str, voice: str) -> np.ndarray:
     """`text` in `voice` ("espeak:VOICE" or "flite:VOICE"), 16 kHz int16, cut to its audible part, at SPEECH_RMS."""
     engine, name = voice.split(":", 1)
-    samples = speak(text, voice=name) if engine == "espeak" else _flite(text, name)
+    return level(speak(text, voice=name) if engine == "espeak" else _flite(text, name))
+
+
+def level(samples: np.ndarray) -> np.ndarray:
+    """Cut to where it rises above FLOOR_RMS, the voiced part scaled to SPEECH_RMS (without clipping)."""
     first, last = voiced_bounds(samples, threshold=FLOOR_RMS)
     cut = samples[int(first * RATE) : int(last * RATE)].astype(np.float64)
     a, b = voiced_bounds(samples)

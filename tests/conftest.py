@@ -16,12 +16,14 @@ if str(ROOT) not in sys.path:
 from aiohttp import web  # noqa: E402
 
 from pipeline.engines.base import Engines  # noqa: E402
+from pipeline.engines.factory import build_engines  # noqa: E402
 from pipeline.wiring import pipeline_factory  # noqa: E402
 from rtc.http import SESSIONS, HttpConfig, create_app  # noqa: E402
 from rtc.ice import use_host_addresses  # noqa: E402
 from rtc.session import SessionLimits  # noqa: E402
 from settings import Settings, load_settings  # noqa: E402
 from tests.rtc_client import Client  # noqa: E402
+from tests.standin import StandinConfig, run_standin  # noqa: E402
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -74,3 +76,38 @@ async def clients() -> AsyncIterator[Callable[[str], Awaitable[Client]]]:
     yield connect
     for client in made:
         await client.close()
+
+
+@pytest.fixture
+async def assistant(start_server) -> AsyncIterator[Callable[..., Awaitable[tuple[Running, StandinConfig]]]]:
+    stack: list[Any] = []
+
+    async def start(config: StandinConfig | None = None, **overrides: Any) -> tuple[Running, StandinConfig]:
+        """The app with the OpenAI-protocol stand-in (tests/standin.py) as its three engines."""
+        config = config or StandinConfig()
+        standin = run_standin(config)
+        url = await standin.__aenter__()
+        stack.append(standin)
+        stages = {}
+        for stage in ("stt", "llm", "tts"):
+            stages |= {
+                f"{stage}_engine": "openai",
+                f"{stage}_base_url": url,
+                f"{stage}_api_key": "sk-test-secret",
+                f"{stage}_model": f"standin-{stage}",
+            }
+        # The canned replies here are longer than the product's default LLM_MAX_TOKENS allows.
+        stages["llm_max_tokens"] = 400
+        settings = make_settings(**(stages | {"stt_timeout_s": 3.0, "llm_timeout_s": 3.0, "tts_timeout_s": 2.0} | overrides))
+        engines = build_engines(settings)
+        await engines.start()
+        stack.append(engines)
+        server = await start_server(engines=engines, **(stages | overrides))
+        return server, config
+
+    yield start
+    for item in reversed(stack):
+        if hasattr(item, "__aexit__"):
+            await item.__aexit__(None, None, None)
+        else:
+            await item.close()

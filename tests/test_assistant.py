@@ -8,54 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pipeline.engines.factory import build_engines
-from tests.conftest import Running, make_settings
 from tests.rtc_client import Client, to_48k
 from tests.speech import concat, silence, speak, voiced_bounds
-from tests.standin import StandinConfig, run_standin
+from tests.standin import StandinConfig
 
 QUESTION = "What is the capital of France?"
 LONG_REPLY = " ".join(f"This is sentence number {i} of a rather long answer that goes on." for i in range(1, 13))
-
-
-@pytest.fixture
-async def assistant(start_server) -> AsyncIterator[Callable[..., Awaitable[tuple[Running, StandinConfig]]]]:
-    stack: list[Any] = []
-
-    async def start(config: StandinConfig | None = None, **overrides: Any) -> tuple[Running, StandinConfig]:
-        config = config or StandinConfig()
-        standin = run_standin(config)
-        url = await standin.__aenter__()
-        stack.append(standin)
-        stages = {}
-        for stage in ("stt", "llm", "tts"):
-            stages |= {
-                f"{stage}_engine": "openai",
-                f"{stage}_base_url": url,
-                f"{stage}_api_key": "sk-test-secret",
-                f"{stage}_model": f"standin-{stage}",
-            }
-        # The canned replies here are longer than the product's default LLM_MAX_TOKENS allows.
-        stages["llm_max_tokens"] = 400
-        settings = make_settings(**(stages | {"stt_timeout_s": 3.0, "llm_timeout_s": 3.0, "tts_timeout_s": 2.0} | overrides))
-        engines = build_engines(settings)
-        await engines.start()
-        stack.append(engines)
-        server = await start_server(engines=engines, **(stages | overrides))
-        return server, config
-
-    yield start
-    for item in reversed(stack):
-        if hasattr(item, "__aexit__"):
-            await item.__aexit__(None, None, None)
-        else:
-            await item.close()
 
 
 async def ask(client: Client, text: str = QUESTION) -> tuple[float, float]:

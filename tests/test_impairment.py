@@ -9,7 +9,7 @@ what the server's receiver counted.
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,12 +17,10 @@ from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from pipeline.engines.factory import build_engines
-from tests.conftest import Running, make_settings
 from tests.impair import Impairer, Impairment, ImpairStats, impair, is_rtp
 from tests.rtc_client import to_48k
 from tests.speech import concat, silence, speak
-from tests.standin import StandinConfig, run_standin
+from tests.standin import StandinConfig
 
 INTERVAL = 0.02  # one Opus packet per 20 ms
 
@@ -251,40 +249,9 @@ def test_aiortc_audio_jitter_buffer_stalls_on_a_gap_and_keeps_the_delay():
 # -- on a real peer ---------------------------------------------------------------
 
 
-@pytest.fixture
-async def assistant(start_server) -> AsyncIterator[Callable[..., Awaitable[Running]]]:
-    """The app with the OpenAI-protocol stand-in as its three engines (as in test_assistant.py)."""
-    stack: list[Any] = []
-
-    async def start(config: StandinConfig) -> Running:
-        standin = run_standin(config)
-        url = await standin.__aenter__()
-        stack.append(standin)
-        stages: dict[str, Any] = {}
-        for stage in ("stt", "llm", "tts"):
-            stages |= {
-                f"{stage}_engine": "openai",
-                f"{stage}_base_url": url,
-                f"{stage}_api_key": "sk-test-secret",
-                f"{stage}_model": f"standin-{stage}",
-            }
-        settings = make_settings(**(stages | {"stt_timeout_s": 3.0, "llm_timeout_s": 3.0, "tts_timeout_s": 2.0}))
-        engines = build_engines(settings)
-        await engines.start()
-        stack.append(engines)
-        return await start_server(engines=engines, **stages)
-
-    yield start
-    for item in reversed(stack):
-        if hasattr(item, "__aexit__"):
-            await item.__aexit__(None, None, None)
-        else:
-            await item.close()
-
-
 async def test_a_lossy_jittery_uplink_reaches_the_server_with_gaps_and_the_turn_still_happens(assistant, clients):
     question = "What is the capital of France?"
-    server = await assistant(StandinConfig(stt_text=question))
+    server, _ = await assistant(StandinConfig(stt_text=question))
     client = await clients(server.url)
     stats = impair(client.pc, Impairment(loss=0.05, delay_ms=30, jitter_ms=15, seed=11))
     await client.wait_event("state", state="listening")
