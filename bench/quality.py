@@ -23,7 +23,6 @@ A barge-in step is spoken `delay_s` after the first audible frame of the reply i
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -213,28 +212,16 @@ async def speak_recording(url: str, rec: Recording) -> ItemResult:
 
 # ---------- scoring ----------
 
-_CONTRACTIONS = {
-    "i'm": "i am", "it's": "it is", "that's": "that is", "what's": "what is", "you're": "you are", "don't": "do not",
-    "can't": "can not", "cannot": "can not", "isn't": "is not", "i've": "i have", "we're": "we are", "there's": "there is",
-    "let's": "let us", "won't": "will not", "doesn't": "does not", "didn't": "did not", "he's": "he is", "she's": "she is",
-}  # fmt: skip
-
-
-def words(text: str) -> list[str]:
-    from bench.answers import normalise
-
-    text = re.sub(r"[’‘]", "'", text.lower())
-    text = re.sub(r"[a-z]+'[a-z]+|cannot", lambda m: _CONTRACTIONS.get(m.group(), m.group()), text)
-    return normalise(text)
-
 
 def wer_of(pairs: Sequence[tuple[str, str]]) -> float | None:
+    """Corpus WER, scored as bench.stt_choice scores it (its folds), so the two benches' figures compare."""
     from bench.answers import edit_distance
+    from bench.stt_choice import score_words
 
     errors = total = 0
     for ref, hyp in pairs:
-        r = words(ref)
-        errors += edit_distance(r, words(hyp))
+        r = score_words(ref)
+        errors += edit_distance(r, score_words(hyp))
         total += len(r)
     return round(errors / total, 4) if total else None
 
@@ -247,6 +234,8 @@ def pct(values: Sequence[float], q: float) -> float | None:
 
 
 def summarise(items: list[ItemResult], latency: list[float]) -> dict[str, Any]:
+    from bench.stt_choice import fixed_reference
+
     out: dict[str, Any] = {"groups": {}}
     for group in [*GROUPS, "recordings"]:
         mine = [i for i in items if i.group == group]
@@ -264,7 +253,12 @@ def summarise(items: list[ItemResult], latency: list[float]) -> dict[str, Any]:
             "conversation_steps": _frac(steps),
             "errors": sum(1 for i in mine if i.error) + sum(1 for i in mine for s in i.steps if s.get("error")),
         }
-        pairs = [(s["said"], s.get("transcript", "")) for i in mine for s in i.steps]
+        # A recording's reference with the known mistakes of its transcript fixed (bench.stt_choice).
+        pairs = [
+            (fixed_reference(i.name, s["said"]) if i.kind == "recording" else s["said"], s.get("transcript", ""))
+            for i in mine
+            for s in i.steps
+        ]
         entry["wer"] = wer_of(pairs)
         out["groups"][group] = entry
     all_q = [i.steps[0] if i.steps else {"right": False} for i in items if i.kind == "question"]
