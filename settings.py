@@ -63,9 +63,21 @@ class Settings:
         "[]",
         'JSON list of STUN/TURN servers for server and page, e.g. `[{"urls": "stun:stun.example.org:3478"}]`. Empty list: none (fine on localhost/LAN).',
     )
+    inbound_buffer: str = _opt(
+        "deadline",
+        "How the server receives the browser's audio. `deadline`: packets are ordered and each 20 ms frame is released as soon as it is here or, if it is missing, at its deadline, concealed (Opus FEC or packet-loss concealment), so loss and jitter cost no words and no lasting delay. `aiortc`: aiortc's own jitter buffer and decoder (a lost packet stalls it; no concealment), the old path.",
+        choices=("deadline", "aiortc"),
+    )
+    inbound_delay_min_ms: int = _opt(
+        40, "`deadline` path: the least time a missing packet is waited for, past when it would have arrived on the fastest path seen."
+    )
+    inbound_delay_max_ms: int = _opt(
+        200,
+        "`deadline` path: the most time a missing packet is waited for. Between the two bounds the wait follows the measured jitter (95th percentile of lateness over the last second).",
+    )
     rtp_jitter_frames: int = _opt(
         2,
-        "Opus frames (20 ms each) the server's receiver holds back to reorder late packets before decoding. aiortc's own default is 4 (80 ms before the VAD hears anything); more tolerates a worse network, fewer answers sooner.",
+        "`aiortc` path only: Opus frames (20 ms each) aiortc's receiver holds back to reorder late packets before decoding. aiortc's own default is 4 (80 ms before the VAD hears anything).",
     )
     # speech segmentation (webrtcvad)
     vad_aggressiveness: int = _opt(3, "webrtcvad aggressiveness 0 (least) … 3 (most eager to call audio non-speech).")
@@ -204,6 +216,8 @@ class Settings:
             raise SettingsError("TURN_COMPLETE_THRESHOLD must be between 0 and 1")
         if self.interrupt_min_ms < 0 or self.echo_gate_db < 0:
             raise SettingsError("INTERRUPT_MIN_MS and ECHO_GATE_DB must not be negative")
+        if not 0 <= self.inbound_delay_min_ms <= self.inbound_delay_max_ms <= 2000:
+            raise SettingsError("INBOUND_DELAY_MIN_MS and INBOUND_DELAY_MAX_MS must satisfy 0 <= min <= max <= 2000")
         if not 0 <= self.rtp_jitter_frames <= 8:
             raise SettingsError("RTP_JITTER_FRAMES must be 0..8")
         if not 0 <= self.port < 65536:

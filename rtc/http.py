@@ -7,6 +7,7 @@ readiness probe) rather than building it, so tests assemble the same app.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -19,6 +20,8 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from rtc.ice import rtc_configuration
+from rtc.inbound import InboundConfig
+from rtc.playout import DelayBounds
 from rtc.session import SESSION_ID, InvalidOffer, PipelineFactory, Session, SessionLimits
 from rtc.telemetry import Telemetry
 from settings import Settings
@@ -43,7 +46,7 @@ class HttpConfig:
     token: str = ""  # bearer token required on /offer; empty: none
     allowed_origins: list[str] = field(default_factory=list)  # besides the page's own; "*" for any
     max_sessions: int = 10
-    rtp_jitter_frames: int = 2
+    inbound: InboundConfig = field(default_factory=InboundConfig)
 
     @classmethod
     def from_settings(
@@ -63,7 +66,11 @@ class HttpConfig:
             token=settings.voice_token,
             allowed_origins=[o.strip() for o in settings.allowed_origins.split(",") if o.strip()],
             max_sessions=settings.max_sessions,
-            rtp_jitter_frames=settings.rtp_jitter_frames,
+            inbound=InboundConfig(
+                buffer="aiortc" if settings.inbound_buffer == "aiortc" else "deadline",
+                delay=DelayBounds(settings.inbound_delay_min_ms / 1000, settings.inbound_delay_max_ms / 1000),
+                jitter_frames=settings.rtp_jitter_frames,
+            ),
         )
 
 
@@ -124,9 +131,8 @@ async def offer(request: web.Request) -> web.Response:
         telemetry.closed.labels(s.close_reason_kind).inc()
 
     pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers))
-    session = Session(
-        pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe, jitter_frames=config.rtp_jitter_frames
-    )
+    inbound = dataclasses.replace(config.inbound, observer=telemetry.inbound)
+    session = Session(pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe, inbound=inbound)
     SESSION_ID.set(session.id)  # tasks and callbacks made from here on log with this session's id
     sessions[session.id] = session
     try:

@@ -22,7 +22,17 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from pipeline.events import Error, Event, Goodbye
 from pipeline.ports import AudioOutput, EventSink, Pipeline
-from rtc.inbound import InboundAudio
+from rtc.inbound import (
+    DeadlineInbound,
+    Inbound,
+    InboundConfig,
+    PacketTap,
+    TrackInbound,
+    ask_for_fec,
+    install_tap,
+    opus_available,
+    set_jitter_frames,
+)
 from rtc.outbound import OutboundAudioTrack
 
 log = logging.getLogger("rtc.session")
@@ -35,20 +45,6 @@ MAX_TEXT_MESSAGE = 4000  # characters of one typed message
 
 # make_pipeline(audio_out, emit) -> the pipeline this session drives
 PipelineFactory = Callable[[AudioOutput, EventSink], Pipeline]
-
-
-def set_jitter_frames(receiver: Any, frames: int) -> None:
-    """How many later frames aiortc's audio jitter buffer waits for before releasing one.
-
-    aiortc fixes it at 4 (80 ms of delay before anything is decoded) and offers no
-    setting, so the attribute of the pinned version is set here; if a future aiortc
-    renames it, its own default stays and this says so.
-    """
-    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
-    if buffer is None or not hasattr(buffer, "_prefetch"):
-        log.warning("cannot set the RTP jitter buffer depth with this aiortc; keeping its default")
-        return
-    buffer._prefetch = frames
 
 
 class InvalidOffer(ValueError):
@@ -71,18 +67,19 @@ class Session:
         on_closed: Callable[[Session], None],
         limits: SessionLimits | None = None,
         observe: Callable[[Event], None] | None = None,
-        jitter_frames: int | None = None,
+        inbound: InboundConfig | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pc = pc
         self.limits = limits or SessionLimits()
         self.outbound = OutboundAudioTrack()
-        self.inbound: InboundAudio | None = None
+        self.inbound: Inbound | None = None
+        self.inbound_config = inbound or InboundConfig()
+        self._deadline = self.inbound_config.buffer == "deadline" and opus_available()
         self.created = self.last_activity = time.monotonic()
         self.close_reason = ""
         self.close_reason_kind = ""  # a short label for metrics
         self._observe = observe
-        self._jitter_frames = jitter_frames
         self._on_closed = on_closed
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []  # events sent before the data channel opened
@@ -111,9 +108,11 @@ class Session:
         audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise InvalidOffer("the offer has no audio m-line")
-        if self._jitter_frames is not None:
-            for transceiver in audio:
-                set_jitter_frames(transceiver.receiver, self._jitter_frames)
+        for transceiver in audio:
+            if self._deadline:
+                ask_for_fec(transceiver)
+            elif self.inbound_config.jitter_frames is not None:
+                set_jitter_frames(transceiver.receiver, self.inbound_config.jitter_frames)
         self.pc.addTrack(self.outbound)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._spawn(self._watchdog(), "watchdog")
@@ -142,7 +141,15 @@ class Session:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio" or self.inbound is not None:
             return
-        self.inbound = InboundAudio(track)
+        # aiortc emits "track" while applying the offer, before any packet can arrive: the
+        # moment to put the tap into this track's receiver.
+        receiver = next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+        tap = PacketTap()
+        if self._deadline and receiver is not None and install_tap(receiver, tap):
+            config = self.inbound_config
+            self.inbound = DeadlineInbound(track, tap, config.delay, config.observer)
+        else:
+            self.inbound = TrackInbound(track)
         self._spawn(self._pump(self.inbound), "inbound")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -195,7 +202,7 @@ class Session:
 
     # -- tasks ---------------------------------------------------------------
 
-    async def _pump(self, inbound: InboundAudio) -> None:
+    async def _pump(self, inbound: Inbound) -> None:
         """Feeds the pipeline as fast as frames arrive, which keeps aiortc's queue drained."""
         async for frame in inbound.frames():
             try:

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline.events import Error, Event, Metrics, Reply
+from rtc.playout import PlayoutCount
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 STAGE_FIELDS = {
@@ -57,6 +58,7 @@ class Telemetry:
         Gauge("voice_outbound_late_frames", "Reply frames of the open sessions that left over a frame late", registry=r).set_function(
             lambda: late_frames()
         )
+        self.inbound = InboundCounters(r)
         self.queue_depth = Gauge("voice_engine_queue_depth", "Requests waiting for an embedded engine", ["stage"], registry=r)
 
     def observe(self, event: Event) -> None:
@@ -97,3 +99,40 @@ class Telemetry:
             if isinstance(depth, int):
                 self.queue_depth.labels(stage).set(depth)
         return generate_latest(self.registry)
+
+
+class InboundCounters:
+    """The deadline path's counts (a PlayoutObserver): what loss, lateness and jitter did to inbound audio."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.frames = Counter(
+            "voice_inbound_made_up_frames",
+            "Inbound 20 ms frames no packet gave in time: `concealed` (Opus packet-loss concealment) or `recovered` (from the next packet's FEC)",
+            ["how"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "voice_inbound_dropped_packets",
+            "Inbound packets dropped: `late` (after their frame was concealed) or `duplicate`",
+            ["why"],
+            registry=r,
+        )
+        self.resyncs = Counter("voice_inbound_resyncs", "Inbound timelines started afresh (a long gap or a sender clock jump)", registry=r)
+        self.delays = Histogram(
+            "voice_inbound_delay_seconds",
+            "How long after its fastest possible arrival each inbound packet was passed on",
+            buckets=(0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+
+    def count(self, kind: PlayoutCount, n: int = 1) -> None:
+        if kind in ("concealed", "recovered"):
+            self.frames.labels(kind).inc(n)
+        elif kind == "resync":
+            self.resyncs.inc(n)
+        else:
+            self.dropped.labels(kind).inc(n)
+
+    def delay(self, seconds: float) -> None:
+        self.delays.observe(seconds)

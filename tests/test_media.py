@@ -84,9 +84,12 @@ async def test_lifecycle_leaves_nothing_behind(start_server, clients):
     assert leftover == []
 
 
-async def _inbound_delay(start_server, clients, jitter_frames: int) -> float:
-    """Seconds from the client sending speech to the pipeline receiving it."""
-    server = await start_server(pipeline="echo", rtp_jitter_frames=jitter_frames)
+async def _inbound_delay(start_server, clients, jitter_frames: int | None = None) -> float:
+    """Seconds from the client sending speech to the pipeline receiving it (on aiortc's path if jitter_frames is given)."""
+    if jitter_frames is None:
+        server = await start_server(pipeline="echo")
+    else:
+        server = await start_server(pipeline="echo", inbound_buffer="aiortc", rtp_jitter_frames=jitter_frames)
     client = await clients(server.url)
     await client.wait_event("state", state="listening")
     session = server.sessions[client.session]
@@ -109,3 +112,11 @@ async def test_rtp_jitter_frames_sets_how_long_inbound_audio_waits(start_server,
     print(f"\ninbound delay: depth 4 {deep * 1000:.0f} ms, depth 1 {shallow * 1000:.0f} ms")
     # each frame of depth is 20 ms of waiting before the pipeline hears anything
     assert 0.035 < deep - shallow < 0.09, (deep, shallow)
+
+
+async def test_deadline_path_adds_no_delay_on_a_clean_link(start_server, clients):
+    old = await _inbound_delay(start_server, clients, 2)  # the old default: aiortc's buffer, depth 2
+    new = await _inbound_delay(start_server, clients)
+    print(f"\ninbound delay: aiortc depth 2 {old * 1000:.0f} ms, deadline {new * 1000:.0f} ms")
+    # in-order packets never wait on the deadline path; aiortc's waits for two more
+    assert new < old, (new, old)
