@@ -465,8 +465,9 @@ class Conversation:
             # Nothing of the reply was heard: the new words continue the same question.
             # (From the same utterance, the next pass already covers these words.)
             self._carry_text = turn.user_text
-        if turn.reply:
-            self._emit(Reply(turn.reply.strip(), interrupted=True, heard=heard, turn=turn.id))
+        # Every turn whose transcript was sent ends with a reply event, an empty one if it was
+        # cut off before any reply, so a client can close the turn it opened.
+        self._emit(Reply(turn.reply.strip(), interrupted=True, heard=heard, turn=turn.id))
 
     # -- output --------------------------------------------------------------------
 

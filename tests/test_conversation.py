@@ -191,11 +191,14 @@ async def test_old_design_cancels_at_onset_and_carries_unheard_words():
     assert len(h.stt.calls) == 1 and h.of("transcript")[0]["text"] == "What is the capital of"
     said["text"] = "Japan?"
     await h.feed(voiced("Japan?"))
-    assert h.of("reply") == [] and h.audio.audible() == [] and h.conversation.state == "listening"
+    assert h.audio.audible() == [] and h.conversation.state == "listening"
+    replies = [(r["turn"], r["text"], r["interrupted"], r["heard"]) for r in h.of("reply")]
+    assert replies == [(1, "", True, "")], "turn 1 is closed: an empty interrupted reply"
     slow.gate.set()
     await h.silence(6.0)
     assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan?"
     assert [r["turn"] for r in h.of("reply") if not r["interrupted"]] == [2]
+    assert [r["turn"] for r in h.of("reply")] == [t["turn"] for t in h.of("transcript")], "one reply per transcript"
     assert len(h.conversation.history.entries) == 2, "the unheard reply left no history"
     await h.close()
 

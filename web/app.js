@@ -238,6 +238,14 @@
         break;
       }
       case "reply": {
+        if (ev.interrupted && !ev.text) {
+          // The turn was cut off before any reply: the user went on talking and the next turn answers.
+          const t = turnEntry(turn);
+          if (t.assistant) t.assistant.remove();
+          t.assistant = null;
+          renderMetrics(turn);
+          break;
+        }
         const b = assistantBubble(turn);
         b.classList.remove("streaming");
         const span = b.querySelector(".text");
