@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer trials and sizes: about a minute")
     parser.add_argument("--engines", choices=["standin", "local", "both"], default=None, help="default: both; standin with --quick")
     parser.add_argument("--no-probe", action="store_true", help="run server.py itself, without the loop-lag probe (lag then reads n/a)")
-    parser.add_argument("--configs", default="new,old", help="quality part: configurations, of bench/quality.py CONFIGS")
+    parser.add_argument(
+        "--configs",
+        default="new,old",
+        help="quality part: configurations, of bench/quality.py CONFIGS; network part: inbound paths, deadline and/or aiortc (both unless named)",
+    )
     parser.add_argument(
         "--items",
         choices=["all", "recordings", "latency"],

@@ -7,12 +7,21 @@ voices in turn). Per condition: transcript WER, answers right, turns lost (no tr
 reply within the timeout), voice-to-voice p50 at the client, and the server's inbound
 packets lost, each printed against the clean run.
 
-This is issue 11's measuring stick: it is run before the deadline-based inbound buffer
-exists, so its first table is the baseline that work is measured against.
+Both inbound paths run in the same invocation, one server each: `deadline` (the product's
+default, rtc/playout.py) and `aiortc` (aiortc's own jitter buffer and decoder, the old path,
+INBOUND_BUFFER=aiortc), so their figures compare on one machine. From the server's /metrics,
+per condition: the frames the deadline path made up (concealed or rebuilt from FEC), the
+packets it dropped as late, and its inbound delay. `--configs deadline` runs one path only.
+
+The client sends Opus in-band FEC when the server's answer asks for it (useinbandfec=1), as
+Chrome and Firefox do; the last condition's client never does, to show what concealment
+alone gives. Questions alternate espeak-ng (the voice the product was tuned on) and flite
+(held out); both are in every row.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -33,8 +42,14 @@ CONDITIONS: dict[str, Impairment] = {
     "jitter 30+-15 ms": Impairment(delay_ms=30, jitter_ms=15, seed=1),
     "loss 5 %": Impairment(loss=0.05, seed=2),
     "loss 5 % + jitter": Impairment(loss=0.05, delay_ms=30, jitter_ms=15, seed=3),
-    "bursts 10 %": Impairment(burst_loss=0.10, seed=4),
+    "bursts 10 %": Impairment(burst_loss=0.10, seed=4),  # runs of 2-6 packets (40-120 ms)
+    "bursts 10 %, 2-3 packets": Impairment(burst_loss=0.10, burst_len=(2, 3), seed=4),
+    "loss 5 % + jitter, no FEC": Impairment(loss=0.05, delay_ms=30, jitter_ms=15, seed=3),
 }
+# The client sends Opus in-band FEC when the answer asks for it, as browsers do (only the
+# deadline path's answer does); this condition's client does not, to show concealment alone.
+NO_FEC = {"loss 5 % + jitter, no FEC"}
+INBOUND = {"deadline": [], "aiortc": ["--inbound-buffer", "aiortc"]}
 VOICES = ["espeak:en-us", "flite:slt"]
 N_QUESTIONS = 10
 TURN_TIMEOUT_S = 45.0
@@ -47,11 +62,26 @@ def _clip(text: str, voice: str) -> Clip:
     return Clip(text, samples, to_48k(samples), first, last)
 
 
+def counters(text: str) -> dict[str, float]:
+    """The inbound counters of a /metrics page: made-up frames by how, dropped packets by why, delay sum and count."""
+    out: dict[str, float] = {}
+    for metric, key in (
+        (r'voice_inbound_made_up_frames_total\{how="(\w+)"\}', "made_up_"),
+        (r'voice_inbound_dropped_packets_total\{why="(\w+)"\}', "dropped_"),
+    ):
+        for m in re.finditer(metric + r" ([0-9.e+]+)", text):
+            out[key + m.group(1)] = float(m.group(2))
+    for name in ("sum", "count"):
+        m = re.search(rf"voice_inbound_delay_seconds_{name} ([0-9.e+]+)", text)
+        out[f"delay_{name}"] = float(m.group(1)) if m else 0.0
+    return out
+
+
 async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     sent = dropped = 0
     for i, q in enumerate(QUESTIONS[:n]):
-        peer = Peer(url)
+        peer = Peer(url, fec=name not in NO_FEC)
         try:
             await peer.connect()
             stats = impair(peer.client.pc, imp)
@@ -86,25 +116,54 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
 
 async def run_network(ctx: Ctx) -> dict[str, Any]:
     n = 4 if ctx.opts.quick else N_QUESTIONS
-    server = await ctx.server("local", BENCH_LIMITS, name="network")
+    wanted = [c for c in ctx.opts.configs if c in INBOUND]
     results: dict[str, Any] = {}
     started = time.monotonic()
-    try:
-        for name, imp in CONDITIONS.items():
-            results[name] = await run_condition(server.url, name, imp, n)
-            r = results[name]
-            ctx.progress(f"network/{name}: WER {r['wer']}, right {r['right']}/{r['n']}, lost {r['lost']}, v2v p50 {r['v2v_p50']}")
-    finally:
-        server.close()
-    clean = results["clean"]
-    lines = ["condition  WER (vs clean)  right  lost turns  v2v p50 ms (vs clean)  packets dropped/sent"]
-    for name, r in results.items():
-        d_wer = f"{r['wer'] - clean['wer']:+.3f}" if r["wer"] is not None and clean["wer"] is not None else "-"
-        d_v2v = f"{r['v2v_p50'] - clean['v2v_p50']:+.0f}" if r["v2v_p50"] is not None and clean["v2v_p50"] is not None else "-"
-        v2v = f"{r['v2v_p50']:.0f}" if r["v2v_p50"] is not None else "-"
-        lines.append(
-            f"{name}  {r['wer']} ({d_wer})  {r['right']}/{r['n']}  {r['lost']}  {v2v} ({d_v2v})  {r['packets_dropped']}/{r['packets_sent']}"
-        )
-    ctx.emit("Uplink impairment (client side, user space), embedded engines, one run\n" + "\n".join(lines))
+    for inbound in wanted or list(INBOUND):
+        server = await ctx.server("local", BENCH_LIMITS + INBOUND[inbound], name=f"network-{inbound}")
+        per: dict[str, Any] = {}
+        try:
+            for name, imp in CONDITIONS.items():
+                before = counters(await server.metrics_text())
+                per[name] = r = await run_condition(server.url, name, imp, n)
+                after = counters(await server.metrics_text())
+                r["server"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+                ctx.progress(
+                    f"network/{inbound}/{name}: WER {r['wer']}, right {r['right']}/{r['n']}, lost {r['lost']}, v2v p50 {r['v2v_p50']}"
+                )
+        finally:
+            server.close()
+        results[inbound] = per
+        ctx.emit(f"Uplink impairment, inbound path `{inbound}` (client side, user space), embedded engines\n" + table(per))
+    if "deadline" in results and "aiortc" in results:
+        lines = ["condition  WER deadline (aiortc)  right deadline (aiortc)  v2v p50 ms deadline (aiortc)"]
+        for name in CONDITIONS:
+            new, old = results["deadline"][name], results["aiortc"][name]
+            lines.append(
+                f"{name}  {new['wer']} ({old['wer']})  {new['right']}/{new['n']} ({old['right']}/{old['n']})  {_ms(new['v2v_p50'])} ({_ms(old['v2v_p50'])})"
+            )
+        ctx.emit("Deadline path against aiortc's, same run\n" + "\n".join(lines))
     results["duration_s"] = round(time.monotonic() - started, 1)
     return results
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def table(per: dict[str, Any]) -> str:
+    clean = per["clean"]
+    lines = [
+        "condition  WER (vs clean)  right  lost turns  v2v p50 ms (vs clean)  packets dropped/sent  server: concealed+FEC frames, late packets, mean delay ms"
+    ]
+    for name, r in per.items():
+        d_wer = f"{r['wer'] - clean['wer']:+.3f}" if r["wer"] is not None and clean["wer"] is not None else "-"
+        d_v2v = f"{r['v2v_p50'] - clean['v2v_p50']:+.0f}" if r["v2v_p50"] is not None and clean["v2v_p50"] is not None else "-"
+        srv = r.get("server", {})
+        made = f"{srv.get('made_up_concealed', 0):.0f}+{srv.get('made_up_recovered', 0):.0f}"
+        delay = srv.get("delay_sum", 0) / srv["delay_count"] * 1000 if srv.get("delay_count") else None
+        lines.append(
+            f"{name}  {r['wer']} ({d_wer})  {r['right']}/{r['n']}  {r['lost']}  {_ms(r['v2v_p50'])} ({d_v2v})  "
+            f"{r['packets_dropped']}/{r['packets_sent']}  {made}, {srv.get('dropped_late', 0):.0f}, {_ms(delay)}"
+        )
+    return "\n".join(lines)

@@ -132,8 +132,8 @@ class Turn:
 class Peer:
     """A connected Client plus compact bookkeeping of what it received (arrival time and RMS per frame)."""
 
-    def __init__(self, base_url: str) -> None:
-        self.client = Client(base_url)
+    def __init__(self, base_url: str, fec: bool = True) -> None:
+        self.client = Client(base_url, fec=fec)
         self.ft: list[float] = []  # frame arrival times
         self.frms: list[float] = []  # frame RMS
         self.connected_at = 0.0

@@ -64,11 +64,11 @@ def start_server(aiohttp_server: Any) -> Callable[..., Awaitable[Running]]:
 
 @pytest.fixture
 async def clients() -> AsyncIterator[Callable[[str], Awaitable[Client]]]:
-    """clients(url) -> a connected Client; all are closed at the end of the test."""
+    """clients(url, fec=True) -> a connected Client; all are closed at the end of the test."""
     made: list[Client] = []
 
-    async def connect(url: str, **kwargs: Any) -> Client:
-        client = Client(url)
+    async def connect(url: str, fec: bool = True, **kwargs: Any) -> Client:
+        client = Client(url, fec=fec)
         made.append(client)
         await client.connect(**kwargs)
         return client
