@@ -85,15 +85,23 @@ async def run(parts: list[str], opts: Options) -> dict[str, Any]:
     try:
         await standin.wait_ready()
         for name in parts:
-            t0 = time.monotonic()
-            print(f"== {name} ==", flush=True)
-            try:
-                results["parts"][name] = await _part(name, ctx)
-            except Exception as exc:  # noqa: BLE001 - one broken part must not hide the others
-                traceback.print_exc()
-                results["parts"][name] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
-                ctx.emit(f"{name}: FAILED: {type(exc).__name__}: {exc}")
-            results["timing_s"][name] = round(time.monotonic() - t0, 1)
+            # `--inbound deadline,aiortc`: the part once per inbound path, back to back (the network
+            # part compares the paths itself). Tables and results are labelled with the path.
+            paths = [None] if name == "network" or len(opts.inbound) < 2 else list(opts.inbound)
+            for path in paths:
+                key = name if path is None else f"{name}[{path}]"
+                ctx.inbound = None if name == "network" else path or (opts.inbound[0] if opts.inbound else None)
+                t0 = time.monotonic()
+                print(f"== {key} ==", flush=True)
+                if path is not None:
+                    ctx.emit(f"--- {name}, inbound path {path} ---")
+                try:
+                    results["parts"][key] = await _part(name, ctx)
+                except Exception as exc:  # noqa: BLE001 - one broken part must not hide the others
+                    traceback.print_exc()
+                    results["parts"][key] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+                    ctx.emit(f"{key}: FAILED: {type(exc).__name__}: {exc}")
+                results["timing_s"][key] = round(time.monotonic() - t0, 1)
     finally:
         standin.close()
         await lag.stop()
@@ -121,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="quality part: everything, only the real recordings, or only the voice-to-voice pass",
     )
+    parser.add_argument(
+        "--inbound",
+        default="",
+        help="inbound path(s) of every server the parts start: deadline (the product's default) and/or aiortc; two run each part once per path",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -136,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()),
         items=args.items,
+        inbound=tuple(c.strip() for c in args.inbound.split(",") if c.strip()),
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)

@@ -18,6 +18,7 @@ class Options:
     seed: int = 1
     configs: tuple[str, ...] = ("new", "old")  # the quality part's configurations (bench/quality.py CONFIGS)
     items: str = "all"  # the quality part: "all", only the "recordings", or only the "latency" pass
+    inbound: tuple[str, ...] = ()  # INBOUND_BUFFER of the servers started (empty: the product's default)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Ctx:
     tables: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     shared: dict[str, Any] = field(default_factory=dict)  # results one part hands another (latency -> baseline)
+    inbound: str | None = None  # the inbound path of the part running now (None: the product's default)
 
     def emit(self, text: str) -> None:
         self.tables.append(text)
@@ -47,6 +49,8 @@ class Ctx:
         """A started, healthy server on `engines` ("standin" or "local"; the context's stand-in unless
         another is given); raises with the reason otherwise."""
         flags = (standin or self.standin).engine_flags() if engines == "standin" else LOCAL_FLAGS
+        if self.inbound and "--inbound-buffer" not in (extra or []):
+            extra = [*(extra or []), "--inbound-buffer", self.inbound]
         server = Server(flags, extra, probe=self.opts.probe, name=f"{name}-{engines}")
         try:
             await server.wait_ready(timeout=60 if engines == "standin" else 240)
