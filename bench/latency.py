@@ -54,7 +54,9 @@ async def run_turns(ctx: Ctx, engines: str) -> dict[str, Any]:
     n = n_questions(ctx, engines)
     questions = QUESTIONS[:n]
     if engines == "standin":
-        await ctx.standin.reset(stt_script=[WARMUP, *questions], llm_reply=STANDIN_REPLY, tts_ms_per_char=STANDIN_MS_PER_CHAR)
+        # The warm-up turn may take one STT pass or two (a pause after "Hello," may end a turn or
+        # be held), so every pass of it hears WARMUP and the questions' script starts after it.
+        await ctx.standin.reset(stt_text=WARMUP, llm_reply=STANDIN_REPLY, tts_ms_per_char=STANDIN_MS_PER_CHAR)
     server = await ctx.server(engines, name="latency")
     result: dict[str, Any] = {
         "engines": engines,
@@ -68,6 +70,8 @@ async def run_turns(ctx: Ctx, engines: str) -> dict[str, Any]:
         await peer.connect()
         tw = time.monotonic()
         warm = await warm_up(peer, timeout=30 if engines == "standin" else 120)
+        if engines == "standin":
+            await ctx.standin.configure(stt_script=list(questions))
         result["warmup_turns"] = [t.to_dict() for t in warm]
         result["warmup_server_loop_lag_ms"] = await probe_lag(server, tw, time.monotonic())
         await asyncio.sleep(0.5)
