@@ -21,6 +21,7 @@ alone gives. Questions alternate espeak-ng (the voice the product was tuned on) 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any
@@ -84,7 +85,9 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
         peer = Peer(url, fec=name not in NO_FEC)
         try:
             await peer.connect()
-            stats = impair(peer.client.pc, imp)
+            # a different stretch of the same random process for each question (one seed for all
+            # would drop the same packet positions in every question)
+            stats = impair(peer.client.pc, dataclasses.replace(imp, seed=imp.seed * 1000 + i))
             turn = await peer.ask(_clip(q.text, VOICES[i % len(VOICES)]), timeout=TURN_TIMEOUT_S)
             sent, dropped = sent + stats.sent, dropped + stats.dropped
             rows.append(
