@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 
@@ -18,6 +22,15 @@ from settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("server")
 
+# Set by the supervisor in each worker process it starts (WORKERS > 1): the worker's number.
+WORKER_ENV = "VOICE_WORKER"
+RESTART_DELAY_S = 1.0
+
+
+def worker_index() -> int | None:
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value and value.isdigit() else None
+
 
 def build_app(settings: Settings) -> web.Application:
     engines: Engines | None = None
@@ -27,6 +40,7 @@ def build_app(settings: Settings) -> web.Application:
         engines = build_engines(settings)
     use_host_addresses(settings.ice_host_list)
     config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines), engines.readiness if engines else dict)
+    config.worker = worker_index() or 0
     app = create_app(config)
     if engines is not None:
         app.on_startup.append(lambda _app: _start_engines(engines, settings))
@@ -67,7 +81,9 @@ def setup_logging(settings: Settings) -> None:
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(session)s] %(message)s"))
+        worker = worker_index()
+        prefix = "" if worker is None else f"w{worker} "
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s [%(session)s] %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # Access lines would repeat what our own lines say, and at info they show every poll of /healthz.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -80,15 +96,78 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings)
+    if settings.worker_count > 1 and worker_index() is None:
+        return supervise(settings, argv)
     log.info("settings: %s", settings.public())
     try:
         app = build_app(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # run_app handles SIGINT/SIGTERM: on_shutdown closes every session first.
-    web.run_app(app, host=settings.host, port=settings.port, print=lambda msg: log.info(msg.strip()), shutdown_timeout=5)
+    # run_app handles SIGINT/SIGTERM: on_shutdown closes every session first. Workers share
+    # the port: SO_REUSEPORT lets the kernel hand each new connection to one of them.
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=worker_index() is not None,
+        print=lambda msg: log.info(msg.strip()),
+        shutdown_timeout=5,
+    )
     return 0
+
+
+def supervise(settings: Settings, argv: list[str]) -> int:
+    """WORKERS > 1: start that many copies of this server on one port, restart any that dies,
+    and pass SIGINT/SIGTERM on to all of them (each says goodbye to its own sessions)."""
+    n = settings.worker_count
+    port = settings.port or _free_port(settings.host)
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--port", str(port)]
+    workers: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def start(i: int) -> None:
+        # Its own session (process group): a terminal's Ctrl-C reaches the supervisor alone, which
+        # passes one SIGTERM on, so no worker is interrupted twice while saying goodbye.
+        workers[i] = subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(i)}, start_new_session=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("starting %d workers on %s:%d", n, settings.host, port)
+    for i in range(n):
+        start(i)
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in list(workers.items()):
+            if proc.poll() is not None and not stopping:
+                if proc.returncode == 2:  # a configuration error: restarting would only repeat it
+                    log.error("worker %d could not start (exit 2); stopping", i)
+                    stop(signal.SIGTERM, None)
+                    break
+                log.warning("worker %d exited with %s; restarting it", i, proc.returncode)
+                time.sleep(RESTART_DELAY_S)
+                start(i)
+    deadline = time.monotonic() + 15
+    for proc in workers.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

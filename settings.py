@@ -47,7 +47,13 @@ class Settings:
         "",
         "Comma-separated origins allowed to POST offers from a browser (`*`: any). Empty: the page's own origin only. Requests without an Origin header (non-browser clients) are not affected.",
     )
-    max_sessions: int = _opt(10, "Concurrent sessions; more are refused with 503.")
+    max_sessions: int = _opt(
+        10, "Concurrent sessions per worker; more are refused with 503 (and `Connection: close`, so a retry may reach another worker)."
+    )
+    workers: str = _opt(
+        "1",
+        "Server processes sharing the port (SO_REUSEPORT): each answers offers itself and owns its sessions, engines and UDP media; the kernel spreads new connections. `auto`: one per core. A worker that dies is restarted; only its own sessions are lost.",
+    )
     max_session_s: float = _opt(3600.0, "Longest session, in seconds (0: unlimited).")
     idle_timeout_s: float = _opt(300.0, "A session with no speech or typed text for this long says goodbye and closes (0: never).")
     connect_timeout_s: float = _opt(15.0, "An answered offer must connect within this many seconds.")
@@ -192,6 +198,10 @@ class Settings:
         return [h.strip() for h in self.ice_hosts.split(",") if h.strip()]
 
     @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
+
+    @property
     def ice_server_list(self) -> list[dict[str, Any]]:
         return json.loads(self.ice_servers)
 
@@ -220,6 +230,8 @@ class Settings:
             raise SettingsError("INBOUND_DELAY_MIN_MS and INBOUND_DELAY_MAX_MS must satisfy 0 <= min <= max <= 2000")
         if not 0 <= self.rtp_jitter_frames <= 8:
             raise SettingsError("RTP_JITTER_FRAMES must be 0..8")
+        if not (self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 64)):
+            raise SettingsError(f"WORKERS must be a number from 1 to 64 or auto; got {self.workers!r}")
         if not 0 <= self.port < 65536:
             raise SettingsError("PORT must be 0..65535 (0: any free port)")
 

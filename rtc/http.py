@@ -47,6 +47,7 @@ class HttpConfig:
     allowed_origins: list[str] = field(default_factory=list)  # besides the page's own; "*" for any
     max_sessions: int = 10
     inbound: InboundConfig = field(default_factory=InboundConfig)
+    worker: int = 0  # this process's number among WORKERS (0 when there is one)
 
     @classmethod
     def from_settings(
@@ -123,7 +124,9 @@ async def offer(request: web.Request) -> web.Response:
 
     sessions = request.app[SESSIONS]
     if len(sessions) >= config.max_sessions:
-        return _refuse(request, 503, "capacity", f"server is full ({config.max_sessions} sessions); try again later")
+        refused = _refuse(request, 503, "capacity", f"server is full ({config.max_sessions} sessions); try again later")
+        refused.force_close()  # a retry opens a new connection, which the kernel may give to another worker
+        return refused
     telemetry = request.app[TELEMETRY]
 
     def closed(s: Session) -> None:
@@ -146,7 +149,7 @@ async def offer(request: web.Request) -> web.Response:
         return _error(400, f"could not answer the offer: {type(exc).__name__}")
     telemetry.sessions.inc()
     log.info("answered (%d open)", len(sessions))
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id})
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id, "worker": config.worker})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -157,6 +160,7 @@ async def healthz(request: web.Request) -> web.Response:
         {
             "status": "ok" if ready else "starting",
             "sessions": len(request.app[SESSIONS]),
+            "worker": config.worker,
             "pipeline": config.pipeline_name,
             "engines": engines,
         }
@@ -200,6 +204,7 @@ def create_app(config: HttpConfig) -> web.Application:
         open_sessions=lambda: len(sessions),
         readiness=config.readiness,
         late_frames=lambda: sum(s.outbound.late_frames for s in sessions.values()),
+        worker=config.worker,
     )
     app.router.add_get("/", index)
     app.router.add_post("/offer", offer)

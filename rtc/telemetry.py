@@ -32,9 +32,15 @@ STAGE_FIELDS = {
 
 class Telemetry:
     def __init__(
-        self, open_sessions: Callable[[], int], readiness: Callable[[], dict[str, Any]], late_frames: Callable[[], int] = lambda: 0
+        self,
+        open_sessions: Callable[[], int],
+        readiness: Callable[[], dict[str, Any]],
+        late_frames: Callable[[], int] = lambda: 0,
+        worker: int = 0,
     ) -> None:
         self.registry = r = CollectorRegistry()
+        # With WORKERS > 1 each worker serves its own /metrics (a scrape reaches one of them): this says which.
+        Gauge("voice_worker", "Which worker (of WORKERS) answered this scrape", ["worker"], registry=r).labels(str(worker)).set(1)
         self._readiness = readiness
         Gauge("voice_sessions_open", "Sessions open now", registry=r).set_function(lambda: open_sessions())
         self.sessions = Counter("voice_sessions", "Sessions answered", registry=r)

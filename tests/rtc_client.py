@@ -123,10 +123,12 @@ class Client:
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     session: str = ""
     fec: bool = True  # send Opus in-band FEC when the answer asks for it (useinbandfec=1), as browsers do
+    worker: int | None = None  # which server worker answered
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _event_signal: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def connect(self, headers: dict[str, str] | None = None) -> None:
+    async def connect(self, headers: dict[str, str] | None = None, retries: int = 0) -> None:
+        """Offer, answer, connect; `retries`: how many more times to POST the offer while it gets 503 (full)."""
         channel = self.pc.createDataChannel("events")
         self.channel = channel
 
@@ -142,11 +144,19 @@ class Client:
         self.pc.addTrack(self.mic)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.base_url}/offer", json=offer, headers=headers or {}) as resp:
-                body = await resp.json()
-                if resp.status != 200:
-                    raise RuntimeError(f"offer refused: {resp.status} {body}")
+        for attempt in range(retries + 1):
+            # a new connection each time: a full worker's 503 closes it, and the kernel may hand
+            # the next one to another worker
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{self.base_url}/offer", json=offer, headers=headers or {}) as resp:
+                    body = await resp.json()
+                    status = resp.status
+            if status != 503 or attempt == retries:
+                break
+            await asyncio.sleep(0.05 * (attempt + 1))
+        if status != 200:
+            raise RuntimeError(f"offer refused: {status} {body}")
+        self.worker = body.get("worker")
         self.session = body["session"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
         if self.fec and re.search(r"a=fmtp:\d+ .*useinbandfec=1", body["sdp"]):

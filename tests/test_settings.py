@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,11 +41,21 @@ def test_cli_beats_environment_beats_dotenv_beats_default(tmp_path):
         ({"VAD_FRAME_MS": "25"}, "VAD_FRAME_MS"),
         ({"ICE_SERVERS": "stun:example.org"}, "ICE_SERVERS"),
         ({"ICE_SERVERS": '[{"url": "stun:x"}]'}, "ICE_SERVERS"),
+        ({"WORKERS": "0"}, "WORKERS"),
+        ({"WORKERS": "many"}, "WORKERS"),
+        ({"INBOUND_BUFFER": "netEQ"}, "INBOUND_BUFFER"),
+        ({"INBOUND_DELAY_MIN_MS": "300", "INBOUND_DELAY_MAX_MS": "200"}, "INBOUND_DELAY_MIN_MS"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         load_settings([], env=env)
+
+
+def test_workers_auto_is_one_per_core():
+    assert load_settings([], env={}).worker_count == 1
+    assert load_settings(["--workers", "auto"], env={}).worker_count == (os.cpu_count() or 1)
+    assert load_settings([], env={"WORKERS": "3"}).worker_count == 3
 
 
 def test_booleans_and_lists():

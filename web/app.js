@@ -24,6 +24,7 @@
   const TOKEN_KEY = "voice.token";
   const LOG_MAX = 50;
   const ICE_GATHER_TIMEOUT_MS = 5000;
+  const OFFER_ATTEMPTS = 4; // POST /offer tries while workers answer 503 (full)
 
   const voice = {
     events: [],        // every parsed server event, in arrival order
@@ -504,11 +505,15 @@
       if (stale()) return;
       const headers = { "Content-Type": "application/json" };
       if (config.token_required) headers.Authorization = "Bearer " + sessionStorage.getItem(TOKEN_KEY);
-      const r = await fetch("/offer", {
-        method: "POST",
-        headers,
-        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
-      });
+      const body = JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type });
+      // A full worker answers 503 and closes the connection, so a retry may reach another one.
+      let r = null;
+      for (let attempt = 0; attempt < OFFER_ATTEMPTS; attempt++) {
+        if (attempt) await new Promise((done) => setTimeout(done, 150 * attempt));
+        if (stale()) return;
+        r = await fetch("/offer", { method: "POST", headers, body });
+        if (r.status !== 503) break;
+      }
       if (stale()) return;
       if (r.status === 401) {
         const err = await readError(r);

@@ -1,0 +1,118 @@
+"""WORKERS: several server processes on one port, each owning the sessions it answered.
+
+The real `server.py` as a subprocess with `--workers 2` (echo pipeline: no models to load),
+real aiortc clients on loopback. The kernel spreads connections over the workers
+(SO_REUSEPORT); a full worker answers 503 and closes the connection, and the client's retry
+may reach the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser import ServerProcess, poll
+from tests.rtc_client import Client, to_48k
+from tests.speech import concat, silence, speak
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[ServerProcess]:
+    args = ["--pipeline", "echo", "--workers", "2", "--max-sessions", "2", "--ice-hosts", "127.0.0.1", "--host", "127.0.0.1"]
+    with ServerProcess(args, tmp_path / "server.log") as server:
+        poll(lambda: len(workers(server)) == 2, 20, what="two workers")
+        yield server
+
+
+def workers(server: ServerProcess) -> dict[int, int]:
+    """{worker number: pid} of the supervisor's live children."""
+    assert server.proc is not None
+    out = {}
+    try:
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    except OSError:
+        return {}
+    for pid in map(int, children):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in env:
+            if item.startswith(b"VOICE_WORKER="):
+                out[int(item.split(b"=", 1)[1])] = pid
+    return out
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    """Polls `condition` without blocking the event loop (the clients' media keeps flowing)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.1)
+
+
+async def connect(server: ServerProcess, n: int) -> list[Client]:
+    clients = [Client(server.base) for _ in range(n)]
+    await asyncio.gather(*(c.connect(retries=10) for c in clients))
+    await asyncio.gather(*(c.wait_event("state", state="listening", timeout=15) for c in clients))
+    return clients
+
+
+async def close(clients: list[Client]) -> None:
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+async def talks(client: Client) -> bool:
+    """The client speaks; the server hears it (speech_started and speech_stopped come back)."""
+    sent = await client.mic.say(to_48k(concat(silence(0.2), speak("Are you still there?"), silence(0.2))))
+    await client.wait_event("speech_started", after=sent, timeout=10)
+    await client.wait_event("speech_stopped", after=sent, timeout=10)
+    return True
+
+
+async def test_four_clients_at_once_are_served_by_two_workers_of_two_sessions(two_workers: ServerProcess) -> None:
+    clients = await connect(two_workers, 4)
+    try:
+        assert sorted(c.worker for c in clients) == [0, 0, 1, 1], "each worker took two: full ones said 503 and the retry went on"
+        assert all(await asyncio.gather(*(talks(c) for c in clients)))
+        fifth = Client(two_workers.base)
+        with pytest.raises(RuntimeError, match="503"):
+            await fifth.connect(retries=3)
+        await fifth.close()
+    finally:
+        await close(clients)
+
+
+async def test_a_killed_worker_loses_only_its_own_sessions_and_comes_back(two_workers: ServerProcess) -> None:
+    clients = await connect(two_workers, 4)
+    try:
+        pids = workers(two_workers)
+        os.kill(pids[0], signal.SIGKILL)
+        survivors = [c for c in clients if c.worker == 1]
+        assert len(survivors) == 2
+        assert all(await asyncio.gather(*(talks(c) for c in survivors))), "the other worker's sessions keep talking"
+        # the supervisor starts worker 0 again, and it takes new sessions
+        await until(lambda: workers(two_workers).get(0) not in (None, pids[0]), 20)
+        again = await connect(two_workers, 2)
+        assert sorted(c.worker for c in again) == [0, 0]
+        await close(again)
+    finally:
+        await close(clients)
+
+
+async def test_stopping_the_server_says_goodbye_in_every_worker(two_workers: ServerProcess) -> None:
+    clients = await connect(two_workers, 4)
+    try:
+        assert two_workers.proc is not None
+        two_workers.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            _, goodbye = await client.wait_event("goodbye", timeout=15)
+            assert "shutting down" in goodbye["reason"]
+        assert await asyncio.to_thread(two_workers.proc.wait, 20) == 0
+        assert workers(two_workers) == {}
+    finally:
+        await close(clients)
