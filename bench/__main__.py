@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="inbound path(s) of every server the parts start: deadline (the product's default) and/or aiortc; two run each part once per path",
     )
+    parser.add_argument("--questions", type=int, default=0, help="network part: questions per condition (default 10; 4 with --quick)")
+    parser.add_argument(
+        "--conditions", default="", help="network part: comma-separated conditions (default: all), e.g. 'clean,loss 5 %% + jitter'"
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()),
         items=args.items,
         inbound=tuple(c.strip() for c in args.inbound.split(",") if c.strip()),
+        questions=args.questions,
+        conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)

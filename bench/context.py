@@ -19,6 +19,8 @@ class Options:
     configs: tuple[str, ...] = ("new", "old")  # the quality part's configurations (bench/quality.py CONFIGS)
     items: str = "all"  # the quality part: "all", only the "recordings", or only the "latency" pass
     inbound: tuple[str, ...] = ()  # INBOUND_BUFFER of the servers started (empty: the product's default)
+    questions: int = 0  # the network part: questions per condition (0: its default)
+    conditions: tuple[str, ...] = ()  # the network part: which conditions (empty: all)
 
 
 @dataclass

@@ -93,6 +93,7 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
             rows.append(
                 {
                     "question": q.text,
+                    "voice": VOICES[i % len(VOICES)],
                     "transcript": turn.transcript,
                     "reply": turn.reply,
                     "right": is_right(turn.reply, q.keywords),
@@ -101,12 +102,24 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
                 }
             )
         except Exception as exc:  # noqa: BLE001 - a dropped session is a lost turn, not a broken run
-            rows.append({"question": q.text, "transcript": "", "reply": "", "right": False, "lost": True, "error": reason_of(exc)})
+            rows.append(
+                {
+                    "question": q.text,
+                    "voice": VOICES[i % len(VOICES)],
+                    "transcript": "",
+                    "reply": "",
+                    "right": False,
+                    "lost": True,
+                    "error": reason_of(exc),
+                }
+            )
         finally:
             await peer.close()
     v2v = sorted(r["v2v_ms"] for r in rows if r.get("v2v_ms") is not None)
     return {
         "wer": wer_of([(r["question"], r["transcript"]) for r in rows]),
+        # espeak-ng is the voice the product was tuned on; flite's are held out
+        "wer_by_voice": {v: wer_of([(r["question"], r["transcript"]) for r in rows if r["voice"] == v]) for v in VOICES},
         "right": sum(r["right"] for r in rows),
         "lost": sum(r["lost"] for r in rows),
         "n": len(rows),
@@ -118,7 +131,12 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
 
 
 async def run_network(ctx: Ctx) -> dict[str, Any]:
-    n = 4 if ctx.opts.quick else N_QUESTIONS
+    n = ctx.opts.questions or (4 if ctx.opts.quick else N_QUESTIONS)
+    if n > len(QUESTIONS):
+        raise ValueError(f"--questions: at most {len(QUESTIONS)}")
+    conditions = {k: v for k, v in CONDITIONS.items() if not ctx.opts.conditions or k in ctx.opts.conditions}
+    if "clean" not in conditions:
+        conditions = {"clean": CONDITIONS["clean"], **conditions}  # every row is read against clean
     wanted = [c for c in ctx.opts.configs if c in INBOUND]
     results: dict[str, Any] = {}
     started = time.monotonic()
@@ -126,7 +144,7 @@ async def run_network(ctx: Ctx) -> dict[str, Any]:
         server = await ctx.server("local", BENCH_LIMITS + INBOUND[inbound], name=f"network-{inbound}")
         per: dict[str, Any] = {}
         try:
-            for name, imp in CONDITIONS.items():
+            for name, imp in conditions.items():
                 before = counters(await server.metrics_text())
                 per[name] = r = await run_condition(server.url, name, imp, n)
                 after = counters(await server.metrics_text())
@@ -140,7 +158,7 @@ async def run_network(ctx: Ctx) -> dict[str, Any]:
         ctx.emit(f"Uplink impairment, inbound path `{inbound}` (client side, user space), embedded engines\n" + table(per))
     if "deadline" in results and "aiortc" in results:
         lines = ["condition  WER deadline (aiortc)  right deadline (aiortc)  v2v p50 ms deadline (aiortc)"]
-        for name in CONDITIONS:
+        for name in conditions:
             new, old = results["deadline"][name], results["aiortc"][name]
             lines.append(
                 f"{name}  {new['wer']} ({old['wer']})  {new['right']}/{new['n']} ({old['right']}/{old['n']})  {_ms(new['v2v_p50'])} ({_ms(old['v2v_p50'])})"
@@ -166,7 +184,7 @@ def table(per: dict[str, Any]) -> str:
         made = f"{srv.get('made_up_concealed', 0):.0f}+{srv.get('made_up_recovered', 0):.0f}"
         delay = srv.get("delay_sum", 0) / srv["delay_count"] * 1000 if srv.get("delay_count") else None
         lines.append(
-            f"{name}  {r['wer']} ({d_wer})  {r['right']}/{r['n']}  {r['lost']}  {_ms(r['v2v_p50'])} ({d_v2v})  "
+            f"{name}  {r['wer']} ({d_wer})  {' / '.join(str(w) for w in r.get('wer_by_voice', {}).values())}  {r['right']}/{r['n']}  {r['lost']}  {_ms(r['v2v_p50'])} ({d_v2v})  "
             f"{r['packets_dropped']}/{r['packets_sent']}  {made}, {srv.get('dropped_late', 0):.0f}, {_ms(delay)}"
         )
     return "\n".join(lines)
