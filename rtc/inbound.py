@@ -20,6 +20,7 @@ aiortc changes it, `install_tap` says so and the session falls back to `aiortc`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,7 @@ from aiortc import MediaStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
 
-from rtc.opus import OpusDecoder, OpusUnavailable
+from rtc.opus import OpusDecoder, OpusUnavailable, libopus
 from rtc.pcm import FRAME_BYTES, FRAME_S, RATE, PcmFrame
 from rtc.playout import DelayBounds, PlayoutBuffer, PlayoutObserver, RtpAudio
 
@@ -181,9 +182,11 @@ def install_tap(receiver: Any, tap: PacketTap) -> bool:
     return True
 
 
+@functools.cache
 def opus_available() -> bool:
+    """Whether libopus loads (asked once per process: every session's offer asks)."""
     try:
-        OpusDecoder().close()
+        libopus()
     except OpusUnavailable as exc:
         log.warning("%s; using INBOUND_BUFFER=aiortc", exc)
         return False

@@ -37,7 +37,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from rtc.pcm import FRAME_BYTES, FRAME_S, RATE, PcmFrame
+from rtc.pcm import FRAME_BYTES, FRAME_SAMPLES, RATE, PcmFrame
 
 RTP_RATE = 48000  # Opus's RTP clock, whatever the audio bandwidth (RFC 7587)
 TS_PER_SAMPLE = RTP_RATE // RATE
@@ -90,7 +90,7 @@ class DelayBounds:
 class PlayoutStats:
     packets: int = 0  # accepted (in time, not duplicates)
     concealed: int = 0  # 20 ms frames made up by packet-loss concealment
-    recovered: int = 0  # 20 ms frames rebuilt from the next packet's FEC (or concealed by it where it had none)
+    recovered: int = 0  # 20 ms frames rebuilt from the next packet's FEC (counted as concealed where it had none)
     late: int = 0  # packets that came after their slot had been concealed: dropped
     duplicate: int = 0  # packets already had: ignored
     resync: int = 0  # timelines started afresh after a long gap or a clock jump
@@ -230,7 +230,7 @@ class PlayoutBuffer:
         missing = first - self._next_seq
         span = first_ts - self._next_ts
         slot = span // missing if span > 0 else 0
-        slot -= slot % (RTP_RATE // 400)  # whole 2.5 ms, as libopus needs
+        slot -= slot % (GRAIN_SAMPLES * TS_PER_SAMPLE)  # whole 2.5 ms, as libopus needs
         if slot > 0:
             samples = slot // TS_PER_SAMPLE
             fec = missing == 1 and self.decoder.has_fec(first_payload) is True
@@ -262,7 +262,7 @@ class PlayoutBuffer:
         while len(self._pcm) >= FRAME_BYTES:
             frames.append(PcmFrame(bytes(self._pcm[:FRAME_BYTES]), self._anchor + self._pcm_ts / RTP_RATE))
             del self._pcm[:FRAME_BYTES]
-            self._pcm_ts += round(FRAME_S * RTP_RATE)
+            self._pcm_ts += FRAME_SAMPLES * TS_PER_SAMPLE
 
     def _count(self, kind: PlayoutCount, n: int = 1) -> None:
         setattr(self.stats, kind, getattr(self.stats, kind) + n)

@@ -144,8 +144,8 @@ class Session:
         # aiortc emits "track" while applying the offer, before any packet can arrive: the
         # moment to put the tap into this track's receiver.
         receiver = next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
-        tap = PacketTap()
-        if self._deadline and receiver is not None and install_tap(receiver, tap):
+        tap = PacketTap() if self._deadline and receiver is not None else None
+        if tap is not None and install_tap(receiver, tap):
             config = self.inbound_config
             self.inbound = DeadlineInbound(track, tap, config.delay, config.observer)
         else:
