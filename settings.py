@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -68,6 +69,17 @@ class Settings:
     ice_servers: str = _opt(
         "[]",
         'JSON list of STUN/TURN servers for server and page, e.g. `[{"urls": "stun:stun.example.org:3478"}]`. Empty list: none (fine on localhost/LAN).',
+    )
+    turn_urls: str = _opt(
+        "",
+        "Comma-separated TURN server URLs (`turn:turn.example.org:3478`, `turns:turn.example.org:5349?transport=tcp`) for clients (and the server) behind NATs or firewalls that block direct UDP; each page and each answered offer gets short-lived credentials minted from `TURN_SECRET` (coturn's `use-auth-secret`). Empty: no TURN.",
+    )
+    turn_secret: str = _opt(
+        "", "Shared secret of the TURN server (coturn's `static-auth-secret`); only credentials derived from it are sent.", secret=True
+    )
+    turn_ttl_s: int = _opt(
+        3600,
+        "Lifetime of a minted TURN credential, in seconds. It need only last until the relay is allocated (the page asks `/config` anew at each Start, the server mints one per offer): coturn keeps a relay made with it going after it expires.",
     )
     inbound_buffer: str = _opt(
         "deadline",
@@ -156,7 +168,11 @@ class Settings:
         100, "Longest reply in tokens (about 75 words, 30 s of speech; the default prompt asks for one or two sentences)."
     )
     llm_threads: int = _opt(0, "CPU threads for local llama.cpp; 0 = all available cores.")
-    llm_context: int = _opt(4096, "Context window (tokens) of the local LLM; history + reply must fit.")
+    llm_context: int = _opt(4096, "Context window (tokens) of each slot of the local LLM; history + reply must fit.")
+    llm_parallel: int = _opt(
+        4,
+        "Replies the local LLM writes at once (llama.cpp slots, batched together), so one session's long reply does not hold up another's question. 1: one at a time, in turn.",
+    )
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")
     # engines: text to speech
     tts_engine: str = _opt(
@@ -181,6 +197,11 @@ class Settings:
         "", "Where split models are assembled and verified once. Empty: `$XDG_CACHE_HOME/voice-assistant` or `~/.cache/voice-assistant`."
     )
     engine_queue_size: int = _opt(4, "Requests that may wait for each embedded engine; more are refused at once as busy.")
+    engine_order: str = _opt(
+        "urgent",
+        "Which waiting request an embedded engine takes next. `urgent`: the one needed soonest (a new turn's transcription, first sentence and first audio go ahead of later sentences of a reply whose audio is already queued). `fifo`: the one that came first (the old design).",
+        choices=("urgent", "fifo"),
+    )
     # conveniences
     groq_api_key: str = _opt(
         "",
@@ -196,6 +217,10 @@ class Settings:
     @property
     def ice_host_list(self) -> list[str]:
         return [h.strip() for h in self.ice_hosts.split(",") if h.strip()]
+
+    @property
+    def turn_url_list(self) -> list[str]:
+        return [u.strip() for u in self.turn_urls.split(",") if u.strip()]
 
     @property
     def worker_count(self) -> int:
@@ -216,6 +241,13 @@ class Settings:
                 raise ValueError("expected a list of objects with 'urls'")
         except ValueError as exc:
             raise SettingsError(f"ICE_SERVERS is not a valid JSON list of servers: {exc}") from None
+        bad_urls = [u for u in self.turn_url_list if not re.fullmatch(r"turns?:[^\s:?]+(:\d+)?(\?transport=(udp|tcp))?", u)]
+        if bad_urls:
+            raise SettingsError(f"TURN_URLS must be turn:host[:port][?transport=udp|tcp] or turns:...; got {bad_urls[0]!r}")
+        if bool(self.turn_url_list) != bool(self.turn_secret):
+            raise SettingsError("TURN_URLS and TURN_SECRET go together: set both (TURN with short-lived credentials) or neither")
+        if self.turn_ttl_s <= 0:
+            raise SettingsError("TURN_TTL_S must be a positive number of seconds")
         if self.vad_frame_ms not in (10, 20, 30):
             raise SettingsError("VAD_FRAME_MS must be 10, 20 or 30")
         if not 0 <= self.vad_aggressiveness <= 3:
@@ -232,6 +264,8 @@ class Settings:
             raise SettingsError("RTP_JITTER_FRAMES must be 0..8")
         if not (self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 64)):
             raise SettingsError(f"WORKERS must be a number from 1 to 64 or auto; got {self.workers!r}")
+        if not 1 <= self.llm_parallel <= 16:
+            raise SettingsError("LLM_PARALLEL must be 1..16")
         if not 0 <= self.port < 65536:
             raise SettingsError("PORT must be 0..65535 (0: any free port)")
 

@@ -53,6 +53,8 @@ class AudioOutput(Protocol):
     - `clear` drops everything queued and returns how much of each dropped mark had
       played: what the listener heard. It also ends a pause.
     - `wait_for_playout` returns once nothing is queued (a paused output never is).
+    - `queued_seconds` is how much audio is queued and not yet played: how long until a
+      sentence written now would start.
     - `level_dbfs(window_s)` is the loudest frame that left within the last
       `window_s` seconds (-inf if only silence did), for telling the assistant's own
       voice coming back into the microphone from the user's.
@@ -76,6 +78,9 @@ class AudioOutput(Protocol):
     def busy(self) -> bool:
         """Audio is queued (playing or paused)."""
         ...
+
+    @property
+    def queued_seconds(self) -> float: ...
 
 
 class EventSink(Protocol):

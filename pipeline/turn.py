@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import EngineError, Engines, Message
+from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Metrics, ReplyDelta, State, StateName, Transcript, TranscriptPartial
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
 from pipeline.segmenter import RATE
@@ -218,8 +219,9 @@ class Turn:
             text = self.typed or ""
         else:
             started = time.monotonic()
-            async with failures_of("stt"):
-                text = (await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)).strip()
+            with needed_by(started):  # gates this turn's first audio
+                async with failures_of("stt"):
+                    text = (await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)).strip()
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
         self.transcript = text
         self._transcript_ready.set()
@@ -260,19 +262,20 @@ class Turn:
                 metrics.first_sentence_ms = round((time.monotonic() - asked) * 1000, 1)
             sentences.put_nowait(sentence)
 
-        async with failures_of("llm"), aclosing(self._engines.llm.stream(messages)) as stream:
-            async for delta in stream:
-                if not delta:
-                    continue
-                if metrics.llm_first_token_ms is None:
-                    metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
-                if len(self.reply) + len(delta) > self._max_reply_chars:
-                    log.info("turn %d: reply cut at %d characters", self.id, self._max_reply_chars)
-                    break  # leaving the block closes the stream, which stops generation
-                self.reply += delta
-                self.emit(ReplyDelta(delta, turn=self.id))
-                for sentence in splitter.feed(delta):
-                    ready(sentence)
+        with needed_by(asked):  # the first sentence gates the first audio
+            async with failures_of("llm"), aclosing(self._engines.llm.stream(messages)) as stream:
+                async for delta in stream:
+                    if not delta:
+                        continue
+                    if metrics.llm_first_token_ms is None:
+                        metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
+                    if len(self.reply) + len(delta) > self._max_reply_chars:
+                        log.info("turn %d: reply cut at %d characters", self.id, self._max_reply_chars)
+                        break  # leaving the block closes the stream, which stops generation
+                    self.reply += delta
+                    self.emit(ReplyDelta(delta, turn=self.id))
+                    for sentence in splitter.feed(delta):
+                        ready(sentence)
         for sentence in splitter.flush():
             ready(sentence)
         sentences.put_nowait(None)
@@ -292,17 +295,21 @@ class Turn:
             index += 1
             self._sentences[mark] = sentence
             started = time.monotonic()
-            async with failures_of("tts"), aclosing(tts.stream(spoken)) as chunks:
-                async for chunk in chunks:
-                    if not self._wrote_audio:
-                        # Voices start with a breath of silence; before the reply's first
-                        # word it is only latency, so it is not sent.
-                        chunk = trim_leading_silence(chunk, tts.sample_rate)
-                        if not chunk:
-                            continue
-                    if self.metrics.tts_first_audio_ms is None:
-                        self.metrics.tts_first_audio_ms = round((time.monotonic() - started) * 1000, 1)
-                    self._write(chunk, tts.sample_rate, mark)
+            # The first sentence gates the reply's first audio; a later one is needed only when
+            # the audio queued ahead of it has played.
+            when = started if index == 1 else started + self._audio.queued_seconds
+            with needed_by(when):
+                async with failures_of("tts"), aclosing(tts.stream(spoken)) as chunks:
+                    async for chunk in chunks:
+                        if not self._wrote_audio:
+                            # Voices start with a breath of silence; before the reply's first
+                            # word it is only latency, so it is not sent.
+                            chunk = trim_leading_silence(chunk, tts.sample_rate)
+                            if not chunk:
+                                continue
+                        if self.metrics.tts_first_audio_ms is None:
+                            self.metrics.tts_first_audio_ms = round((time.monotonic() - started) * 1000, 1)
+                        self._write(chunk, tts.sample_rate, mark)
 
     def report_error(self, exc: EngineError) -> None:
         """A stage failed: nothing stale is spoken after it, and the user is told."""

@@ -83,6 +83,10 @@ class MemoryAudio:
     def busy(self) -> bool:
         return bool(self.queue)
 
+    @property
+    def queued_seconds(self) -> float:
+        return sum(len(samples) for _, samples in self.queue) / RATE
+
     def advance(self) -> np.ndarray:
         """Play one 20 ms frame (silence if paused or idle); returns it."""
         out = np.zeros(FRAME, dtype=np.int16)

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline.engines.base import EngineError, Message, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, WorkQueue, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +151,13 @@ class LocalLLM:
         context: int = DEFAULT_CONTEXT,
         temperature: float = DEFAULT_TEMPERATURE,
         queue_size: int = 4,
+        order: Order = Order.URGENT,
         cache: Path | None = None,
         poll: int = 0,
+        parallel: int = 1,
     ) -> None:
         self.model_name = choose_preset(model)
+        self.parallel = max(1, parallel)  # slots: replies written at once, batched by llama.cpp
         self.poll = poll  # llama.cpp's thread-pool busy-polling level, 0-100 (see _load)
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
@@ -164,7 +167,7 @@ class LocalLLM:
         self.repeat_penalty = 1.05
         self.cache = cache or cache_dir()
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, concurrency=self.parallel, order=order)
         self._server: Any = None
         self._lock = asyncio.Lock()
         self.last_timings: dict[str, Any] = {}  # llama.cpp's timings of the last finished reply
@@ -179,7 +182,9 @@ class LocalLLM:
             context=int(getattr(settings, "llm_context", DEFAULT_CONTEXT) or DEFAULT_CONTEXT),
             temperature=float(getattr(settings, "llm_temperature", DEFAULT_TEMPERATURE)),
             queue_size=queue_size_setting(settings),
+            order=order_setting(settings),
             cache=cache_dir(settings),
+            parallel=int(getattr(settings, "llm_parallel", 1) or 1),
         )
 
     @property
@@ -198,8 +203,11 @@ class LocalLLM:
 
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
-        params.n_ctx = self.context
-        params.n_parallel = 1  # one job at a time anyway (see workers.py); all of n_ctx for it
+        # One slot per reply written at once, each with its own KV cache of `context` tokens; llama.cpp
+        # decodes the active slots together (continuous batching), so a second session's reply
+        # starts at once instead of after the first one's last token.
+        params.n_ctx = self.context * self.parallel
+        params.n_parallel = self.parallel
         params.n_predict = self.max_tokens
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads

@@ -37,7 +37,7 @@ import numpy as np
 
 from pipeline.engines.base import EngineError
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, WorkQueue, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class LocalSTT:
         threads: int = 1,
         timeout_s: float = 15.0,
         queue_size: int = 4,
+        order: Order = Order.URGENT,
         cache: Path | None = None,
         window: str = "fit",
         fit_margin_frames: int = FIT_MARGIN_FRAMES,
@@ -197,7 +198,7 @@ class LocalSTT:
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
         self._loaded: _Loaded | None = None
         self._lock = asyncio.Lock()
 
@@ -210,6 +211,7 @@ class LocalSTT:
             threads=threads_setting(settings, "stt_threads"),
             timeout_s=float(settings.stt_timeout_s),
             queue_size=queue_size_setting(settings),
+            order=order_setting(settings),
             cache=cache_dir(settings),
             window=str(getattr(settings, "stt_window", "fit") or "fit"),
         )

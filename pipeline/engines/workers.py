@@ -1,9 +1,16 @@
-"""One worker thread per engine, a bounded FIFO in front of it, and cooperative cancellation.
+"""Worker threads per engine, a bounded queue in front of them, and cooperative cancellation.
 
-The models are shared by every session but each runs one job at a time (a second
-concurrent job would only split the same cores). Jobs wait in FIFO order; when
-`max_waiting` jobs already wait, a new one is refused at once with EngineBusy, since a
-turn that waits behind a long queue is worse than one rejected up front.
+The models are shared by every session. Most run one job at a time (a second concurrent
+job would only split the same cores); the embedded LLM runs one per parallel slot, since
+llama.cpp batches them. When `max_waiting` jobs already wait, a new one is refused at once
+with EngineBusy, since a turn that waits behind a long queue is worse than one rejected up
+front.
+
+Waiting jobs are taken most urgent first (issue 12): each carries the time its result is
+needed by (`needed_by`), so a new turn's transcription or first sentence goes ahead of the
+third sentence of someone else's long reply, whose audio is already queued. Deadlines
+only grow with time, so nothing waits forever. `Order.FIFO` keeps arrival order (the old
+design, for benchmarks).
 
 Native inference cannot be interrupted from outside, so a job receives a CancelToken
 and checks it between its steps (segments, tokens, sentences). Cancelling the awaiting
@@ -16,10 +23,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, Callable
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from pipeline.engines.base import EngineBusy, EngineError
@@ -49,6 +62,10 @@ def queue_size_setting(settings: Any) -> int:
     return max(0, int(getattr(settings, "engine_queue_size", DEFAULT_QUEUE_SIZE)))
 
 
+def order_setting(settings: Any) -> Order:
+    return Order(getattr(settings, "engine_order", Order.URGENT))
+
+
 class Cancelled(Exception):
     """Raised inside a job that noticed its token was cancelled."""
 
@@ -74,46 +91,106 @@ class CancelToken:
 _END = object()
 
 
-class WorkQueue:
-    """A single worker thread fed by a bounded FIFO of blocking jobs."""
+class Order(StrEnum):
+    """Which waiting job a free worker takes next."""
 
-    def __init__(self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE) -> None:
+    URGENT = "urgent"  # the one needed soonest (`needed_by`), then the one that came first
+    FIFO = "fifo"  # the one that came first (the design before issue 12)
+
+
+_NEEDED_BY: ContextVar[float | None] = ContextVar("needed_by", default=None)
+
+
+@contextlib.contextmanager
+def needed_by(when: float) -> Iterator[None]:
+    """Engine jobs submitted inside this block are needed by `when` (a time.monotonic() time).
+
+    A job that gates someone's first audio is needed now; a later sentence of a reply is needed
+    when the audio already queued ahead of it runs out. A job submitted outside any block is
+    needed at the moment it is submitted, so such jobs keep their arrival order. The engines'
+    interfaces stay as they are: the hint travels with the caller's context.
+    """
+    token = _NEEDED_BY.set(when)
+    try:
+        yield
+    finally:
+        _NEEDED_BY.reset(token)
+
+
+@dataclass(order=True)
+class _Job:
+    key: tuple[float, int]
+    future: concurrent.futures.Future[Any] = field(compare=False)
+    token: CancelToken = field(compare=False)
+    call: Callable[[], Any] = field(compare=False)
+
+
+class WorkQueue:
+    """`concurrency` worker threads fed by a bounded queue of blocking jobs, most urgent first."""
+
+    def __init__(
+        self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1, order: Order = Order.URGENT
+    ) -> None:
         self.stage = stage
         self.name = name
         self.max_waiting = max_waiting
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{stage}-{name}")
-        self._lock = threading.Lock()
+        self.order = Order(order)
+        self._cond = threading.Condition()
+        self._heap: list[_Job] = []
+        self._seq = itertools.count()
         self._waiting = 0
         self._closed = False
         self._tokens: set[CancelToken] = set()  # of admitted jobs, so close() can stop them
+        self._threads = [threading.Thread(target=self._work, name=f"{stage}-{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def concurrency(self) -> int:
+        return len(self._threads)
 
     @property
     def waiting(self) -> int:
         """Jobs admitted but not started yet."""
-        with self._lock:
+        with self._cond:
             return self._waiting
 
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap and not self._closed:
+                    self._cond.wait()
+                if not self._heap:
+                    return  # closed, and nothing left
+                job = heapq.heappop(self._heap)
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # cancelled while it waited; on_done counted it out
+                self._waiting -= 1
+            try:
+                job.token.check()  # cancelled while queued but too late for Future.cancel()
+                job.future.set_result(job.call())
+            except BaseException as exc:  # handed to the awaiting side, which re-raises it
+                job.future.set_exception(exc)
+
     def _submit(self, fn: Callable[..., T], token: CancelToken, *args: Any) -> concurrent.futures.Future[T]:
-        with self._lock:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._cond:
             if self._closed:
                 raise EngineError(self.stage, f"{self.name} is shut down")
             if self._waiting >= self.max_waiting:
                 raise EngineBusy(self.stage, f"{self.name} is busy: {self._waiting} requests already waiting")
+            seq = next(self._seq)
+            when = _NEEDED_BY.get() if self.order is Order.URGENT else None
+            key = (time.monotonic() if when is None else when, seq) if self.order is Order.URGENT else (0.0, seq)
             self._waiting += 1
             self._tokens.add(token)
-
-        def start() -> T:
-            with self._lock:
-                self._waiting -= 1
-            token.check()  # cancelled while queued but too late for Future.cancel()
-            return fn(token, *args)
-
-        future = self._executor.submit(start)
+            heapq.heappush(self._heap, _Job(key, future, token, lambda: fn(token, *args)))
+            self._cond.notify()
 
         def on_done(f: concurrent.futures.Future[T]) -> None:
-            with self._lock:
+            with self._cond:
                 self._tokens.discard(token)
-                if f.cancelled():  # never started, so `start` did not count it out
+                if f.cancelled():  # never started, so the worker did not count it out
                     self._waiting -= 1
 
         future.add_done_callback(on_done)
@@ -183,9 +260,13 @@ class WorkQueue:
             future.cancel()
 
     async def close(self) -> None:
-        """Refuse new jobs, drop queued ones, stop the running one and wait for it."""
-        with self._lock:
+        """Refuse new jobs, drop queued ones, stop the running ones and wait for them."""
+        with self._cond:
             self._closed = True
             for token in self._tokens:
                 token.cancel()
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+            dropped, self._heap = self._heap, []
+            self._cond.notify_all()
+        for job in dropped:
+            job.future.cancel()
+        await asyncio.to_thread(lambda: [thread.join() for thread in self._threads])

@@ -1,0 +1,154 @@
+"""Urgent work first (issue 12): an embedded engine shared by sessions takes the waiting job
+whose result is needed soonest, so one session's long reply does not delay another's turn.
+
+No model and no clock: the engine's worker is held by a gate while jobs queue up, and the
+tests assert the order in which the worker then ran them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.engines.base import Engines
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, needed_by
+from pipeline.segmenter import RATE
+from pipeline.turn import Turn
+from tests.fakes import FakeLLM, FakeSTT, MemoryAudio
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop (and the worker thread) until `condition` holds."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def held(gate: threading.Event, ran: list[str], label: str) -> Callable[[CancelToken], str]:
+    def job(token: CancelToken) -> str:
+        gate.wait(10)
+        ran.append(label)
+        return label
+
+    return job
+
+
+async def queue_up(queue: WorkQueue, jobs: list[tuple[str, float | None]]) -> list[str]:
+    """Hold the worker, submit `jobs` (label, needed by) in this order, release; the order they ran."""
+    gate = threading.Event()
+    ran: list[str] = []
+    blocker = asyncio.create_task(queue.run(held(gate, ran, "blocker")))
+    await until(lambda: queue.waiting == 0 and not blocker.done())
+    tasks = []
+    for label, when in jobs:
+        if when is None:
+            tasks.append(asyncio.create_task(queue.run(held(gate, ran, label))))
+        else:
+            with needed_by(when):  # the task copies the context as it is now
+                tasks.append(asyncio.create_task(queue.run(held(gate, ran, label))))
+        await until(lambda: queue.waiting == len(tasks))  # noqa: B023 (awaited here, in this iteration)
+    gate.set()
+    await asyncio.gather(blocker, *tasks)
+    return ran[1:]
+
+
+async def test_the_job_needed_soonest_runs_first() -> None:
+    queue = WorkQueue("tts", "test", max_waiting=8)
+    now = time.monotonic()
+    ran = await queue_up(queue, [("later sentence", now + 3.0), ("plain", None), ("first sentence", now), ("soon", now + 1.0)])
+    # "plain" was submitted without a deadline: it is needed when it was submitted, after `now`.
+    assert ran == ["first sentence", "plain", "soon", "later sentence"]
+    await queue.close()
+
+
+async def test_fifo_keeps_arrival_order() -> None:
+    queue = WorkQueue("tts", "test", max_waiting=8, order=Order.FIFO)
+    now = time.monotonic()
+    ran = await queue_up(queue, [("later sentence", now + 3.0), ("plain", None), ("first sentence", now)])
+    assert ran == ["later sentence", "plain", "first sentence"]
+    await queue.close()
+
+
+async def test_concurrency_runs_jobs_side_by_side() -> None:
+    queue = WorkQueue("llm", "test", max_waiting=4, concurrency=3)
+    both = threading.Barrier(3, timeout=10)
+
+    def job(token: CancelToken, n: int) -> int:
+        both.wait()  # returns only once three jobs run at the same time
+        return n
+
+    assert await asyncio.gather(*(queue.run(job, n) for n in range(3))) == [0, 1, 2]
+    await queue.close()
+
+
+@dataclass
+class QueuedTTS:
+    """A TTS engine on one shared WorkQueue, like the embedded ones: one job per sentence, each
+    five seconds of audio. Each job waits until the test lets it finish (`let`); `ran` is the
+    order in which the worker took them."""
+
+    queue: WorkQueue
+    ran: list[str] = field(default_factory=list)
+    name: str = "queued-tts"
+    sample_rate: int = RATE
+    _gates: dict[str, threading.Event] = field(default_factory=lambda: defaultdict(threading.Event))
+
+    def let(self, text: str) -> None:
+        self._gates[text].set()
+
+    async def stream(self, text: str) -> AsyncIterator[bytes]:
+        def synthesize(token: CancelToken, emit: Callable[[Any], None]) -> None:
+            self.ran.append(text)
+            self._gates[text].wait(10)
+            emit(np.full(5 * RATE, 3000, dtype=np.int16).tobytes())
+
+        async for chunk in self.queue.stream(synthesize):
+            yield chunk
+
+
+async def order_after_contention(order: Order) -> list[str]:
+    """Session A is in the middle of a long reply and its second sentence waits for the shared
+    TTS engine when B's question arrives. The order in which the engine voiced them."""
+    tts = QueuedTTS(WorkQueue("tts", "test", max_waiting=8, order=order))
+    turns = {}
+    for name, reply in (("a", "A one is here. A two is here. A three is here."), ("b", "B one is here.")):
+        engines = Engines(stt=FakeSTT(lambda s: ""), llm=FakeLLM(reply=reply), tts=tts)
+        turns[name] = Turn(1, engines, MemoryAudio(), lambda event: None)  # nobody plays: audio stays queued
+    a, b = turns["a"], turns["b"]
+
+    a.start(a.respond([{"role": "user", "content": "Tell me a story."}], "Tell me a story."))
+    await until(lambda: tts.ran == ["A one is here."])
+    other = threading.Event()  # someone else's job, holding the engine while A and B queue up
+    blocker = asyncio.create_task(tts.queue.run(lambda token: tts.ran.append("other") or other.wait(10)))
+    await until(lambda: tts.queue.waiting == 1)
+    tts.let("A one is here.")
+    await until(lambda: tts.ran[-1] == "other" and tts.queue.waiting == 1)  # A's second sentence waits
+    b.start(b.respond([{"role": "user", "content": "Quick one?"}], "Quick one?"))
+    await until(lambda: tts.queue.waiting == 2)  # and so does B's first
+    for text in ("A two is here.", "A three is here.", "B one is here."):
+        tts.let(text)
+    other.set()
+    await until(lambda: len(tts.ran) == 5)
+    await blocker
+    for turn in (a, b):
+        turn.cancel()
+        await turn.wait()
+    await tts.queue.close()
+    return tts.ran
+
+
+async def test_a_new_turns_first_audio_goes_ahead_of_a_long_reply() -> None:
+    # A's second sentence is needed only after the five seconds of A's audio queued ahead of it;
+    # B's first sentence is needed now.
+    assert await order_after_contention(Order.URGENT) == ["A one is here.", "other", "B one is here.", "A two is here.", "A three is here."]
+
+
+async def test_in_fifo_order_the_long_reply_goes_first() -> None:
+    assert await order_after_contention(Order.FIFO) == ["A one is here.", "other", "A two is here.", "B one is here.", "A three is here."]
