@@ -87,6 +87,8 @@ def setup_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # Access lines would repeat what our own lines say, and at info they show every poll of /healthz.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # the openai client's HTTP layer logs every request at info
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: list[str]) -> int:
@@ -119,17 +121,36 @@ def main(argv: list[str]) -> int:
 
 def supervise(settings: Settings, argv: list[str]) -> int:
     """WORKERS > 1: start that many copies of this server on one port, restart any that dies,
-    and pass SIGINT/SIGTERM on to all of them (each says goodbye to its own sessions)."""
+    and pass SIGINT/SIGTERM on to all of them (each says goodbye to its own sessions).
+
+    With the embedded LLM, the supervisor loads it once as llama.cpp's server (BoxModelServer)
+    and points every worker at it; each worker keeps its own STT and TTS, on its share of the cores.
+    """
     n = settings.worker_count
     port = settings.port or _free_port(settings.host)
-    command = [sys.executable, os.path.abspath(__file__), *argv, "--port", str(port)]
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--port", str(port), *_worker_threads(settings)]
+    env = {**os.environ}
+    model = None
+    if settings.pipeline == "assistant" and settings.llm_engine == "local":
+        from pipeline.engines.local_llm import BoxModelServer
+
+        model = BoxModelServer(settings)
+        log.info("loading the LLM once for this box's %d workers", n)
+        try:
+            endpoint = model.start(_free_port("127.0.0.1"))
+        except Exception as exc:
+            log.error("the LLM could not start: %s", exc)
+            return 2
+        env["LLM_API_KEY"] = endpoint.pop("LLM_API_KEY")  # the environment, not argv: `ps` shows argv
+        for name, value in endpoint.items():
+            command += [f"--{name.lower().replace('_', '-')}", value]
     workers: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def start(i: int) -> None:
         # Its own session (process group): a terminal's Ctrl-C reaches the supervisor alone, which
         # passes one SIGTERM on, so no worker is interrupted twice while saying goodbye.
-        workers[i] = subprocess.Popen(command, env={**os.environ, WORKER_ENV: str(i)}, start_new_session=True)
+        workers[i] = subprocess.Popen(command, env={**env, WORKER_ENV: str(i)}, start_new_session=True)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -161,7 +182,18 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if model is not None:
+        model.stop()
     return 0
+
+
+def _worker_threads(settings: Settings) -> list[str]:
+    """Flags that split the cores between the workers' own STT and TTS (where left at 0 = all):
+    two workers each running two threads on two cores would only preempt each other."""
+    from pipeline.engines.workers import available_cores
+
+    share = str(max(1, available_cores() // settings.worker_count))
+    return [arg for name in ("stt_threads", "tts_threads") if not getattr(settings, name) for arg in (f"--{name.replace('_', '-')}", share)]
 
 
 def _free_port(host: str) -> int:

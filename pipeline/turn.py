@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.engines.base import EngineError, Engines, Message
 from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Metrics, ReplyDelta, State, StateName, Transcript, TranscriptPartial
+from pipeline.loops import find_loop
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
 from pipeline.segmenter import RATE
 from pipeline.sentences import SentenceSplitter, speakable
@@ -272,10 +273,17 @@ class Turn:
                     if len(self.reply) + len(delta) > self._max_reply_chars:
                         log.info("turn %d: reply cut at %d characters", self.id, self._max_reply_chars)
                         break  # leaving the block closes the stream, which stops generation
-                    self.reply += delta
-                    self.emit(ReplyDelta(delta, turn=self.id))
-                    for sentence in splitter.feed(delta):
-                        ready(sentence)
+                    cut = find_loop(self.reply + delta)
+                    if cut is not None:  # the model is repeating itself: keep the first copy, stop it
+                        delta = (self.reply + delta)[len(self.reply) : cut] if cut > len(self.reply) else ""
+                    if delta:
+                        self.reply += delta
+                        self.emit(ReplyDelta(delta, turn=self.id))
+                        for sentence in splitter.feed(delta):
+                            ready(sentence)
+                    if cut is not None:
+                        log.info("turn %d: reply cut where it started to loop", self.id)
+                        break
         for sentence in splitter.flush():
             ready(sentence)
         sentences.put_nowait(None)

@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from pipeline.engines.base import LLM, STT, TTS, EngineBusy, EngineError
-from pipeline.engines.local_llm import LocalLLM, find_loop
+from pipeline.engines.base import LLM, STT, TTS, EngineBusy, EngineError, Engines
+from pipeline.engines.local_llm import LocalLLM
 from pipeline.engines.local_stt import LocalSTT
 from pipeline.engines.local_tts import EspeakTTS, LocalTTS
 from pipeline.engines.workers import CancelToken, WorkQueue
+from pipeline.loops import find_loop
+from pipeline.turn import Turn
 from settings import Settings
+from tests.fakes import FakeSTT, FakeTTS, MemoryAudio
 from tests.speech import concat, silence, speak
 
 T = TypeVar("T")
@@ -328,30 +331,34 @@ async def test_llm_http_listener_is_loopback_and_locked(llm: LocalLLM) -> None:
                 assert response.status == 401, path  # any web page could reach an open port
 
 
-class LoopingServer:
-    """Stands in for xllamacpp's Server: streams a reply stuck in a loop."""
-
-    def __init__(self, deltas: list[str]) -> None:
-        self.deltas = deltas
-        self.sent = 0
-
-    def handle_chat_completions(self, request: dict[str, Any], callback: Any) -> None:
-        for delta in self.deltas:
-            self.sent += 1
-            if callback({"choices": [{"index": 0, "delta": {"content": delta}}]}):
-                return
-
-
 @module_loop
-async def test_llm_stream_cuts_a_looping_reply() -> None:
+async def test_a_looping_reply_is_cut_and_its_generation_stopped() -> None:
+    """Any LLM's loop is cut by the turn (where the repeats begin) and its stream is closed."""
     sentence = ["I", " am", " sorry", ",", " I", " cannot", " help", " with", " that", "."]
-    server = LoopingServer(["Well", "."] + sentence * 50)
-    engine = LocalLLM()
-    engine._server = server  # the stream logic without loading a model
-    text = "".join(await collect(engine.stream([{"role": "user", "content": "hi"}])))
-    assert text.count("I am sorry, I cannot help with that.") <= 3
-    assert server.sent < 60, "generation was stopped, not just hidden"
-    await engine.close()
+    sent = 0
+    closed = asyncio.Event()
+
+    class Looping:
+        name = "looping"
+
+        async def stream(self, messages: Any) -> AsyncIterator[str]:
+            nonlocal sent
+            try:
+                for delta in ["Well", "."] + sentence * 50:
+                    sent += 1
+                    yield delta
+            finally:
+                closed.set()
+
+    engines = Engines(stt=FakeSTT(lambda s: ""), llm=Looping(), tts=FakeTTS())
+    turn = Turn(1, engines, MemoryAudio(), lambda event: None, text="hi")
+    turn.start(turn.respond([{"role": "user", "content": "hi"}], "hi"))
+    async with asyncio.timeout(30):
+        await closed.wait()
+    turn.cancel()
+    await turn.wait()
+    assert turn.reply.count("I am sorry, I cannot help with that.") <= 3, turn.reply
+    assert sent < 60, "generation was stopped, not just hidden"
 
 
 def test_find_loop_cuts_repeats_but_not_speech() -> None:

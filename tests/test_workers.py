@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,48 @@ async def test_stopping_the_server_says_goodbye_in_every_worker(two_workers: Ser
         assert workers(two_workers) == {}
     finally:
         await close(clients)
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+
+
+def maps_model(pid: int) -> bool:
+    """The process has a GGUF model file mapped (llama.cpp mmaps the weights)."""
+    try:
+        return ".gguf" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(300)
+async def test_two_workers_on_embedded_engines_share_one_llm(tmp_path: Path) -> None:
+    """The supervisor loads the LLM once (llama.cpp's server on loopback, behind a key) and both
+    workers answer through it; each worker has its own STT and TTS."""
+    args = ["--workers", "2", "--ice-hosts", "127.0.0.1", "--host", "127.0.0.1", "--max-sessions", "1"]
+    with ServerProcess(args, tmp_path / "server.log", startup_timeout=180) as server:
+        poll(lambda: len(workers(server)) == 2, 60, what="two workers")
+        assert server.proc is not None
+        assert maps_model(server.proc.pid), "the supervisor holds the model"
+        assert not any(maps_model(pid) for pid in workers(server).values()), "no worker loads its own copy"
+        assert all(server.proc and "api-key" not in cmdline(pid) for pid in workers(server).values()), "the key is not in argv"
+        seen: set[int] = set()
+        poll(lambda: seen.add(server.healthz()["worker"]) or seen == {0, 1}, 120, what="both workers warm")
+        clients = [Client(server.base) for _ in range(2)]
+        try:
+            for client in clients:
+                await client.connect(retries=20)
+            assert sorted(c.worker for c in clients) == [0, 1]
+            for client in clients:
+                await client.wait_event("state", state="listening", timeout=30)
+
+            async def ask(client: Client) -> dict[str, Any]:
+                await client.mic.say(to_48k(concat(silence(0.3), speak("What is the capital of France?"), silence(0.3))))
+                _, reply = await client.wait_event("reply", turn=1, timeout=120)
+                await client.wait_event("state", state="speaking", timeout=30)
+                return reply
+
+            replies = await asyncio.gather(*(ask(c) for c in clients))  # both at once, batched in one server
+            assert all("paris" in r["text"].lower() for r in replies), replies
+        finally:
+            await close(clients)

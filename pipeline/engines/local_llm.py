@@ -116,29 +116,6 @@ def resolve_model(model: str, cache: Path) -> tuple[Path, str]:
     return path, path.name.removesuffix(".gguf")
 
 
-def find_loop(text: str, window: int = 1200, max_period: int = 200) -> int | None:
-    """Where to cut `text` if it ends in a loop (the same passage repeated back to back).
-
-    Returns the index just after the first copy of the repeated passage, or None. Only
-    the tail is examined; the smallest repeating period wins. The bar rises as the
-    period shrinks, since short repeats occur in real speech ("very, very"): a long
-    passage repeated twice, a sentence-sized one three times, or a few characters
-    repeated over 60 characters.
-    """
-    tail = text[-window:]
-    n = len(tail)
-    for period in range(1, min(max_period, n // 2) + 1):
-        unit = tail[n - period :]
-        copies = 1
-        while (copies + 1) * period <= n and tail[n - (copies + 1) * period : n - copies * period] == unit:
-            copies += 1
-        if copies < 2:
-            continue
-        if (period >= 40 and copies >= 2) or (period >= 12 and copies >= 3) or (copies >= 5 and copies * period >= 60):
-            return len(text) - (copies - 1) * period
-    return None
-
-
 class LocalLLM:
     """llama.cpp (xllamacpp) on a worker thread, shared by every session."""
 
@@ -166,6 +143,8 @@ class LocalLLM:
         self.temperature = temperature
         self.repeat_penalty = 1.05
         self.cache = cache or cache_dir()
+        self.port = 0  # llama.cpp's HTTP listener on 127.0.0.1; 0: a free one (used only by serve_box)
+        self.api_key = secrets.token_urlsafe(24)  # locks it: nothing outside this box's processes knows it
         self.name = f"local:{self.model_name}"
         self._queue = WorkQueue(STAGE, self.name, queue_size, concurrency=self.parallel, order=order)
         self._server: Any = None
@@ -219,8 +198,13 @@ class LocalLLM:
         params.cache_prompt = True
         params.cache_ram_mib = 512  # host copies of other sessions' KV caches; bounded
         params.hostnames = ["127.0.0.1"]
-        params.port = 0  # a free port, picked by the OS
-        params.api_keys = [secrets.token_urlsafe(24)]  # HTTP locked; the call API does not need it
+        params.port = self.port
+        params.api_keys = [self.api_key]  # HTTP locked; the call API does not need it
+        # The request's own sampling wins; these are for HTTP clients (the workers of serve_box) that
+        # send only the OpenAI fields.
+        params.sampling.temp = self.temperature
+        params.sampling.top_p = 0.9
+        params.sampling.penalty_repeat = self.repeat_penalty
         params.ui = False
         params.endpoint_slots = False
         params.endpoint_metrics = True  # for metrics() below; HTTP access is locked anyway
@@ -288,7 +272,7 @@ class LocalLLM:
 
     def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any]) -> None:
         started = time.monotonic()
-        state: dict[str, Any] = {"text": "", "first": None, "error": None, "timings": {}, "looped": False}
+        state: dict[str, Any] = {"first": None, "error": None, "timings": {}}
 
         def on_chunk(chunk: Any) -> bool:
             # Runs on this thread inside llama.cpp's call; returning True drops the task.
@@ -306,15 +290,6 @@ class LocalLLM:
                         continue
                     if state["first"] is None:
                         state["first"] = time.monotonic() - started
-                    before = state["text"]
-                    text = before + delta
-                    cut = find_loop(text)
-                    if cut is not None:
-                        if cut > len(before):
-                            emit(text[len(before) : cut])
-                        state["looped"] = True
-                        return True
-                    state["text"] = text
                     emit(delta)
                 return False
             except Exception as exc:  # reported below, after the native call returns
@@ -330,10 +305,39 @@ class LocalLLM:
         self.last_timings = timings
         log.info(
             "llm: %s reply: first token %.2f s, %s tokens at %.1f tok/s, prompt %s new + %s cached tokens",
-            "cancelled" if token.cancelled else "cut looping" if state["looped"] else "complete",
+            "cancelled" if token.cancelled else "complete",
             state["first"] or 0.0,
             timings.get("predicted_n", "?"),
             timings.get("predicted_per_second", 0.0),
             timings.get("prompt_n", "?"),
             timings.get("cache_n", "?"),
         )
+
+
+class BoxModelServer:
+    """The embedded LLM once per box (WORKERS > 1): llama.cpp's HTTP server with LLM_PARALLEL
+    slots, loaded by the supervisor; every worker reaches it through the `openai` LLM engine.
+
+    The model's weights and KV caches then exist once, and the slots batch every worker's replies
+    together, instead of each worker loading its own copy and splitting the cores between them.
+    It listens on 127.0.0.1 only, with a key made for this run and handed to the workers in their
+    environment; llama.cpp's CORS allows every origin, so the key is what keeps web pages out.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.llm = LocalLLM.from_settings(settings)
+        self._server: Any = None
+
+    def start(self, port: int) -> dict[str, str]:
+        """Load the model and listen on `port`; the settings that point a worker at it."""
+        self.llm.port = port
+        self._server = self.llm._load()
+        return {
+            "LLM_ENGINE": "openai",
+            "LLM_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            "LLM_API_KEY": self.llm.api_key,
+            "LLM_MODEL": self.llm.model_name,
+        }
+
+    def stop(self) -> None:
+        self._server = None  # ~Server stops llama.cpp's threads
