@@ -24,6 +24,7 @@ from rtc.inbound import InboundConfig
 from rtc.playout import DelayBounds
 from rtc.session import SESSION_ID, InvalidOffer, PipelineFactory, Session, SessionLimits
 from rtc.telemetry import Telemetry
+from rtc.turn import TurnConfig
 from settings import Settings
 
 log = logging.getLogger("rtc.http")
@@ -40,6 +41,7 @@ TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 class HttpConfig:
     make_pipeline: PipelineFactory
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    turn: TurnConfig | None = None  # TURN with credentials minted per page and per offer
     limits: SessionLimits = field(default_factory=SessionLimits)
     readiness: Callable[[], dict[str, Any]] = dict
     pipeline_name: str = "assistant"
@@ -56,6 +58,7 @@ class HttpConfig:
         return cls(
             make_pipeline=make_pipeline,
             ice_servers=settings.ice_server_list,
+            turn=TurnConfig(tuple(settings.turn_url_list), settings.turn_secret, settings.turn_ttl_s) if settings.turn_url_list else None,
             limits=SessionLimits(
                 connect_timeout_s=settings.connect_timeout_s,
                 no_media_timeout_s=settings.no_media_timeout_s,
@@ -73,6 +76,12 @@ class HttpConfig:
                 jitter_frames=settings.rtp_jitter_frames,
             ),
         )
+
+    def ice_servers_for(self, authorized: bool = True) -> list[dict[str, Any]]:
+        """ICE_SERVERS plus, for an authorized caller, a freshly minted TURN entry."""
+        if self.turn is None or not authorized:
+            return list(self.ice_servers)
+        return [*self.ice_servers, self.turn.ice_server()]
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -92,12 +101,17 @@ def _refuse(request: web.Request, status: int, reason: str, message: str) -> web
     return _error(status, message)
 
 
+def _has_token(request: web.Request, token: str) -> bool:
+    """No token configured, or the request carries `Authorization: Bearer <token>`."""
+    if not token:
+        return True
+    return hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode())
+
+
 async def offer(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    if config.token:
-        sent = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {config.token}".encode()):
-            return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
+    if not _has_token(request, config.token):
+        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
     if not _origin_allowed(request, config.allowed_origins):
         return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
@@ -133,7 +147,7 @@ async def offer(request: web.Request) -> web.Response:
         sessions.pop(s.id, None)
         telemetry.closed.labels(s.close_reason_kind).inc()
 
-    pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers))
+    pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers_for()))
     inbound = dataclasses.replace(config.inbound, observer=telemetry.inbound)
     session = Session(pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe, inbound=inbound)
     SESSION_ID.set(session.id)  # tasks and callbacks made from here on log with this session's id
@@ -168,8 +182,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def client_config(request: web.Request) -> web.Response:
+    """The page's ICE servers. With VOICE_TOKEN set, TURN credentials go only to a caller that sends the token:
+    they let their holder relay anything through the TURN server until they expire."""
     config = request.app[CONFIG]
-    return web.json_response({"ice_servers": config.ice_servers, "token_required": bool(config.token)})
+    ice_servers = config.ice_servers_for(authorized=_has_token(request, config.token))
+    return web.json_response({"ice_servers": ice_servers, "token_required": bool(config.token)}, headers={"Cache-Control": "no-store"})
 
 
 async def metrics(request: web.Request) -> web.Response:

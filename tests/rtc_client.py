@@ -124,6 +124,7 @@ class Client:
     session: str = ""
     fec: bool = True  # send Opus in-band FEC when the answer asks for it (useinbandfec=1), as browsers do
     worker: int | None = None  # which server worker answered
+    ssl: Any = True  # aiohttp's `ssl` for POST /offer (an SSLContext trusting a test certificate)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _event_signal: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -148,7 +149,7 @@ class Client:
             # a new connection each time: a full worker's 503 closes it, and the kernel may hand
             # the next one to another worker
             async with aiohttp.ClientSession() as http:
-                async with http.post(f"{self.base_url}/offer", json=offer, headers=headers or {}) as resp:
+                async with http.post(f"{self.base_url}/offer", json=offer, headers=headers or {}, ssl=self.ssl) as resp:
                     body = await resp.json()
                     status = resp.status
             if status != 503 or attempt == retries:

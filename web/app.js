@@ -402,10 +402,11 @@
     voice.session = null;
     ui.session.textContent = "";
 
-    // 1. config
+    // 1. config (with the stored token, if any: the server gives TURN credentials only to a caller that has it)
     let config;
     try {
-      const r = await fetch("/config", { cache: "no-store" });
+      const stored = sessionStorage.getItem(TOKEN_KEY);
+      const r = await fetch("/config", { cache: "no-store", headers: stored ? { Authorization: "Bearer " + stored } : {} });
       if (!r.ok) throw new Error(await readError(r));
       config = await r.json();
     } catch (e) {
