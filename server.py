@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 
 from pipeline.engines.base import Engines
-from pipeline.wiring import pipeline_factory, warm_up
+from pipeline.wiring import pipeline_factory, warm_up, warm_up_messages
 from rtc.http import HttpConfig, create_app
 from rtc.ice import use_host_addresses
 from rtc.session import SESSION_ID
@@ -137,7 +137,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         model = BoxModelServer(settings)
         log.info("loading the LLM once for this box's %d workers", n)
         try:
-            endpoint = model.start(_free_port("127.0.0.1"))
+            endpoint = model.start(_free_port("127.0.0.1"), warm=warm_up_messages(settings))
         except Exception as exc:
             log.error("the LLM could not start: %s", exc)
             return 2

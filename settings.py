@@ -171,7 +171,7 @@ class Settings:
     llm_context: int = _opt(4096, "Context window (tokens) of each slot of the local LLM; history + reply must fit.")
     llm_parallel: int = _opt(
         4,
-        "Replies the local LLM writes at once (llama.cpp slots, batched together), so one session's long reply does not hold up another's question. 1: one at a time, in turn.",
+        "Slots of the embedded LLM, each keeping one conversation's context cached. In one process the replies are written one at a time, the most urgent first: a reply whose first sentence is out steps aside at a sentence boundary for another session's first sentence. With `WORKERS` > 1, the box's one model server writes up to this many at once (continuous batching).",
     )
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")
     # engines: text to speech
@@ -199,7 +199,7 @@ class Settings:
     engine_queue_size: int = _opt(4, "Requests that may wait for each embedded engine; more are refused at once as busy.")
     engine_order: str = _opt(
         "urgent",
-        "Which waiting request an embedded engine takes next. `urgent`: the one needed soonest (a new turn's transcription, first sentence and first audio go ahead of later sentences of a reply whose audio is already queued). `fifo`: the one that came first (the old design).",
+        "Which waiting job each embedded engine takes next. `urgent`: the one needed soonest: a new turn's transcription, first sentence and first audio go ahead of the rest of a reply whose audio is already queued, and the LLM steps aside at a word boundary for another turn's first sentence, going on later from where it stopped. `fifo`: the one that came first, and each reply is written to its end (the old design).",
         choices=("urgent", "fifo"),
     )
     # conveniences

@@ -101,6 +101,42 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (a WORKERS > 1 server: the supervisor and its workers)."""
+    out = [pid]
+    for p in out:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{p}/task/{task}/children") as f:
+                        out += [int(c) for c in f.read().split()]
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(p)
+    return total
+
+
+def tree_memory_mb(pid: int) -> dict[str, float]:
+    """Resident memory of a process tree: `rss` sums each process's RSS (pages two processes share
+    count twice); `pss` shares each such page between them (/proc/<pid>/smaps_rollup), so it is the
+    tree's real footprint."""
+    rss = pss = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            rss += rss_mb(p)
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) / 1024
+                        break
+    return {"rss": round(rss, 1), "pss": round(pss, 1), "processes": len(tree(pid))}
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -133,22 +169,26 @@ class CpuWindow:
     """CPU used by each watched process (and the machine) between start() and stop()."""
 
     pids: dict[str, int]
+    trees: tuple[str, ...] = ()  # keys whose whole process tree counts (a server with workers)
     t0: float = 0.0
     c0: dict[str, float] = field(default_factory=dict)
     m0: tuple[float, float] = (0.0, 0.0)
 
     w0: dict[str, float] = field(default_factory=dict)
 
+    def _cpu(self, key: str, pid: int) -> float:
+        return tree_cpu_seconds(pid) if key in self.trees else cpu_seconds(pid)
+
     def start(self) -> None:
         self.t0 = time.monotonic()
-        self.c0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.c0 = {k: self._cpu(k, p) for k, p in self.pids.items()}
         self.w0 = {k: run_delay_s(p, main_thread_only=True) for k, p in self.pids.items()}
         self.m0 = machine_cpu()
 
     def stop(self) -> dict[str, float]:
         """Percent of one core per process; `machine` is percent of all cores busy, `others` what none of ours used."""
         dt = max(time.monotonic() - self.t0, 1e-6)
-        out = {k: round(100 * (cpu_seconds(p) - self.c0[k]) / dt, 1) for k, p in self.pids.items()}
+        out = {k: round(100 * (self._cpu(k, p) - self.c0[k]) / dt, 1) for k, p in self.pids.items()}
         busy, total = machine_cpu()
         ncpu = os.cpu_count() or 1
         machine = 100 * (busy - self.m0[0]) / max(total - self.m0[1], 1)
@@ -233,6 +273,8 @@ class Server:
     """The real server (`server.py`'s own main), optionally with the bench probe; see bench/probe_server.py."""
 
     def __init__(self, engine_flags: list[str], extra: list[str] | None = None, probe: bool = True, name: str = "server") -> None:
+        self.workers = int(extra[extra.index("--workers") + 1]) if extra and "--workers" in extra else 1
+        probe = probe and self.workers == 1  # the probe wraps one process; the supervisor's workers run server.py
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.probe_enabled = probe
@@ -250,18 +292,21 @@ class Server:
 
     async def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}: {tail(self.log)}")
-                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+        ready: set[int] = set()  # workers that answered ok
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {tail(self.log)}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+                async with aiohttp.ClientSession() as http:  # a new connection: the kernel may pick another worker
                     async with http.get(f"{self.url}/healthz") as resp:
                         body = await resp.json()
-                        if body.get("status") == "ok":
-                            self.health = body
-                            self.ready_s = round(time.monotonic() - self.started, 2)
-                            return
-                await asyncio.sleep(0.2)
+                if body.get("status") == "ok":
+                    self.health = body
+                    ready.add(int(body.get("worker", 0)))
+                    if len(ready) >= self.workers:
+                        self.ready_s = round(time.monotonic() - self.started, 2)
+                        return
+            await asyncio.sleep(0.2 if not ready else 0.05)
         raise RuntimeError(f"server not ready in {timeout:g} s: {tail(self.log)}")
 
     async def healthz(self) -> dict[str, Any]:
@@ -270,13 +315,17 @@ class Server:
                 return await resp.json()
 
     async def wait_sessions(self, n: int = 0, timeout: float = 15.0) -> bool:
-        """Wait until the server holds `n` sessions (closing is asynchronous on its side)."""
+        """Wait until the server holds `n` sessions (closing is asynchronous on its side). With
+        workers, each answer is one worker's count: every worker must have said so (n = 0 only)."""
         deadline = time.monotonic() + timeout
+        said: dict[int, int] = {}
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError, OSError):
-                if (await self.healthz()).get("sessions") == n:
+                health = await self.healthz()
+                said[int(health.get("worker", 0))] = health.get("sessions", -1)
+                if len(said) >= self.workers and all(v == n for v in said.values()):
                     return True
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05 if self.workers > 1 else 0.2)
         return False
 
     async def probe(self, since: float = 0.0, gc: bool = False, trim: bool = False) -> dict[str, Any] | None:
@@ -309,6 +358,9 @@ class Server:
 
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
+
+    def memory_mb(self) -> dict[str, float]:
+        return tree_memory_mb(self.pid)
 
     def close(self) -> None:
         stop(self.proc)

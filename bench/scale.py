@@ -20,7 +20,11 @@ It stops at the first level that breaks a limit (jitter p99 >= 10 ms or
 overhead p95 >= 100 ms), or after the largest size; a full run then measures
 one size halfway between the last passing size and the failing one.
 
-Embedded engines: 1, 2, 4 sessions asking the same question at the same moment.
+Both with one worker and with WORKERS=2 (the supervisor's children count in the server's CPU).
+
+Embedded engines: 1, 2, 4 sessions asking the same question at the same moment, for each of
+LOCAL_DESIGNS (the old scheduling, urgent-first with LLM slots, and WORKERS=2 with one LLM
+server), with the box's memory (PSS and RSS of the whole process tree) after warm-up.
 """
 
 from __future__ import annotations
@@ -100,9 +104,10 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         await asyncio.sleep(1.0)
         stats0 = await asyncio.gather(*(p.inbound_stats() for p in peers))
         probe0 = await server.probe(since=time.monotonic())
-        cpu = CpuWindow({"server": server.pid, "standin": ctx.standin.pid, "bench_clients": os.getpid()})
-        lag = LagWindow(server)
-        await lag.start()
+        cpu = CpuWindow({"server": server.pid, "standin": ctx.standin.pid, "bench_clients": os.getpid()}, trees=("server",))
+        lag = LagWindow(server) if server.workers == 1 else None  # /metrics is per worker: a diff across two means nothing
+        if lag is not None:
+            await lag.start()
         t0 = time.monotonic()
         cpu.start()
         turns: list[Turn] = []
@@ -111,7 +116,7 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         await asyncio.sleep(window)
         t1 = time.monotonic()
         out["cpu_percent_of_one_core"] = cpu.stop()
-        out["server_loop_lag_ms"] = await lag.stop()
+        out["server_loop_lag_ms"] = await lag.stop() if lag is not None else {"n": 0, "why": "n/a with workers"}
         probe1 = await server.probe(since=t0)
         stats1 = await asyncio.gather(*(p.inbound_stats() for p in peers))
         if profile_s > 0 and server.probe_enabled:
@@ -162,7 +167,7 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
     return out
 
 
-async def run_standin_scale(ctx: Ctx) -> dict[str, Any]:
+async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
     sizes = [1, 5, 10] if ctx.opts.quick else [1, 5, 10, 20, 30, 40]
     window = 5.0 if ctx.opts.quick else 15.0
     profile_s = 0.0 if ctx.opts.quick else 3.0
@@ -170,7 +175,7 @@ async def run_standin_scale(ctx: Ctx) -> dict[str, Any]:
     budget = 60.0 if ctx.opts.quick else 240.0
     rng = random.Random(ctx.opts.seed)
     await ctx.standin.reset(stt_text="What time is it?", llm_reply=SCALE_REPLY)
-    server = await ctx.server("standin", name="scale")
+    server = await ctx.server("standin", name=f"scale-w{workers}", extra=["--workers", str(workers)] if workers > 1 else None)
     levels: list[dict[str, Any]] = []
     started = time.monotonic()
     stopped_by = "largest size reached"
@@ -228,7 +233,14 @@ async def run_standin_scale(ctx: Ctx) -> dict[str, Any]:
         if not r["within_limits"]:
             break
         best = r["sessions"]
-    out = {"levels": levels, "largest_within_limits": best, "stopped": stopped_by, "window_s": window, "passing": passing}
+    out = {
+        "workers": workers,
+        "levels": levels,
+        "largest_within_limits": best,
+        "stopped": stopped_by,
+        "window_s": window,
+        "passing": passing,
+    }
     ctx.emit(scale_table(out))
     explain_scale(ctx, out)
     return out
@@ -277,7 +289,7 @@ def scale_table(out: dict[str, Any]) -> str:
         "ok",
     ]
     title = (
-        f"Scale - stand-in engines, every session asks a question every few seconds; {out['window_s']:.0f} s measured per level\n"
+        f"Scale - stand-in engines, WORKERS={out.get('workers', 1)}, every session asks a question every few seconds; {out['window_s']:.0f} s measured per level\n"
         f"  CPU and run-queue wait (ready to run, no core free) in % of one core / of the window; lag, jitter, latency in ms\n"
         "  jitter = |inter-arrival - 20 ms| of the server's frames at the clients: RTP = packet arrival at the client peer, decoded = after "
         "aiortc's jitter buffer and decoder thread; lost = frames missing from the 20 ms sequence (aiortc's own packetsLost last);\n"
@@ -367,12 +379,20 @@ def explain_scale(ctx: Ctx, out: dict[str, Any]) -> None:
         break
 
 
-async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
-    sizes = [1, 2] if ctx.opts.quick else [1, 2, 4]
-    rounds = 1 if ctx.opts.quick else 2
+# The designs compared with embedded engines, in one run (issue 12): the old one, where each engine ran
+# one job at a time in arrival order; urgent-first with LLM slots; and that with two workers sharing
+# one LLM server.
+LOCAL_DESIGNS: list[tuple[str, list[str]]] = [
+    ("old: FIFO, 1 LLM slot", ["--engine-order", "fifo", "--llm-parallel", "1"]),
+    ("new: urgent first, 4 LLM slots", []),
+    ("new, WORKERS=2 (one LLM server)", ["--workers", "2"]),
+]
+
+
+async def run_local_design(ctx: Ctx, label: str, extra: list[str], sizes: list[int], rounds: int) -> dict[str, Any]:
     questions = ["What is the capital of France?", "How far away is the moon?"]
-    server = await ctx.server("local", name="scale")
-    out: dict[str, Any] = {"levels": [], "health": server.health}
+    server = await ctx.server("local", extra=extra, name="scale")
+    out: dict[str, Any] = {"design": label, "flags": extra, "levels": [], "health": server.health}
     try:
         clips = [make_clip(q) for q in questions]
         warm = Peer(server.url)
@@ -380,10 +400,11 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
         await warm_up(warm, timeout=120)
         await warm.close()
         await server.wait_sessions(0)
+        out["memory_warm_mb"] = server.memory_mb()
         for n in sizes:
             peers, errors = await connect_all(server.url, n)
             turns: list[Turn] = []
-            cpu = CpuWindow({"server": server.pid})
+            cpu = CpuWindow({"server": server.pid}, trees=("server",))
             cpu.start()
             try:
                 await asyncio.sleep(0.5)
@@ -405,25 +426,64 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
                 "v2v_client_ms": summary(t.client_ms()["voice_to_voice"] for t in ok),
                 "stt_ms": summary(t.metrics.get("stt_ms") for t in ok),
                 "llm_first_token_ms": summary(t.metrics.get("llm_first_token_ms") for t in ok),
+                "first_sentence_ms": summary(t.metrics.get("first_sentence_ms") for t in ok),
                 "tts_first_audio_ms": summary(t.metrics.get("tts_first_audio_ms") for t in ok),
+                "endpoint_ms": summary(t.metrics.get("endpoint_ms") for t in ok),
+                "server_v2v_ms": summary(t.metrics.get("voice_to_voice_ms") for t in ok),
+                "turn_metrics": [t.metrics for t in turns],
                 "cpu_percent_of_one_core": cpu.stop(),
             }
             out["levels"].append(lvl)
             ctx.progress(
-                f"scale/local {n}: v2v p50 {fmt(lvl['v2v_client_ms'].get('p50'))} ms, max {fmt(lvl['v2v_client_ms'].get('max'))} ms, ok {len(ok)}/{len(turns)}"
+                f"scale/local [{label}] {n}: v2v p50 {fmt(lvl['v2v_client_ms'].get('p50'))} ms, max {fmt(lvl['v2v_client_ms'].get('max'))} ms, ok {len(ok)}/{len(turns)}"
             )
+        out["behind_long_reply"] = await behind_long_reply(server, clips[0])
+        ctx.progress(f"scale/local [{label}] behind a long reply: {out['behind_long_reply']}")
+        out["memory_after_mb"] = server.memory_mb()
     finally:
         server.close()
-    base = (out["levels"][0]["v2v_client_ms"].get("p50") if out["levels"] else None) or None
+    return out
+
+
+LONG_REQUEST = "Tell me a long story about a lighthouse keeper and a whale, in five sentences."
+
+
+async def behind_long_reply(server: Any, clip: Any) -> dict[str, Any]:
+    """Item 3's case: B asks a short question while A's long reply is being written and spoken.
+    B's voice-to-voice then, against B asking the same alone just before (same server, same run)."""
+    peers, _ = await connect_all(server.url, 2)
+    try:
+        a, b = peers
+        alone = await b.ask(clip, timeout=120)
+        index = len(a.client.events)
+        long = asyncio.ensure_future(a.type(LONG_REQUEST, timeout=240))
+        async with asyncio.timeout(120):  # until A's reply is heard
+            while not any(ev.get("type") == "state" and ev.get("state") == "speaking" for _, ev in a.events_since(index)):
+                await asyncio.sleep(0.05)
+        behind = await b.ask(clip, timeout=240)
+        story = await long
+    finally:
+        await close_all(peers)
+        await server.wait_sessions(0, timeout=20)
+    return {
+        "alone_v2v_ms": float(alone.client_ms()["voice_to_voice"] or 0) if alone.ok else None,
+        "behind_v2v_ms": float(behind.client_ms()["voice_to_voice"] or 0) if behind.ok else None,
+        "long_reply_chars": len(story.reply),
+        "ok": alone.ok and behind.ok and story.ok,
+    }
+
+
+def local_design_table(d: dict[str, Any], rounds: int) -> str:
+    base = (d["levels"][0]["v2v_client_ms"].get("p50") if d["levels"] else None) or None
     rows = []
-    for lvl in out["levels"]:
+    for lvl in d["levels"]:
         p50 = lvl["v2v_client_ms"].get("p50")
         rows.append(
             [
                 str(lvl["sessions"]),
                 f"{lvl['turns_ok']}/{lvl['turns']}",
                 triple(lvl["v2v_client_ms"]),
-                f"{p50 / base:.1f}x" if p50 and base else "-",
+                f"{p50 / base:.2f}x" if p50 and base else "-",
                 triple(lvl["stt_ms"]),
                 triple(lvl["llm_first_token_ms"]),
                 triple(lvl["tts_first_audio_ms"]),
@@ -431,27 +491,79 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
                 "; ".join(lvl["errors"])[:60] or "-",
             ]
         )
+    return table(
+        [
+            "asking at once",
+            "turns ok",
+            "v2v client p50/p95/max",
+            "vs 1",
+            "STT (server)",
+            "LLM 1st token (server)",
+            "TTS 1st chunk (server)",
+            "server CPU",
+            "errors",
+        ],
+        rows,
+        f"Scale - embedded engines, {d['design']}: sessions asking the same question at the same moment, {rounds} round(s); ms",
+    )
+
+
+async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
+    sizes = [1, 2] if ctx.opts.quick else [1, 2, 4]
+    rounds = 1 if ctx.opts.quick else 2
+    designs: list[dict[str, Any]] = []
+    for label, extra in LOCAL_DESIGNS:
+        try:
+            d = await run_local_design(ctx, label, extra, sizes, rounds)
+        except Exception as exc:  # noqa: BLE001
+            d = {"design": label, "flags": extra, "unavailable": reason_of(exc)}
+            ctx.emit(f"Scale - embedded engines, {label}: unavailable: {d['unavailable']}")
+        else:
+            ctx.emit(local_design_table(d, rounds))
+        designs.append(d)
+    out: dict[str, Any] = {"designs": designs}
+    rows = []
+    for d in designs:
+        if "unavailable" in d:
+            continue
+        p50 = {lvl["sessions"]: lvl["v2v_client_ms"].get("p50") for lvl in d["levels"]}
+        ok = all(lvl["turns_ok"] == lvl["turns"] for lvl in d["levels"])
+        top = max(p50)
+        mem = d.get("memory_warm_mb") or {}
+        behind = d.get("behind_long_reply") or {}
+        rows.append(
+            [
+                d["design"],
+                *(fmt(p50.get(n)) for n in sizes),
+                f"{p50[top] / p50[1]:.2f}x" if p50.get(top) and p50.get(1) else "-",
+                "yes" if ok else "NO",
+                f"{fmt(behind.get('behind_v2v_ms'))} (alone {fmt(behind.get('alone_v2v_ms'))})",
+                f"{mem.get('pss', 0):.0f} / {mem.get('rss', 0):.0f} ({mem.get('processes', 0)})",
+            ]
+        )
     ctx.emit(
         table(
             [
-                "asking at once",
-                "turns ok",
-                "v2v client p50/p95/max",
-                "vs 1",
-                "STT (server)",
-                "LLM 1st token (server)",
-                "TTS 1st chunk (server)",
-                "server CPU",
-                "errors",
+                "design",
+                *(f"v2v p50 {n} at once" for n in sizes),
+                f"{max(sizes)} vs 1",
+                "all answered",
+                "v2v behind another's long reply",
+                "box memory PSS / RSS MB (processes)",
             ],
             rows,
-            f"Scale - embedded engines: sessions asking the same question at the same moment, {rounds} round(s); ms",
+            "Scale - embedded engines, the designs side by side (same run, same machine); memory after warm-up, whole process tree",
         )
     )
-    if len(out["levels"]) > 1 and base:
+    one = next((d for d in designs if d["flags"] == [] and "unavailable" not in d), None)
+    two = next((d for d in designs if "--workers" in d["flags"] and "unavailable" not in d), None)
+    if one and two:
+        a, b = one["memory_warm_mb"], two["memory_warm_mb"]
+        out["memory_ratio_workers2"] = {k: round(b[k] / a[k], 2) for k in ("pss", "rss") if a.get(k)}
         ctx.note(
-            "embedded scale: each engine runs one job at a time on a bounded FIFO (pipeline/engines/workers.py), "
-            "so simultaneous questions queue: the k-th asker waits for the STT and the whole LLM replies of those before it"
+            f"embedded scale: box memory with WORKERS=2 is {out['memory_ratio_workers2'].get('pss', 0):.2f}x one worker's by PSS "
+            f"({out['memory_ratio_workers2'].get('rss', 0):.2f}x by summed RSS, which counts shared library pages twice): "
+            "the LLM is loaded once, by the supervisor; each worker has its own STT, TTS, VAD and end-of-turn model"
         )
     return out
 
@@ -460,6 +572,17 @@ async def run_scale(ctx: Ctx) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "standin" in ctx.opts.engines:
         out["standin"] = await run_standin_scale(ctx)
+        try:
+            out["standin_workers2"] = await run_standin_scale(ctx, workers=2)
+        except Exception as exc:  # noqa: BLE001
+            out["standin_workers2"] = {"unavailable": reason_of(exc)}
+        one, two = out["standin"].get("largest_within_limits"), out["standin_workers2"].get("largest_within_limits")
+        if one and two is not None:
+            out["workers2_ratio"] = round(two / one, 2)
+            ctx.note(
+                f"scale: sessions held within the limits: {one} with one worker, {two} with WORKERS=2 ({two / one:.2f}x), "
+                "the bench's client peers on the same 2 cores"
+            )
     if "local" in ctx.opts.engines:
         try:
             out["local"] = await run_local_scale(ctx)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 
 from pipeline.echo import EchoPipeline
-from pipeline.engines.base import Engines
+from pipeline.engines.base import Engines, Message
 from pipeline.ports import AudioOutput, EventSink, Pipeline
 from pipeline.segmenter import SegmenterConfig
 from settings import Settings
@@ -43,22 +43,34 @@ def pipeline_factory(settings: Settings, engines: Engines | None) -> Callable[[A
 log = logging.getLogger("pipeline.wiring")
 
 
+def warm_up_messages(settings: Settings) -> list[Message]:
+    """What warm-up asks the LLM: the conversation's system prompt and a greeting."""
+    from pipeline.conversation import ConversationConfig
+
+    return [{"role": "system", "content": ConversationConfig.from_settings(settings).system_prompt}, {"role": "user", "content": "Hello."}]
+
+
 async def warm_up(engines: Engines, settings: Settings) -> None:
     """One tiny request per engine at start, so no user's first turn pays for cold paths.
 
     For the LLM it also matters beyond the first turn: every conversation opens with the
     same system prompt, and a prompt cache (llama.cpp's, a provider's) keeps that prefix.
     """
-    from pipeline.conversation import ConversationConfig
     from pipeline.engines.base import EngineError
 
     started = time.monotonic()
-    system = ConversationConfig.from_settings(settings).system_prompt
+    messages = warm_up_messages(settings)
+
+    async def first_token() -> None:
+        async with aclosing(engines.llm.stream(messages)) as deltas:
+            async for delta in deltas:
+                if delta:
+                    break  # the prompt is processed before the first token: that is all we want
+
     try:
         await engines.stt.transcribe(b"\x00\x00" * 8000, 16000)
-        async with aclosing(engines.llm.stream([{"role": "system", "content": system}, {"role": "user", "content": "Hello."}])) as deltas:
-            async for _ in deltas:
-                break  # the prompt is processed before the first token: that is all we want
+        warm = getattr(engines.llm, "warm", None)  # the embedded LLM warms every slot's cache at once
+        await (warm(messages) if warm is not None else first_token())
         async with aclosing(engines.tts.stream("Hello.")) as chunks:
             async for _ in chunks:
                 break

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import Engines
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, needed_by
+from pipeline.engines.workers import CancelToken, Order, Scheduler, WorkQueue, needed_by
 from pipeline.segmenter import RATE
 from pipeline.turn import Turn
 from tests.fakes import FakeLLM, FakeSTT, MemoryAudio
@@ -152,3 +152,77 @@ async def test_a_new_turns_first_audio_goes_ahead_of_a_long_reply() -> None:
 
 async def test_in_fifo_order_the_long_reply_goes_first() -> None:
     assert await order_after_contention(Order.FIFO) == ["A one is here.", "other", "A two is here.", "B one is here.", "A three is here."]
+
+
+REPLY = ["The", " moon", " is", " far", ".", " It", " is", " about", " 384,000", " km", " away", ".", " Light", " takes", " a", " second", "."]
+
+
+class ScriptedServer:
+    """Stands in for xllamacpp's Server: streams REPLY, or its rest after an assistant prefix (the
+    continuation of a reply that stepped aside). Before the token after the first sentence it waits
+    for `resume`, so the test can queue other work while the reply is running."""
+
+    def __init__(self, ran: list[str]) -> None:
+        self.ran = ran
+        self.requests: list[dict[str, Any]] = []
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def handle_chat_completions(self, request: dict[str, Any], callback: Any) -> None:
+        self.requests.append(request)
+        last = request["messages"][-1]
+        prefix = last["content"] if last["role"] == "assistant" else ""
+        self.ran.append(f"reply from {len(prefix)}")
+        done, tokens = "", list(REPLY)
+        while tokens and done != prefix:
+            done += tokens.pop(0)
+        for i, delta in enumerate(tokens):
+            if not prefix and i == 5:  # " It": the second sentence starts
+                self.paused.set()
+                self.resume.wait(10)
+            timings = {"predicted_n": i + 1}
+            if callback({"choices": [{"index": 0, "delta": {"content": delta}}], "timings": timings}):
+                return
+
+
+async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedServer]:
+    from pipeline.engines.local_llm import LocalLLM
+
+    ran: list[str] = []
+    shared = Scheduler("engines", order=order)  # as build_engines makes: one for all the embedded engines
+    engine = LocalLLM(scheduler=shared)
+    stt = WorkQueue("stt", "test", scheduler=shared)
+    server = ScriptedServer(ran)
+    engine._server = server  # the engine's scheduling without a model
+
+    async def reply() -> str:
+        with needed_by(time.monotonic()):
+            return "".join([delta async for delta in engine.stream([{"role": "user", "content": "The moon?"}])])
+
+    task = asyncio.create_task(reply())
+    await until(server.paused.is_set)
+    # Another session's question needs transcribing while this reply's second sentence is about to start.
+    with needed_by(time.monotonic()):
+        other = asyncio.create_task(stt.run(lambda token: ran.append("other session")))
+    await until(lambda: stt.waiting == 1)
+    server.resume.set()
+    text = await task
+    await other
+    await engine.close()
+    await stt.close()
+    return text, ran, server
+
+
+async def test_a_reply_steps_aside_after_its_first_sentence_for_another_sessions_turn() -> None:
+    text, ran, server = await run_with_other_work(Order.URGENT)
+    first = "The moon is far."
+    assert ran == ["reply from 0", "other session", f"reply from {len(first)}"]
+    assert text == "".join(REPLY), "the reply goes on from where it stopped, nothing lost or repeated"
+    assert server.requests[1]["messages"][-1] == {"role": "assistant", "content": first}  # continued, not asked again
+    assert server.requests[1]["max_tokens"] == server.requests[0]["max_tokens"] - 5  # the budget is the reply's, not each part's
+
+
+async def test_in_fifo_order_the_reply_runs_to_its_end_first() -> None:
+    text, ran, _ = await run_with_other_work(Order.FIFO)
+    assert ran == ["reply from 0", "other session"]
+    assert text == "".join(REPLY)

