@@ -46,7 +46,6 @@ SCALE_REPLY = "It is noon. Anything else?"
 VAD_SILENCE_MS = 500
 JITTER_LIMIT_MS = 10.0
 OVERHEAD_LIMIT_MS = 100.0
-NOISY_OTHERS = 40.0  # % of one core used by processes not in this bench: a breach then is measured again
 
 
 def jitter_of(peers: list[Peer], t0: float, t1: float, source: str) -> dict[str, Any]:
@@ -168,11 +167,12 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
 
 
 async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
-    sizes = [1, 5, 10] if ctx.opts.quick else [1, 5, 10, 20, 30, 40]
+    # Small steps where one 2-core box breaks (3-8 sessions), so one worker and two can be told apart.
+    sizes = [1, 5, 10] if ctx.opts.quick else [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 40]
     window = 5.0 if ctx.opts.quick else 15.0
     profile_s = 0.0 if ctx.opts.quick else 3.0
-    retries = 0 if ctx.opts.quick else 2
-    budget = 60.0 if ctx.opts.quick else 240.0
+    retries = 0 if ctx.opts.quick else 1
+    budget = 60.0 if ctx.opts.quick else 420.0
     rng = random.Random(ctx.opts.seed)
     await ctx.standin.reset(stt_text="What time is it?", llm_reply=SCALE_REPLY)
     server = await ctx.server("standin", name=f"scale-w{workers}", extra=["--workers", str(workers)] if workers > 1 else None)
@@ -199,9 +199,10 @@ async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
                 a = await level(ctx, server, n, window, clips, rng, profile_s)
                 attempts.append(a)
                 others = a["cpu_percent_of_one_core"]["others"]
-                if a["within_limits"] or others < NOISY_OTHERS or attempt == retries or time.monotonic() - started > budget:
+                if a["within_limits"] or attempt == retries or time.monotonic() - started > budget:
                     break
-                ctx.progress(f"scale {n}: limit breached while other processes used {others:.0f}% of a core: measuring again")
+                # A p99 over 15 s is noisy at the edge: a breach is measured once more, for both worker counts alike.
+                ctx.progress(f"scale {n}: limit breached (other processes used {others:.0f}% of a core): measuring again")
             passed = [a for a in attempts if a["within_limits"]]
             r = passed[0] if passed else min(attempts, key=lambda a: a["cpu_percent_of_one_core"]["others"])
             r["attempts"] = len(attempts)
@@ -303,7 +304,7 @@ def scale_table(out: dict[str, Any]) -> str:
     text += f"\n  largest session count within limits: {out['largest_within_limits']} ({out['stopped']})"
     if any(r.get("attempts", 1) > 1 for r in out["levels"]):
         text += (
-            f"\n  xN: measured N times because a limit was breached while other processes used > {NOISY_OTHERS:.0f}% of a core; "
+            "\n  xN: measured N times because a limit was breached (a p99 over 15 s is noisy at the edge); "
             "shown: a passing attempt, else the one with the least outside load (all attempts in the JSON)"
         )
     for r in out["levels"]:
@@ -318,8 +319,8 @@ def scale_table(out: dict[str, Any]) -> str:
 def explain_scale(ctx: Ctx, out: dict[str, Any]) -> None:
     levels = out["levels"]
     if levels:
-        per = [r["server_cpu_per_session"] for r in levels if r["sessions"] >= 5] or [levels[0]["server_cpu_per_session"]]
-        clients = [r["cpu_percent_of_one_core"]["bench_clients"] / max(r["connected"], 1) for r in levels if r["sessions"] >= 5]
+        per = [r["server_cpu_per_session"] for r in levels if r["sessions"] >= 2] or [levels[0]["server_cpu_per_session"]]
+        clients = [r["cpu_percent_of_one_core"]["bench_clients"] / max(r["connected"], 1) for r in levels if r["sessions"] >= 2]
         ctx.note(
             f"scale: each session costs the server ~{min(per):.1f}{'' if f'{min(per):.1f}' == f'{max(per):.1f}' else f'-{max(per):.1f}'}% of a core (Opus decode + encode in "
             "aiortc's threads, SRTP, UDP and 50 frames/s each way on the event loop); the bench's client peers cost about "
@@ -508,6 +509,45 @@ def local_design_table(d: dict[str, Any], rounds: int) -> str:
     )
 
 
+def llm_batching(tokens: int = 40) -> dict[str, Any]:
+    """Does llama.cpp write several replies faster together than one after another, here? Tokens per
+    second of one reply alone, and in all of four written at once in four slots (each slot warmed
+    with its prompt first, so prompt processing is not counted). Blocking: run in a thread."""
+    import threading
+
+    from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
+    from pipeline.engines.local_llm import LocalLLM
+    from pipeline.engines.workers import CancelToken, available_cores
+
+    llm = LocalLLM(model="auto", threads=available_cores(), parallel=4, max_tokens=tokens)
+    llm._server = llm._load()
+    questions = ["How far away is the moon?", "Why is the sky blue?", "Who wrote Hamlet?", "What do bees make?"]
+    asks = [[{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": q}] for q in questions]
+
+    def write(messages: Any, out: list[int], ignore_eos: bool = True) -> None:
+        request = {**llm._request(messages, tokens), "ignore_eos": ignore_eos}  # every reply exactly `tokens` long
+        got: list[str] = []
+        llm._generate(CancelToken(), got.append, request, {})
+        out.append(sum(1 for d in got if d))
+
+    def together(n: int) -> float:
+        out: list[int] = []
+        threads = [threading.Thread(target=write, args=(asks[i], out)) for i in range(n)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(out) / (time.monotonic() - started)
+
+    try:
+        together(4)  # every slot holds its prompt now
+        one, four = together(1), together(4)
+    finally:
+        llm._server = None
+    return {"model": llm.model_name, "one_tok_s": round(one, 1), "four_tok_s": round(four, 1), "speedup": round(four / one, 2)}
+
+
 async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
     sizes = [1, 2] if ctx.opts.quick else [1, 2, 4]
     rounds = 1 if ctx.opts.quick else 2
@@ -522,6 +562,15 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
             ctx.emit(local_design_table(d, rounds))
         designs.append(d)
     out: dict[str, Any] = {"designs": designs}
+    try:
+        out["llm_batching"] = b = await asyncio.to_thread(llm_batching)
+        ctx.note(
+            f"embedded scale: llama.cpp ({b['model']}) writes {b['one_tok_s']} tokens/s for one reply and {b['four_tok_s']} in all for four "
+            f"at once ({b['speedup']}x): on this machine batching {'barely helps' if b['speedup'] < 1.3 else 'helps'}, so "
+            "simultaneous first sentences cost about their sum in any order"
+        )
+    except Exception as exc:  # noqa: BLE001
+        out["llm_batching"] = {"unavailable": reason_of(exc)}
     rows = []
     for d in designs:
         if "unavailable" in d:

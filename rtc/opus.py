@@ -55,6 +55,13 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         ctypes.c_int,
     ]
     lib.opus_decode.restype = ctypes.c_int
+    lib.opus_encoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+    lib.opus_encoder_create.restype = ctypes.c_void_p
+    lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
+    lib.opus_encoder_destroy.restype = None
+    lib.opus_encode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int32]
+    lib.opus_encode.restype = ctypes.c_int32
+    lib.opus_encoder_ctl.restype = ctypes.c_int  # variadic: arguments are passed with explicit ctypes types
     lib.opus_packet_get_nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
     lib.opus_packet_get_nb_samples.restype = ctypes.c_int
     lib.opus_get_version_string.argtypes = []
@@ -134,6 +141,39 @@ class OpusDecoder:
     def close(self) -> None:
         if self._state:
             self._lib.opus_decoder_destroy(self._state)
+            self._state = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+OPUS_APPLICATION_VOIP = 2048
+OPUS_SET_BITRATE_REQUEST = 4002
+MAX_PACKET_BYTES = 1275
+
+
+class OpusEncoder:
+    """One stream's encoder: 48 kHz mono int16 frames in, Opus packets out."""
+
+    def __init__(self, bitrate: int = 32000, rate: int = 48000) -> None:
+        self._lib = libopus()
+        error = ctypes.c_int(0)
+        self._state = self._lib.opus_encoder_create(rate, 1, OPUS_APPLICATION_VOIP, ctypes.byref(error))
+        if not self._state or error.value != OPUS_OK:
+            raise OpusUnavailable(f"opus_encoder_create failed ({error.value})")
+        self._lib.opus_encoder_ctl(ctypes.c_void_p(self._state), ctypes.c_int(OPUS_SET_BITRATE_REQUEST), ctypes.c_int32(bitrate))
+        self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+
+    def encode(self, pcm: bytes) -> bytes:
+        """One frame (2.5 to 60 ms of samples) as an Opus packet."""
+        n = self._lib.opus_encode(self._state, pcm, len(pcm) // 2, self._out, MAX_PACKET_BYTES)
+        if n < 0:
+            raise OpusUnavailable(f"opus_encode failed ({n})")
+        return self._out.raw[:n]
+
+    def close(self) -> None:
+        if self._state:
+            self._lib.opus_encoder_destroy(self._state)
             self._state = None
 
     def __del__(self) -> None:

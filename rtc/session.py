@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from rtc.inbound import (
     opus_available,
     set_jitter_frames,
 )
-from rtc.outbound import OutboundAudioTrack
+from rtc.outbound import OpusPacketTrack, OutboundAudioTrack
 
 log = logging.getLogger("rtc.session")
 
@@ -113,8 +114,12 @@ class Session:
                 ask_for_fec(transceiver)
             elif self.inbound_config.jitter_frames is not None:
                 set_jitter_frames(transceiver.receiver, self.inbound_config.jitter_frames)
-        self.pc.addTrack(self.outbound)
+        # With Opus (and libopus here) the session encodes its own frames; any other codec: aiortc does.
+        encoded = OpusPacketTrack(self.outbound) if opus_available() else None
+        sender = self.pc.addTrack(encoded or self.outbound)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        if encoded is not None and answer_codec(self.pc.localDescription.sdp) != "opus":
+            sender.replaceTrack(self.outbound)
         self._spawn(self._watchdog(), "watchdog")
         return self.pc.localDescription
 
@@ -261,3 +266,12 @@ class Session:
         self.outbound.stop()
         await self.pc.close()
         self._on_closed(self)
+
+
+def answer_codec(sdp: str) -> str:
+    """The audio codec an SDP answer settled on (its audio m-line's first payload type), lower case."""
+    media = re.search(r"^m=audio \S+ \S+ (\d+)", sdp, re.MULTILINE)
+    if not media:
+        return ""
+    rtpmap = re.search(rf"^a=rtpmap:{media.group(1)} ([^/\s]+)", sdp, re.MULTILINE)
+    return rtpmap.group(1).lower() if rtpmap else ""
