@@ -322,8 +322,8 @@ def explain_scale(ctx: Ctx, out: dict[str, Any]) -> None:
         per = [r["server_cpu_per_session"] for r in levels if r["sessions"] >= 2] or [levels[0]["server_cpu_per_session"]]
         clients = [r["cpu_percent_of_one_core"]["bench_clients"] / max(r["connected"], 1) for r in levels if r["sessions"] >= 2]
         ctx.note(
-            f"scale: each session costs the server ~{min(per):.1f}{'' if f'{min(per):.1f}' == f'{max(per):.1f}' else f'-{max(per):.1f}'}% of a core (Opus decode + encode in "
-            "aiortc's threads, SRTP, UDP and 50 frames/s each way on the event loop); the bench's client peers cost about "
+            f"scale: each session costs the server ~{min(per):.1f}{'' if f'{min(per):.1f}' == f'{max(per):.1f}' else f'-{max(per):.1f}'}% of a core (Opus decode and encode, "
+            "SRTP, UDP and 50 frames/s each way, the end-of-turn model); the bench's client peers cost about "
             f"{(sum(clients) / len(clients)) if clients else 0:.1f}% of a core each on the same 2 cores"
         )
     for r in levels:
@@ -566,8 +566,8 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
         out["llm_batching"] = b = await asyncio.to_thread(llm_batching)
         ctx.note(
             f"embedded scale: llama.cpp ({b['model']}) writes {b['one_tok_s']} tokens/s for one reply and {b['four_tok_s']} in all for four "
-            f"at once ({b['speedup']}x): on this machine batching {'barely helps' if b['speedup'] < 1.3 else 'helps'}, so "
-            "simultaneous first sentences cost about their sum in any order"
+            f"at once ({b['speedup']}x, prompts cached): one process writes one reply at a time, the most urgent first; "
+            "the box's model server of WORKERS > 1 decodes them together"
         )
     except Exception as exc:  # noqa: BLE001
         out["llm_batching"] = {"unavailable": reason_of(exc)}

@@ -291,10 +291,10 @@ class LocalLLM:
         }
 
     async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        """The reply, token by token. A reply whose first sentence is out may step aside, at a
-        sentence boundary, for another session's more urgent work (see `_generate`); it then goes
-        on from where it stopped as a new job, needed when its audio so far will have played. The
-        slot kept its cache, so going on costs only the new tokens."""
+        """The reply, token by token. A reply whose first sentence is out may step aside, at a word
+        boundary, for another turn's more urgent reply (see `_generate`); it then goes on from where
+        it stopped as a new job, needed when its audio so far will have played. Its slot kept the
+        cache, so going on costs only the new tokens."""
         if self._server is None:
             await self.start()
         text = ""
@@ -316,10 +316,9 @@ class LocalLLM:
 
     def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any], aside: dict[str, Any]) -> None:
         """One llama.cpp request on this thread. Once a sentence is written the rest of the reply is
-        needed only when its audio will have played; if a job needed sooner waits for the cores
-        (`token.outranked()`: another turn's transcription or first sentence, this reply's own first
-        synthesis), stop at the next word boundary and fill `aside`: how many tokens were written
-        and when the rest is needed."""
+        needed only when its audio will have played; if a job needed sooner waits for this engine
+        (`token.outranked()`: another turn's first sentence), stop at the next word boundary and fill
+        `aside`: how many tokens were written and when the rest is needed."""
         started = time.monotonic()
         state: dict[str, Any] = {"first": None, "error": None, "timings": {}, "text": "", "tokens": 0}
         # Running now: an empty delta (which readers skip) restarts LLM_TIMEOUT_S's clock, so time
