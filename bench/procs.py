@@ -126,7 +126,8 @@ def tree_memory_mb(pid: int) -> dict[str, float]:
     count twice); `pss` shares each such page between them (/proc/<pid>/smaps_rollup), so it is the
     tree's real footprint."""
     rss = pss = 0.0
-    for p in tree(pid):
+    pids = tree(pid)
+    for p in pids:
         with contextlib.suppress(OSError):
             rss += rss_mb(p)
             with open(f"/proc/{p}/smaps_rollup") as f:
@@ -134,7 +135,7 @@ def tree_memory_mb(pid: int) -> dict[str, float]:
                     if line.startswith("Pss:"):
                         pss += int(line.split()[1]) / 1024
                         break
-    return {"rss": round(rss, 1), "pss": round(pss, 1), "processes": len(tree(pid))}
+    return {"rss": round(rss, 1), "pss": round(pss, 1), "processes": len(pids)}
 
 
 def rss_mb(pid: int) -> float:

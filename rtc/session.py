@@ -11,7 +11,6 @@ import asyncio
 import contextvars
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdatachannel import RTCDataChannel
+from aiortc.sdp import SessionDescription
 
 from pipeline.events import Error, Event, Goodbye
 from pipeline.ports import AudioOutput, EventSink, Pipeline
@@ -269,9 +269,10 @@ class Session:
 
 
 def answer_codec(sdp: str) -> str:
-    """The audio codec an SDP answer settled on (its audio m-line's first payload type), lower case."""
-    media = re.search(r"^m=audio \S+ \S+ (\d+)", sdp, re.MULTILINE)
-    if not media:
-        return ""
-    rtpmap = re.search(rf"^a=rtpmap:{media.group(1)} ([^/\s]+)", sdp, re.MULTILINE)
-    return rtpmap.group(1).lower() if rtpmap else ""
+    """The audio codec an SDP answer settled on (its audio m-line's first codec), lower case."""
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind == "audio" and media.fmt:
+            # The m-line's order is the preference; the parser lists codecs in a=rtpmap order.
+            first = next((c for c in media.rtp.codecs if c.payloadType == int(media.fmt[0])), None)
+            return first.mimeType.split("/", 1)[1].lower() if first else ""
+    return ""

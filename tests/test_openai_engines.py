@@ -374,7 +374,7 @@ def test_local_engines_are_imported_only_when_chosen(monkeypatch: pytest.MonkeyP
     made = []
 
     def fake(module: str, cls: str) -> None:
-        engine = type(cls, (), {"from_settings": classmethod(lambda c, s, scheduler=None: made.append(cls) or c())})
+        engine = type(cls, (), {"from_settings": classmethod(lambda c, s: made.append(cls) or c())})
         monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**{cls: engine}))
 
     fake("pipeline.engines.local_stt", "LocalSTT")

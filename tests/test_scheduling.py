@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import Engines
-from pipeline.engines.workers import CancelToken, Order, Scheduler, WorkQueue, needed_by
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, needed_by
 from pipeline.segmenter import RATE
 from pipeline.turn import Turn
 from tests.fakes import FakeLLM, FakeSTT, MemoryAudio
@@ -189,9 +189,7 @@ async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedSer
     from pipeline.engines.local_llm import LocalLLM
 
     ran: list[str] = []
-    shared = Scheduler("engines", order=order)  # as build_engines makes: one for all the embedded engines
-    engine = LocalLLM(scheduler=shared)
-    stt = WorkQueue("stt", "test", scheduler=shared)
+    engine = LocalLLM(order=order)
     server = ScriptedServer(ran)
     engine._server = server  # the engine's scheduling without a model
 
@@ -201,19 +199,18 @@ async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedSer
 
     task = asyncio.create_task(reply())
     await until(server.paused.is_set)
-    # Another session's question needs transcribing while this reply's second sentence is about to start.
+    # Another session's reply is asked for while this reply's second sentence is about to start.
     with needed_by(time.monotonic()):
-        other = asyncio.create_task(stt.run(lambda token: ran.append("other session")))
-    await until(lambda: stt.waiting == 1)
+        other = asyncio.create_task(engine._queue.run(lambda token: ran.append("other session")))
+    await until(lambda: engine._queue.waiting == 1)
     server.resume.set()
     text = await task
     await other
     await engine.close()
-    await stt.close()
     return text, ran, server
 
 
-async def test_a_reply_steps_aside_after_its_first_sentence_for_another_sessions_turn() -> None:
+async def test_a_reply_steps_aside_after_its_first_sentence_for_another_sessions_reply() -> None:
     text, ran, server = await run_with_other_work(Order.URGENT)
     first = "The moon is far."
     assert ran == ["reply from 0", "other session", f"reply from {len(first)}"]

@@ -6,42 +6,25 @@ imports the local model runtimes (and vice versa).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from pipeline.engines.base import LLM, STT, TTS, Engines, TurnDetector
 from settings import Settings, SettingsError
 
-if TYPE_CHECKING:
-    from pipeline.engines.workers import Scheduler
-
 
 def build_engines(settings: Settings) -> Engines:
-    from pipeline.engines.workers import schedulers
-
-    scheduler = schedulers(settings)  # each embedded engine's queue: urgent first (or the old FIFO)
-    return Engines(
-        stt=build_stt(settings, scheduler),
-        llm=build_llm(settings, scheduler),
-        tts=build_tts(settings, scheduler),
-        turn=build_turn_detector(settings, scheduler),
-    )
+    return Engines(stt=build_stt(settings), llm=build_llm(settings), tts=build_tts(settings), turn=build_turn_detector(settings))
 
 
-Schedulers = Callable[[str], "Scheduler"]
-
-
-def build_turn_detector(settings: Settings, scheduler: Schedulers | None = None) -> TurnDetector | None:
+def build_turn_detector(settings: Settings) -> TurnDetector | None:
     if settings.turn_detector == "none":
         return None
     if settings.turn_detector == "smart-turn":
         from pipeline.engines.smart_turn import SmartTurn
 
-        return SmartTurn.from_settings(settings, scheduler("turn") if scheduler else None)
+        return SmartTurn.from_settings(settings)
     raise SettingsError(f"TURN_DETECTOR must be smart-turn or none; got {settings.turn_detector!r}")
 
 
-def build_stt(settings: Settings, scheduler: Schedulers | None = None) -> STT:
+def build_stt(settings: Settings) -> STT:
     if settings.stt_engine == "openai":
         from pipeline.engines.openai_stt import OpenAISTT
 
@@ -49,11 +32,11 @@ def build_stt(settings: Settings, scheduler: Schedulers | None = None) -> STT:
     if settings.stt_engine == "local":
         from pipeline.engines.local_stt import LocalSTT
 
-        return LocalSTT.from_settings(settings, scheduler("stt") if scheduler else None)
+        return LocalSTT.from_settings(settings)
     raise SettingsError(f"STT_ENGINE must be local or openai; got {settings.stt_engine!r}")
 
 
-def build_llm(settings: Settings, scheduler: Schedulers | None = None) -> LLM:
+def build_llm(settings: Settings) -> LLM:
     if settings.llm_engine == "openai":
         from pipeline.engines.openai_llm import OpenAILLM
 
@@ -61,11 +44,11 @@ def build_llm(settings: Settings, scheduler: Schedulers | None = None) -> LLM:
     if settings.llm_engine == "local":
         from pipeline.engines.local_llm import LocalLLM
 
-        return LocalLLM.from_settings(settings, scheduler("llm") if scheduler else None)
+        return LocalLLM.from_settings(settings)
     raise SettingsError(f"LLM_ENGINE must be local or openai; got {settings.llm_engine!r}")
 
 
-def build_tts(settings: Settings, scheduler: Schedulers | None = None) -> TTS:
+def build_tts(settings: Settings) -> TTS:
     if settings.tts_engine == "openai":
         from pipeline.engines.openai_tts import OpenAITTS
 
@@ -73,9 +56,9 @@ def build_tts(settings: Settings, scheduler: Schedulers | None = None) -> TTS:
     if settings.tts_engine == "local":
         from pipeline.engines.local_tts import LocalTTS
 
-        return LocalTTS.from_settings(settings, scheduler("tts") if scheduler else None)
+        return LocalTTS.from_settings(settings)
     if settings.tts_engine == "espeak":
         from pipeline.engines.local_tts import EspeakTTS
 
-        return EspeakTTS.from_settings(settings, scheduler("tts") if scheduler else None)
+        return EspeakTTS.from_settings(settings)
     raise SettingsError(f"TTS_ENGINE must be local, espeak or openai; got {settings.tts_engine!r}")

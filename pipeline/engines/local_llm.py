@@ -32,7 +32,7 @@ from typing import Any
 
 from pipeline.engines.base import EngineError, Message, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, Scheduler, WorkQueue, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class LocalLLM:
         context: int = DEFAULT_CONTEXT,
         temperature: float = DEFAULT_TEMPERATURE,
         queue_size: int = 4,
-        scheduler: Scheduler | None = None,
+        order: Order = Order.URGENT,
         cache: Path | None = None,
         poll: int = 0,
         parallel: int = 1,
@@ -148,16 +148,16 @@ class LocalLLM:
         self.temperature = temperature
         self.repeat_penalty = 1.05
         self.cache = cache or cache_dir()
-        self.port = 0  # llama.cpp's HTTP listener on 127.0.0.1; 0: a free one (used only by serve_box)
+        self.port = 0  # llama.cpp's HTTP listener on 127.0.0.1; 0: a free one (only BoxModelServer uses it)
         self.api_key = secrets.token_urlsafe(24)  # locks it: nothing outside this box's processes knows it
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, scheduler=scheduler)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
         self._server: Any = None
         self._lock = asyncio.Lock()
         self.last_timings: dict[str, Any] = {}  # llama.cpp's timings of the last finished reply
 
     @classmethod
-    def from_settings(cls, settings: Any, scheduler: Scheduler | None = None) -> LocalLLM:
+    def from_settings(cls, settings: Any) -> LocalLLM:
         return cls(
             model=settings.llm_model,
             max_tokens=int(settings.llm_max_tokens),
@@ -166,7 +166,7 @@ class LocalLLM:
             context=int(getattr(settings, "llm_context", DEFAULT_CONTEXT) or DEFAULT_CONTEXT),
             temperature=float(getattr(settings, "llm_temperature", DEFAULT_TEMPERATURE)),
             queue_size=queue_size_setting(settings),
-            scheduler=scheduler,
+            order=order_setting(settings),
             cache=cache_dir(settings),
             parallel=int(getattr(settings, "llm_parallel", 1) or 1),
         )
@@ -206,7 +206,7 @@ class LocalLLM:
         params.hostnames = ["127.0.0.1"]
         params.port = self.port
         params.api_keys = [self.api_key]  # HTTP locked; the call API does not need it
-        # The request's own sampling wins; these are for HTTP clients (the workers of serve_box) that
+        # The request's own sampling wins; these are for HTTP clients (BoxModelServer's workers) that
         # send only the OpenAI fields.
         params.sampling.temp = self.temperature
         params.sampling.top_p = 0.9
@@ -389,13 +389,12 @@ class BoxModelServer:
 
     def __init__(self, settings: Any) -> None:
         self.llm = LocalLLM.from_settings(settings)
-        self._server: Any = None
 
     def start(self, port: int, warm: list[Message] | None = None) -> dict[str, str]:
         """Load the model, warm every slot with `warm`, and listen on `port`; the settings that point a
         worker at it."""
         self.llm.port = port
-        self._server = self.llm._server = self.llm._load()
+        self.llm._server = self.llm._load()
         if warm:
             self.llm.warm_slots(warm)
         return {
@@ -406,4 +405,4 @@ class BoxModelServer:
         }
 
     def stop(self) -> None:
-        self._server = self.llm._server = None  # ~Server stops llama.cpp's threads
+        self.llm._server = None  # ~Server stops llama.cpp's threads

@@ -37,7 +37,7 @@ import numpy as np
 
 from pipeline.engines.base import EngineError
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, Scheduler, WorkQueue, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class LocalSTT:
         threads: int = 1,
         timeout_s: float = 15.0,
         queue_size: int = 4,
-        scheduler: Scheduler | None = None,
+        order: Order = Order.URGENT,
         cache: Path | None = None,
         window: str = "fit",
         fit_margin_frames: int = FIT_MARGIN_FRAMES,
@@ -198,12 +198,12 @@ class LocalSTT:
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, scheduler=scheduler)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
         self._loaded: _Loaded | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any, scheduler: Scheduler | None = None) -> LocalSTT:
+    def from_settings(cls, settings: Any) -> LocalSTT:
         return cls(
             model=settings.stt_model,
             language=settings.stt_language,
@@ -211,7 +211,7 @@ class LocalSTT:
             threads=threads_setting(settings, "stt_threads"),
             timeout_s=float(settings.stt_timeout_s),
             queue_size=queue_size_setting(settings),
-            scheduler=scheduler,
+            order=order_setting(settings),
             cache=cache_dir(settings),
             window=str(getattr(settings, "stt_window", "fit") or "fit"),
         )

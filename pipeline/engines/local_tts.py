@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.engines.base import EngineError, each_within
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
-from pipeline.engines.workers import CancelToken, Scheduler, WorkQueue, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class LocalTTS(_QueuedVoice):
 
     def __init__(
         self, voice: str = "", speed: float = 1.0, threads: int = 1, timeout_s: float = 15.0, queue_size: int = 4, cache: Path | None = None,
-        scheduler: Scheduler | None = None,
+        order: Order = Order.URGENT,
     ) -> None:
         self.voice_name = voice
         self.speed = speed if speed > 0 else 1.0
@@ -101,20 +101,20 @@ class LocalTTS(_QueuedVoice):
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = f"piper:{voice or DEFAULT_VOICE}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, scheduler=scheduler)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
         self._voice: Any = None
         self._syn_config: Any = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any, scheduler: Scheduler | None = None) -> LocalTTS:
+    def from_settings(cls, settings: Any) -> LocalTTS:
         return cls(
             voice=settings.tts_voice,
             speed=float(settings.tts_speed),
             threads=threads_setting(settings, "tts_threads"),
             timeout_s=float(settings.tts_timeout_s),
             queue_size=queue_size_setting(settings),
-            scheduler=scheduler,
+            order=order_setting(settings),
             cache=cache_dir(settings),
         )
 
@@ -248,23 +248,23 @@ class EspeakTTS(_QueuedVoice):
     sample_rate = 22050  # replaced by espeak's own rate on load
 
     def __init__(
-        self, voice: str = "en-us", speed: float = 1.0, timeout_s: float = 15.0, queue_size: int = 4, scheduler: Scheduler | None = None
+        self, voice: str = "en-us", speed: float = 1.0, timeout_s: float = 15.0, queue_size: int = 4, order: Order = Order.URGENT
     ) -> None:
         self.voice = voice or "en-us"
         self.wpm = max(80, min(450, round(175 * (speed if speed > 0 else 1.0))))
         self.timeout_s = timeout_s
         self.name = f"espeak:{self.voice}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, scheduler=scheduler)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
         self._espeak: _Espeak | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, scheduler: Scheduler | None = None) -> EspeakTTS:
+    def from_settings(cls, settings: Any) -> EspeakTTS:
         voice = str(settings.tts_voice or "")
         if voice in VOICE_ALIASES or voice.endswith(".onnx"):  # a piper voice: not espeak's to use
             voice = "en-us"
         return cls(
             voice=voice, speed=float(settings.tts_speed), timeout_s=float(settings.tts_timeout_s), queue_size=queue_size_setting(settings),
-            scheduler=scheduler,
+            order=order_setting(settings),
         )
 
     @property

@@ -29,7 +29,7 @@ import numpy as np
 from pipeline.engines.base import EngineError
 from pipeline.engines.local_stt import pcm_to_float
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
-from pipeline.engines.workers import CancelToken, Scheduler, WorkQueue, queue_size_setting
+from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,23 @@ class SmartTurn:
     """Smart Turn v3.2 on a worker thread, shared by every session."""
 
     def __init__(
-        self, threads: int = 1, timeout_s: float = 3.0, queue_size: int = 4, cache: Path | None = None, scheduler: Scheduler | None = None
+        self, threads: int = 1, timeout_s: float = 3.0, queue_size: int = 4, cache: Path | None = None, order: Order = Order.URGENT
     ) -> None:
         self.threads = max(1, threads)
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = "local:smart-turn-v3.2"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, scheduler=scheduler)
+        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
         self._session: Any = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any, scheduler: Scheduler | None = None) -> SmartTurn:
+    def from_settings(cls, settings: Any) -> SmartTurn:
         return cls(
             threads=int(getattr(settings, "turn_threads", 1) or 1),
             timeout_s=float(getattr(settings, "turn_timeout_s", 3.0) or 3.0),
             queue_size=queue_size_setting(settings),
-            scheduler=scheduler,
+            order=order_setting(settings),
             cache=cache_dir(settings),
         )
 

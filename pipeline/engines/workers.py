@@ -1,16 +1,15 @@
 """Worker threads per engine, a bounded queue in front of them, and cooperative cancellation.
 
-The models are shared by every session. Most run one job at a time (a second concurrent
-job would only split the same cores); the embedded LLM runs one per parallel slot, since
-llama.cpp batches them. When `max_waiting` jobs already wait, a new one is refused at once
-with EngineBusy, since a turn that waits behind a long queue is worse than one rejected up
-front.
+The models are shared by every session and each runs one job at a time (a second
+concurrent job would only split the same cores). When `max_waiting` jobs already wait, a
+new one is refused at once with EngineBusy, since a turn that waits behind a long queue is
+worse than one rejected up front.
 
 Waiting jobs are taken most urgent first (issue 12): each carries the time its result is
 needed by (`needed_by`), so a new turn's transcription or first sentence goes ahead of the
-third sentence of someone else's long reply, whose audio is already queued. Deadlines
-only grow with time, so nothing waits forever. `Order.FIFO` keeps arrival order (the old
-design, for benchmarks).
+third sentence of someone else's long reply, whose audio is already queued, and a running
+job may step aside for it (`CancelToken.outranked`). Deadlines only grow with time, so
+nothing waits forever. `Order.FIFO` keeps arrival order (the old design, for benchmarks).
 
 Native inference cannot be interrupted from outside, so a job receives a CancelToken
 and checks it between its steps (segments, tokens, sentences). Cancelling the awaiting
@@ -63,16 +62,12 @@ def queue_size_setting(settings: Any) -> int:
     return max(0, int(getattr(settings, "engine_queue_size", DEFAULT_QUEUE_SIZE)))
 
 
-def schedulers(settings: Any) -> Callable[[str], Scheduler]:
-    """The scheduler of each embedded engine's queue (by stage): its own, in ENGINE_ORDER.
-
-    The engines run side by side, each one job at a time. One scheduler shared by all of them
-    (each job then has the cores to itself) was measured too (`python -m bench scale`, issue 12):
-    a first sentence's synthesis then waited behind other sessions' first sentences being written,
-    past TTS_TIMEOUT_S, so each engine keeps its own line.
-    """
-    order = Order(getattr(settings, "engine_order", Order.URGENT))
-    return lambda stage: Scheduler(stage, order=order)
+def order_setting(settings: Any) -> Order:
+    """ENGINE_ORDER. Each embedded engine keeps its own queue: one queue shared by all of them (each
+    job then has the cores to itself) was measured too (`python -m bench scale`, issue 12), and a
+    first sentence's synthesis then waited behind other sessions' first sentences being written,
+    past TTS_TIMEOUT_S."""
+    return Order(getattr(settings, "engine_order", Order.URGENT))
 
 
 class Cancelled(Exception):
@@ -142,28 +137,25 @@ class _Job:
     future: concurrent.futures.Future[Any] = field(compare=False)
     token: CancelToken = field(compare=False)
     call: Callable[[], Any] = field(compare=False)
-    started: Callable[[], None] = field(compare=False)  # tells the job's queue it left the waiting line
-
-    def __hash__(self) -> int:  # identity: a queue keeps its jobs in a set
-        return id(self)
 
 
-class Scheduler:
-    """Worker threads taking blocking jobs from one heap: the most urgent first (or in arrival order).
+class WorkQueue:
+    """`concurrency` worker threads fed by a bounded queue of blocking jobs, most urgent first."""
 
-    Several queues may share one scheduler (their jobs then take turns on its threads); each
-    embedded engine has its own (see `schedulers`).
-    """
-
-    def __init__(self, name: str, concurrency: int = 1, order: Order = Order.URGENT) -> None:
+    def __init__(
+        self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1, order: Order = Order.URGENT
+    ) -> None:
+        self.stage = stage
         self.name = name
+        self.max_waiting = max_waiting
         self.order = Order(order)
         self._cond = threading.Condition()
         self._heap: list[_Job] = []
         self._seq = itertools.count()
-        self._users = 0
+        self._waiting = 0
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
+        self._tokens: set[CancelToken] = set()  # of admitted jobs, so close() can stop them
+        self._threads = [threading.Thread(target=self._work, name=f"{stage}-{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
         for thread in self._threads:
             thread.start()
 
@@ -171,43 +163,11 @@ class Scheduler:
     def concurrency(self) -> int:
         return len(self._threads)
 
-    def key(self, when: float | None) -> tuple[float, int]:
-        seq = next(self._seq)
-        if self.order is Order.FIFO:
-            return (0.0, seq)
-        return (time.monotonic() if when is None else when, seq)
-
-    def push(self, job: _Job) -> None:
+    @property
+    def waiting(self) -> int:
+        """Jobs admitted but not started yet."""
         with self._cond:
-            if self._closed:
-                raise RuntimeError("scheduler closed")
-            heapq.heappush(self._heap, job)
-            self._cond.notify()
-
-    def drop(self, jobs: set[_Job]) -> None:
-        """Take queued `jobs` out (a closing queue's); their futures are cancelled by the caller."""
-        with self._cond:
-            self._heap = [job for job in self._heap if job not in jobs]
-            heapq.heapify(self._heap)
-
-    def waiting_before(self, when: float) -> bool:
-        """A job needed before `when` waits (never in FIFO order)."""
-        with self._cond:
-            return self.order is Order.URGENT and any(job.key[0] < when and not job.future.done() for job in self._heap)
-
-    def retain(self) -> None:
-        with self._cond:
-            self._users += 1
-
-    async def release(self) -> None:
-        """One queue less; the last one stops the threads once they are idle."""
-        with self._cond:
-            self._users -= 1
-            if self._users > 0:
-                return
-            self._closed = True
-            self._cond.notify_all()
-        await asyncio.to_thread(lambda: [thread.join() for thread in self._threads])
+            return self._waiting
 
     def _work(self) -> None:
         while True:
@@ -218,75 +178,43 @@ class Scheduler:
                     return  # closed, and nothing left
                 job = heapq.heappop(self._heap)
                 if not job.future.set_running_or_notify_cancel():
-                    continue  # cancelled while it waited; its queue counted it out
-            job.started()
+                    continue  # cancelled while it waited; on_done counted it out
+                self._waiting -= 1
             try:
                 job.token.check()  # cancelled while queued but too late for Future.cancel()
                 job.future.set_result(job.call())
             except BaseException as exc:  # handed to the awaiting side, which re-raises it
                 job.future.set_exception(exc)
 
-
-class WorkQueue:
-    """One engine's bounded queue of blocking jobs, on its own scheduler or a shared one."""
-
-    def __init__(
-        self,
-        stage: str,
-        name: str,
-        max_waiting: int = DEFAULT_QUEUE_SIZE,
-        *,
-        concurrency: int = 1,
-        order: Order = Order.URGENT,
-        scheduler: Scheduler | None = None,
-    ) -> None:
-        self.stage = stage
-        self.name = name
-        self.max_waiting = max_waiting
-        self.scheduler = scheduler or Scheduler(f"{stage}-{name}", concurrency, order)
-        self.scheduler.retain()
-        self.order = self.scheduler.order
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self._closed = False
-        self._jobs: set[_Job] = set()  # admitted and not finished, so close() can stop them
-
-    @property
-    def concurrency(self) -> int:
-        return self.scheduler.concurrency
-
-    @property
-    def waiting(self) -> int:
-        """Jobs admitted but not started yet."""
-        with self._lock:
-            return self._waiting
-
-    def _started(self) -> None:
-        with self._lock:
-            self._waiting -= 1
+    def _waiting_before(self, when: float) -> bool:
+        """A job needed before `when` waits (never in FIFO order)."""
+        with self._cond:
+            return self.order is Order.URGENT and any(job.key[0] < when and not job.future.done() for job in self._heap)
 
     def _submit(self, fn: Callable[..., T], token: CancelToken, *args: Any, when: float | None = None) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
+        with self._cond:
             if self._closed:
                 raise EngineError(self.stage, f"{self.name} is shut down")
             if self._waiting >= self.max_waiting:
                 raise EngineBusy(self.stage, f"{self.name} is busy: {self._waiting} requests already waiting")
-            key = self.scheduler.key(_NEEDED_BY.get() if when is None else when)
+            when = _NEEDED_BY.get() if when is None else when
+            seq = next(self._seq)
+            key = (0.0, seq) if self.order is Order.FIFO else (time.monotonic() if when is None else when, seq)
             token.needed_by = key[0]
-            token._outranked = self.scheduler.waiting_before
-            job = _Job(key, future, token, lambda: fn(token, *args), self._started)
+            token._outranked = self._waiting_before
             self._waiting += 1
-            self._jobs.add(job)
+            self._tokens.add(token)
+            heapq.heappush(self._heap, _Job(key, future, token, lambda: fn(token, *args)))
+            self._cond.notify()
 
         def on_done(f: concurrent.futures.Future[T]) -> None:
-            with self._lock:
-                self._jobs.discard(job)
+            with self._cond:
+                self._tokens.discard(token)
                 if f.cancelled():  # never started, so the worker did not count it out
                     self._waiting -= 1
 
         future.add_done_callback(on_done)
-        self.scheduler.push(job)
         return future
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -356,14 +284,12 @@ class WorkQueue:
 
     async def close(self) -> None:
         """Refuse new jobs, drop queued ones, stop the running ones and wait for them."""
-        with self._lock:
+        with self._cond:
             self._closed = True
-            jobs = set(self._jobs)
-        for job in jobs:
-            job.token.cancel()
-        self.scheduler.drop(jobs)
-        for job in jobs:
-            job.future.cancel()  # only queued ones can be; running ones stop at their next check
-        running = [asyncio.wrap_future(job.future) for job in jobs if not job.future.cancelled()]
-        await asyncio.gather(*running, return_exceptions=True)
-        await self.scheduler.release()
+            for token in self._tokens:
+                token.cancel()
+            dropped, self._heap = self._heap, []
+            self._cond.notify_all()
+        for job in dropped:
+            job.future.cancel()
+        await asyncio.to_thread(lambda: [thread.join() for thread in self._threads])
