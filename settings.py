@@ -110,7 +110,7 @@ class Settings:
     vad_max_utterance_s: float = _opt(30.0, "Longest utterance; longer speech is cut and sent on.")
     # turn-taking
     turn_pause_ms: int = _opt(
-        200,
+        100,
         "Silence after which the reply is prepared at once (transcribed, written and voiced, but held, not played) and the end-of-turn model is asked; speech before release throws it away unheard. 0: nothing starts before `VAD_SILENCE_MS`.",
     )
     turn_detector: str = _opt(

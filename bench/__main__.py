@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--conditions", default="", help="network part: comma-separated conditions (default: all), e.g. 'clean,loss 5 %% + jitter'"
     )
+    parser.add_argument(
+        "--llm-model", default="", help="LLM_MODEL of the embedded servers every part starts (default: the product's, auto)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         inbound=tuple(c.strip() for c in args.inbound.split(",") if c.strip()),
         questions=args.questions,
         conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
+        llm_model=args.llm_model,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)

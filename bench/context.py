@@ -21,6 +21,7 @@ class Options:
     inbound: tuple[str, ...] = ()  # INBOUND_BUFFER of the servers started (empty: the product's default)
     questions: int = 0  # the network part: questions per condition (0: its default)
     conditions: tuple[str, ...] = ()  # the network part: which conditions (empty: all)
+    llm_model: str = ""  # LLM_MODEL of the embedded servers the parts start (empty: the product's default)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Ctx:
         """A started, healthy server on `engines` ("standin" or "local"; the context's stand-in unless
         another is given); raises with the reason otherwise."""
         flags = (standin or self.standin).engine_flags() if engines == "standin" else LOCAL_FLAGS
+        if engines == "local" and self.opts.llm_model and "--llm-model" not in (extra or []):
+            flags = [*flags, "--llm-model", self.opts.llm_model]
         if self.inbound and "--inbound-buffer" not in (extra or []):
             extra = [*(extra or []), "--inbound-buffer", self.inbound]
         server = Server(flags, extra, probe=self.opts.probe, name=f"{name}-{engines}")

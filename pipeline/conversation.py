@@ -5,11 +5,11 @@ over at most two turns (pipeline/turn.py):
 
 - the *pending* turn answers the utterance still in progress. At a short pause
   (`TURN_PAUSE_MS`) it starts at once, held: transcribed, written and voiced,
-  but nothing is shown or played. The end-of-turn model releases it when it says
-  the user has finished (and the words so far do not stop mid-phrase), the long
-  silence (`VAD_SILENCE_MS`) releases it anyway,
-  and speech before either throws it away unheard: the utterance goes on and the
-  next pause makes a new one over all of it.
+  but nothing is shown or played. The end-of-turn model, asked once the pause
+  is `JUDGE_AFTER_S` long, releases it when it says the user has finished (and
+  the words so far do not stop mid-phrase), the long silence (`VAD_SILENCE_MS`)
+  releases it anyway, and speech before either throws it away unheard: the
+  utterance goes on and the next pause makes a new one over all of it.
 - the *speaking* turn is the released one, until its reply has played.
 
 Speech over the speaking turn pauses its audio at once (on a hint of voice,
@@ -57,6 +57,12 @@ DEFAULT_SYSTEM_PROMPT = (
 HINT_WAIT_S = 0.2  # a reply paused on a hint of speech resumes if no speech follows within this
 ECHO_WINDOW_S = 0.5  # how far back the echo gate looks at what was played (echo path + jitter buffers)
 TURN_MODEL_AUDIO_S = 8.0  # what the end-of-turn model sees of an utterance
+# The end-of-turn model is asked once the pause is this long, even when the reply is prepared
+# sooner (TURN_PAUSE_MS): its P(finished) grows with the silence it hears, and Smart Turn is used
+# after 200 ms by its authors (Pipecat's stop_secs). Asked after 100 ms it called fewer finished
+# questions finished and the held reply waited for the long silence (`python -m bench.smart_turn
+# --pause 0.1`; `bench turns --engines standin`: 2 of 4 released by the model against 9 of 10).
+JUDGE_AFTER_S = 0.2
 
 _BACKCHANNELS = {
     "yeah", "yes", "yep", "yup", "okay", "ok", "right", "sure", "alright", "cool", "nice", "great",
@@ -143,6 +149,7 @@ class Conversation:
         self._turn_id = 0  # of the latest turn released to the user
         self._utterance = 0  # the segmenter's current (or last) utterance
         self._pending: Turn | None = None  # held: answers the utterance in progress
+        self._judge_at: float | None = None  # media time the end-of-turn model is asked about the pending turn
         self._speaking: Turn | None = None  # released and not interrupted, until its reply has played
         self._previous: Turn | None = None  # the turn released before: its history comes first
         self._turns: set[Turn] = set()  # every turn not finished yet
@@ -178,6 +185,10 @@ class Conversation:
                 self._on_speech_ended(event)
         if self._barge_onset is not None and self._segmenter.speech_span() >= self.config.interrupt_min_ms / 1000:
             self._interrupt_speaking("the user kept speaking")
+        if self._judge_at is not None and self._now >= self._judge_at and self._pending is not None:
+            self._judge_at = None
+            audio = self._segmenter.utterance_pcm()[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
+            self._pending.spawn(self._judge(self._pending, audio), f"turn-{self._pending.id}-judge")
         if self._hinted_at is not None and self._now - self._hinted_at > HINT_WAIT_S:
             self._hinted_at = None
             if self._barge_onset is None:
@@ -236,8 +247,7 @@ class Conversation:
         self._pending = turn
         self._begin(turn)
         if self._engines.turn is not None:
-            audio = event.pcm[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
-            turn.spawn(self._judge(turn, audio), f"turn-{turn.id}-judge")
+            self._judge_at = event.t_end + JUDGE_AFTER_S
 
     def _on_resumed(self, event: SpeechResumed) -> None:
         if self._pending is not None:
@@ -312,7 +322,7 @@ class Conversation:
 
     def _release(self, turn: Turn, why: str) -> None:
         if self._pending is turn:
-            self._pending = None
+            self._pending, self._judge_at = None, None
         if not turn.held:
             return
         if not self._count_turn():
@@ -342,7 +352,7 @@ class Conversation:
             turn.emit(State(StateName.TRANSCRIBING, turn=turn.id))
 
     def _drop_pending(self) -> None:
-        turn, self._pending = self._pending, None
+        turn, self._pending, self._judge_at = self._pending, None, None
         if turn is not None:
             turn.cancel()
 
@@ -434,7 +444,7 @@ class Conversation:
         finally:
             self._turns.discard(turn)
             if self._pending is turn:
-                self._pending = None
+                self._pending, self._judge_at = None, None
             if self._speaking is turn:
                 self._speaking = None
 

@@ -133,6 +133,10 @@ class Segmenter:
             return SpeechHint(t_detected=t)
         return None
 
+    def utterance_pcm(self) -> bytes:
+        """The utterance in progress as far as it was fed, silence after a pause included (b"" if none)."""
+        return b"".join(self._utterance) if self._speaking else b""
+
     def speech_span(self) -> float:
         """Onset to the end of the last voiced frame of the utterance in progress (0 if none)."""
         return self._last_voiced_end - self._onset if self._speaking else 0.0

@@ -2,9 +2,14 @@
 
 A sentence ends at . ! ? (or a line break) followed by white space, except
 after abbreviations, initials, numbers (3.14 has no space; "1." opening a
-list item is not an end) and inside ellipses. The first piece may be a
-short clause ended by a comma, so speech starts while the model is still
-writing the rest of the sentence. Over-long runs are cut at a comma or space.
+list item is not an end) and inside ellipses. Over-long runs are cut at a
+comma or space.
+
+The first piece may end sooner, so speech starts while the model is still
+writing the rest of the sentence: at a comma after a short clause, or where a
+phrase begins ("Mercury is the closest planet | to the sun."), a boundary a
+speaker may pause at. Both need a few words first, so the piece plays long
+enough to cover the writing and voicing of the rest of the sentence.
 """
 
 from __future__ import annotations
@@ -19,13 +24,19 @@ ABBREVIATIONS = {
 _END = re.compile(r"[.!?]+[\"')\]]*(?=\s)|\n")
 _CLAUSE = re.compile(r"[,;:]\s|\s[-–—]\s")
 _WORD_BEFORE = re.compile(r"([\w.]+)[.]$")
+# Words that open a phrase a sentence can be cut in front of: prepositions, subordinators and
+# relatives. Not "of" (it binds to the noun before it) nor "and"/"or" (titles, names, lists).
+_PHRASE = re.compile(
+    r"\s(?=(?:in|on|at|to|from|with|for|about|by|into|during|after|before|because|since|when|while|which|that|who|where|than)\s)"
+)
 
 
 class SentenceSplitter:
-    def __init__(self, first_clause_words: int = 4, max_chars: int = 220) -> None:
+    def __init__(self, first_clause_words: int = 4, first_phrase_words: int = 3, max_chars: int = 220) -> None:
         self._buffer = ""
         self._first = True
         self._first_clause_words = first_clause_words
+        self._first_phrase_words = first_phrase_words  # 0: the first piece is not cut before a phrase
         self._max_chars = max_chars
 
     def feed(self, delta: str) -> list[str]:
@@ -55,6 +66,10 @@ class SentenceSplitter:
             for match in _CLAUSE.finditer(text):
                 if len(text[: match.start()].split()) >= self._first_clause_words:
                     return self._take(match.end())
+            if self._first_phrase_words:
+                for match in _PHRASE.finditer(text):
+                    if len(text[: match.start()].split()) >= self._first_phrase_words:
+                        return self._take(match.start() + 1)
         if len(text) > self._max_chars:
             cut = max(text.rfind(", ", 0, self._max_chars), text.rfind(" ", 0, self._max_chars))
             return self._take(cut + 1 if cut > 0 else self._max_chars)

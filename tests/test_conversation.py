@@ -48,7 +48,7 @@ async def test_answer_released_by_the_end_of_turn_model_at_the_short_pause():
     end = await ask(h)
     await h.silence(3.0)
     t_audio = h.audio.audible()[0]
-    assert 0.2 <= t_audio - end < 0.45, "released at the 200 ms pause, not after the long silence"
+    assert 0.2 <= t_audio - end < 0.45, "released once the pause is 200 ms long, not after the long silence"
     assert [e["state"] for e in h.of("state")] == ["listening", "thinking", "speaking", "listening"]
     (metrics,) = h.of("metrics")
     assert metrics["released_by"] == "model" and metrics["turn_complete"] == 0.9
@@ -57,6 +57,23 @@ async def test_answer_released_by_the_end_of_turn_model_at_the_short_pause():
     (reply,) = h.of("reply")
     assert reply == {"type": "reply", "text": FakeLLM().reply, "interrupted": False, "heard": FakeLLM().reply, "turn": 1}
     assert [m["role"] for m in h.conversation.history.messages("x")] == ["system", "user", "assistant", "user"]
+    await h.close()
+
+
+async def test_the_reply_is_prepared_at_the_short_pause_and_judged_at_200_ms_of_silence():
+    h = Harness(segmenter={"pause_ms": 100})
+    await h.feed(concat(silence(0.2), voiced(QUESTION)))
+    end = h.t
+    await h.silence(0.16)
+    assert len(h.llm.requests) == 1, "prepared at the 100 ms pause"
+    assert h.detector.calls == [] and h.audio.audible() == [], "not judged yet, nothing heard"
+    await h.silence(0.1)
+    (seconds,) = h.detector.calls
+    # The utterance's audio starts at media time 0 (its 300 ms prefix reaches back past the leading
+    # silence), so its length is where it ends: 200 ms after the speech, within a frame.
+    assert end + 0.18 <= seconds <= end + 0.24, "the model heard the utterance with 200 ms of silence after it"
+    await h.silence(1.0)
+    assert 0.2 <= h.audio.audible()[0] - end < 0.35
     await h.close()
 
 
