@@ -154,7 +154,25 @@ async def test_in_fifo_order_the_long_reply_goes_first() -> None:
     assert await order_after_contention(Order.FIFO) == ["A one is here.", "other", "A two is here.", "B one is here.", "A three is here."]
 
 
-REPLY = ["The", " moon", " is", " far", ".", " It", " is", " about", " 384,000", " km", " away", ".", " Light", " takes", " a", " second", "."]
+REPLY = [
+    "The",
+    " moon",
+    " is",
+    " far",
+    ".",
+    " It",
+    " is",
+    " about",
+    " 384,000",
+    " km",
+    " away",
+    ".",
+    " Light",
+    " takes",
+    " a",
+    " second",
+    ".",
+]
 
 
 class ScriptedServer:

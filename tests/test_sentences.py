@@ -36,7 +36,12 @@ def test_abbreviations_numbers_and_initials_do_not_end_a_sentence():
 
 def test_lists_split_per_item_not_at_the_number():
     text = "Here are three:\n1. Apples are red.\n2. Bananas are yellow.\n3. Grapes."
-    assert split(text, first_clause_words=99, first_phrase_words=0) == ["Here are three:", "1. Apples are red.", "2. Bananas are yellow.", "3. Grapes."]
+    assert split(text, first_clause_words=99, first_phrase_words=0) == [
+        "Here are three:",
+        "1. Apples are red.",
+        "2. Bananas are yellow.",
+        "3. Grapes.",
+    ]
 
 
 def test_first_short_clause_is_released_early_only_once():

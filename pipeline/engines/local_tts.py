@@ -92,7 +92,13 @@ class LocalTTS(_QueuedVoice):
     sample_rate = 22050  # replaced by the voice's own rate on load
 
     def __init__(
-        self, voice: str = "", speed: float = 1.0, threads: int = 1, timeout_s: float = 15.0, queue_size: int = 4, cache: Path | None = None,
+        self,
+        voice: str = "",
+        speed: float = 1.0,
+        threads: int = 1,
+        timeout_s: float = 15.0,
+        queue_size: int = 4,
+        cache: Path | None = None,
         order: Order = Order.URGENT,
     ) -> None:
         self.voice_name = voice
@@ -263,7 +269,10 @@ class EspeakTTS(_QueuedVoice):
         if voice in VOICE_ALIASES or voice.endswith(".onnx"):  # a piper voice: not espeak's to use
             voice = "en-us"
         return cls(
-            voice=voice, speed=float(settings.tts_speed), timeout_s=float(settings.tts_timeout_s), queue_size=queue_size_setting(settings),
+            voice=voice,
+            speed=float(settings.tts_speed),
+            timeout_s=float(settings.tts_timeout_s),
+            queue_size=queue_size_setting(settings),
             order=order_setting(settings),
         )
 
