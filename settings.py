@@ -111,7 +111,7 @@ class Settings:
     # turn-taking
     turn_pause_ms: int = _opt(
         100,
-        "Silence after which the reply is prepared at once (transcribed, written and voiced, but held, not played) and the end-of-turn model is asked; speech before release throws it away unheard. 0: nothing starts before `VAD_SILENCE_MS`.",
+        "Silence after which the reply is prepared at once (transcribed, written and voiced, but held, not played); the end-of-turn model is asked once the silence is 200 ms long (or this long, if longer). Speech before release throws the reply away unheard. 0: nothing starts before `VAD_SILENCE_MS`.",
     )
     turn_detector: str = _opt(
         "smart-turn",

@@ -7,7 +7,7 @@ Separation: P(complete) for complete questions and for the same questions cut of
 mid-phrase, spoken by espeak-ng in several voices and by the product's piper voice
 (`piper`; it samples noise, so its figures vary from run to run). Each clip is trimmed
 to its last voiced frame and followed by 200 ms of silence (--pause), as the pipeline
-asks the model after TURN_PAUSE_MS (200 ms by default) of silence. AUC is the chance
+asks the model once a pause is 200 ms long (JUDGE_AFTER_S). AUC is the chance
 that a complete clip scores above a truncated one of the same voice.
 
 Both TTS engines say a truncated text with the intonation of a finished sentence, so

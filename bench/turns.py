@@ -2,7 +2,7 @@
 
     OLD  --turn-pause-ms 0 --turn-detector none --vad-silence-ms 500 --interrupt-min-ms 0 --interrupt-pause-ms 0
          --echo-gate-db 0 --stt-window full (the product before this work; the STT window only matters locally)
-    NEW  the server's defaults (hold a prepared reply at a 200 ms pause, Smart Turn releases it, else
+    NEW  the server's defaults (hold a prepared reply at a 100 ms pause, Smart Turn asked at 200 ms releases it, else
          VAD_SILENCE_MS; speech over a reply pauses it and a backchannel/cough resumes it; echo gate).
          If the NEW server cannot start (e.g. the end-of-turn model is missing), it is started again
          with `--turn-detector none` and the table says so (NEW*).
@@ -251,7 +251,7 @@ async def spoken_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
     """Speak a question; follow it to its final reply (or `hold_s` into it). Turn ids are not relied on."""
     peer = await lane.ready()
     # A pass over the words before a thinking pause gets just those words, as a real STT would
-    # (the upload starts at the VAD's 300 ms prefix and ends 200 ms into the pause).
+    # (the upload starts at the VAD's 300 ms prefix and ends TURN_PAUSE_MS into the pause).
     partial = [[clip.pause_at - clip.first_voiced + 0.9, clip.head_text]] if clip.kind == "pause" and clip.pause_at else []
     await lane.script(stt_text=clip.text, stt_by_duration=partial, llm_reply=STANDIN_REPLY, llm_first_token_delay=0.0)
     index = len(peer.client.events)

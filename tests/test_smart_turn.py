@@ -6,7 +6,7 @@ in three voices, see `python -m bench.smart_turn`), since espeak says a truncate
 with the same falling, final intonation as a finished one. Piper samples noise, so its
 clips differ from run to run; the bounds hold with a wide margin over repeated runs.
 Each clip is cut at its last voiced frame and followed by 200 ms of silence, which is
-what the pipeline hands the model at TURN_PAUSE_MS (200 ms by default).
+what the pipeline hands the model once a pause is 200 ms long (JUDGE_AFTER_S).
 """
 
 from __future__ import annotations
