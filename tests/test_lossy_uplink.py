@@ -137,9 +137,12 @@ async def test_metrics_count_late_packets_when_jitter_exceeds_the_longest_wait(l
     server = await local_stt(inbound_delay_max_ms=40)
     _, session, _ = await ask(server, clients, Impairment(loss=0.03, delay_ms=60, jitter_ms=50, seed=7))
     stats = session.inbound.buffer.stats
-    assert stats.late > 0, "packets over 40 ms late behind a later one are dropped, not waited for"
+    before = stats.late
+    assert before > 0, "packets over 40 ms late behind a later one are dropped, not waited for"
     counted = await metrics(server)
-    assert counted["dropped_late"] == stats.late
+    # The client still sends (silence, as impaired as the speech), so a late packet may land while
+    # /metrics is read: the count it gives lies between the buffer's counts before and after.
+    assert before <= counted["dropped_late"] <= stats.late
     assert counted["made_up_concealed"] + counted["made_up_recovered"] > 0
 
 
