@@ -150,7 +150,7 @@ class Conversation:
         self._turn_id = 0  # of the latest turn released to the user
         self._utterance = 0  # the segmenter's current (or last) utterance
         self._pending: Turn | None = None  # held: answers the utterance in progress
-        self._judge_at: float | None = None  # media time the end-of-turn model is asked about the pending turn
+        self._judge_due: tuple[Turn, float] | None = None  # a pending turn, and the media time the end-of-turn model is asked about it
         self._speaking: Turn | None = None  # released and not interrupted, until its reply has played
         self._previous: Turn | None = None  # the turn released before: its history comes first
         self._turns: set[Turn] = set()  # every turn not finished yet
@@ -186,10 +186,11 @@ class Conversation:
                 self._on_speech_ended(event)
         if self._barge_onset is not None and self._segmenter.speech_span() >= self.config.interrupt_min_ms / 1000:
             self._interrupt_speaking("the user kept speaking")
-        if self._judge_at is not None and self._now >= self._judge_at and self._pending is not None:
-            self._judge_at = None
-            audio = self._segmenter.utterance_pcm()[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
-            self._pending.spawn(self._judge(self._pending, audio), f"turn-{self._pending.id}-judge")
+        if self._judge_due is not None and self._now >= self._judge_due[1]:
+            turn, self._judge_due = self._judge_due[0], None
+            if turn is self._pending:  # not released, dropped or finished meanwhile
+                audio = self._segmenter.utterance_pcm()[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
+                turn.spawn(self._judge(turn, audio), f"turn-{turn.id}-judge")
         if self._hinted_at is not None and self._now - self._hinted_at > HINT_WAIT_S:
             self._hinted_at = None
             if self._barge_onset is None:
@@ -248,7 +249,7 @@ class Conversation:
         self._pending = turn
         self._begin(turn)
         if self._engines.turn is not None:
-            self._judge_at = event.t_end + JUDGE_AFTER_S
+            self._judge_due = (turn, event.t_end + JUDGE_AFTER_S)
 
     def _on_resumed(self, event: SpeechResumed) -> None:
         if self._pending is not None:
@@ -323,7 +324,7 @@ class Conversation:
 
     def _release(self, turn: Turn, why: str) -> None:
         if self._pending is turn:
-            self._pending, self._judge_at = None, None
+            self._pending = None
         if not turn.held:
             return
         if not self._count_turn():
@@ -353,7 +354,7 @@ class Conversation:
             turn.emit(State(StateName.TRANSCRIBING, turn=turn.id))
 
     def _drop_pending(self) -> None:
-        turn, self._pending, self._judge_at = self._pending, None, None
+        turn, self._pending = self._pending, None
         if turn is not None:
             turn.cancel()
 
@@ -445,7 +446,7 @@ class Conversation:
         finally:
             self._turns.discard(turn)
             if self._pending is turn:
-                self._pending, self._judge_at = None, None
+                self._pending = None
             if self._speaking is turn:
                 self._speaking = None
 
