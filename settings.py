@@ -171,7 +171,7 @@ class Settings:
     llm_context: int = _opt(4096, "Context window (tokens) of each slot of the local LLM; history + reply must fit.")
     llm_parallel: int = _opt(
         4,
-        "Slots of the embedded LLM, each keeping one conversation's context cached. In one process the replies are written one at a time, the most urgent first: a reply whose first sentence is out steps aside at a sentence boundary for another session's first sentence. With `WORKERS` > 1, the box's one model server writes up to this many at once (continuous batching).",
+        "Slots of the embedded LLM, each keeping one conversation's context cached; llama.cpp writes up to this many replies at once (continuous batching). Several sessions' first sentences are written together; the rest of a reply whose first sentence is out steps aside at a word boundary while another session's first sentence is written, and goes on once that is done or its own audio runs short. With `WORKERS` > 1, the box's one model server does this for every worker. 1: one reply at a time.",
     )
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")
     # engines: text to speech

@@ -384,8 +384,9 @@ def explain_scale(ctx: Ctx, out: dict[str, Any]) -> None:
 
 
 # The designs compared with embedded engines, in one run (issue 12): the old one, where each engine ran
-# one job at a time in arrival order; urgent-first with LLM slots; and that with two workers sharing
-# one LLM server.
+# one job at a time in arrival order; urgent-first with LLM slots decoded together (first sentences
+# side by side, the rest of a reply stepping aside for them); and that with two workers sharing one
+# LLM server.
 LOCAL_DESIGNS: list[tuple[str, list[str]]] = [
     ("old: FIFO, 1 LLM slot", ["--engine-order", "fifo", "--llm-parallel", "1"]),
     ("new: urgent first, 4 LLM slots", []),
@@ -583,8 +584,8 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
         out["llm_batching"] = b = await asyncio.to_thread(llm_batching)
         ctx.note(
             f"embedded scale: llama.cpp ({b['model']}) writes {b['one_tok_s']} tokens/s for one reply and {b['four_tok_s']} in all for four "
-            f"at once ({b['speedup']}x, prompts cached): one process writes one reply at a time, the most urgent first; "
-            "the box's model server of WORKERS > 1 decodes them together"
+            f"at once ({b['speedup']}x, prompts cached): first sentences asked at the same moment are written together, "
+            "in one process or by the box's model server of WORKERS > 1"
         )
     except Exception as exc:  # noqa: BLE001
         out["llm_batching"] = {"unavailable": reason_of(exc)}

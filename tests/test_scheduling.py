@@ -241,3 +241,67 @@ async def test_in_fifo_order_the_reply_runs_to_its_end_first() -> None:
     text, ran, _ = await run_with_other_work(Order.FIFO)
     assert ran == ["reply from 0", "other session"]
     assert text == "".join(REPLY)
+
+
+async def test_first_sentences_run_side_by_side_and_the_rest_of_a_reply_waits_for_them() -> None:
+    # Several workers (llama.cpp's slots decoded together): jobs needed now join a running batch;
+    # a job needed later does not, though a worker is free, since a batch slows every job in it.
+    queue = WorkQueue("llm", "test", max_waiting=4, concurrency=3)
+    gate = threading.Event()
+    started: list[str] = []
+
+    def job(label: str) -> Callable[[CancelToken], str]:
+        def run(token: CancelToken) -> str:
+            started.append(label)
+            gate.wait(10)
+            return label
+
+        return run
+
+    now = time.monotonic()
+    with needed_by(now):
+        a = asyncio.create_task(queue.run(job("first sentence A")))
+    await until(lambda: started == ["first sentence A"])
+    with needed_by(now + 60):
+        rest = asyncio.create_task(queue.run(job("rest of a reply")))
+    await until(lambda: queue.waiting == 1)
+    with needed_by(now):
+        b = asyncio.create_task(queue.run(job("first sentence B")))
+    await until(lambda: started == ["first sentence A", "first sentence B"])  # B did not wait for A
+    assert queue.waiting == 1  # the rest of the reply still waits, a worker free
+    gate.set()
+    await asyncio.gather(a, b, rest)
+    assert started == ["first sentence A", "first sentence B", "rest of a reply"]
+    await queue.close()
+
+
+async def test_with_slots_a_reply_steps_aside_while_another_sessions_first_sentence_is_written(monkeypatch: Any) -> None:
+    from pipeline.engines import local_llm
+
+    # The rest of the reply is needed only once its first sentence has played: make that far off,
+    # so that it cannot fall due (and join the batch) while the test runs, however slow the machine.
+    monkeypatch.setattr(local_llm, "SPEECH_S_PER_CHAR", 100.0)
+    ran: list[str] = []
+    engine = local_llm.LocalLLM(parallel=2)
+    server = ScriptedServer(ran)
+    engine._server = server
+    other_done = threading.Event()
+
+    async def reply() -> str:
+        with needed_by(time.monotonic()):
+            return "".join([delta async for delta in engine.stream([{"role": "user", "content": "The moon?"}])])
+
+    task = asyncio.create_task(reply())
+    await until(server.paused.is_set)
+    with needed_by(time.monotonic()):
+        other = asyncio.create_task(engine._queue.run(lambda token: ran.append("other session") or other_done.wait(10)))
+    await until(lambda: ran == ["reply from 0", "other session"])  # started beside the reply, not after it
+    server.resume.set()
+    await until(lambda: engine._queue.waiting == 1)  # the reply stepped aside after its first sentence
+    assert ran == ["reply from 0", "other session"]
+    other_done.set()
+    text = await task
+    await other
+    await engine.close()
+    assert ran == ["reply from 0", "other session", "reply from 16"]
+    assert text == "".join(REPLY)

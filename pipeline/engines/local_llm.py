@@ -151,7 +151,9 @@ class LocalLLM:
         self.port = 0  # llama.cpp's HTTP listener on 127.0.0.1; 0: a free one (only BoxModelServer uses it)
         self.api_key = secrets.token_urlsafe(24)  # locks it: nothing outside this box's processes knows it
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
+        # One request per slot at a time, decoded together by llama.cpp (continuous batching): four
+        # first sentences at once cost about twice one, not four times (`python -m bench scale`).
+        self._queue = WorkQueue(STAGE, self.name, queue_size, concurrency=self.parallel, order=order)
         self._server: Any = None
         self._lock = asyncio.Lock()
         self.last_timings: dict[str, Any] = {}  # llama.cpp's timings of the last finished reply
@@ -188,9 +190,10 @@ class LocalLLM:
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         # Slots: each keeps one conversation's KV cache, so a session's next turn (or a reply going
-        # on after stepping aside) evaluates only its new tokens. In this process one reply decodes
-        # at a time, the most urgent first (see stream); the box's model server (WORKERS > 1) lets
-        # llama.cpp decode its slots together (continuous batching).
+        # on after stepping aside) evaluates only its new tokens, and llama.cpp decodes the slots'
+        # requests together (continuous batching): the first sentences of several sessions at once,
+        # the rest of a reply only beside work as urgent as it (see WorkQueue), or through the box's
+        # model server (WORKERS > 1), every worker's requests.
         params.n_ctx = self.context * self.parallel
         params.n_parallel = self.parallel
         params.n_predict = self.max_tokens

@@ -11,6 +11,12 @@ third sentence of someone else's long reply, whose audio is already queued, and 
 job may step aside for it (`CancelToken.outranked`). Deadlines only grow with time, so
 nothing waits forever. `Order.FIFO` keeps arrival order (the old design, for benchmarks).
 
+With more than one worker (the LLM, whose slots llama.cpp decodes together), jobs that are
+due (needed now: first sentences) run side by side, and a job needed later (the rest of a
+reply whose audio is queued) starts only when nothing is running or once it is due, and a
+running one steps aside while a more urgent job runs beside it: batching makes every job in
+the batch slower, so the rest of a reply does not ride along with someone's first sentence.
+
 Native inference cannot be interrupted from outside, so a job receives a CancelToken
 and checks it between its steps (segments, tokens, sentences). Cancelling the awaiting
 task, or closing the async iterator, removes a queued job or sets the token of a
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -85,10 +92,10 @@ class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.needed_by = math.inf
-        self._outranked: Callable[[float], bool] = lambda when: False
+        self._outranked: Callable[[], bool] = lambda: False
 
     def outranked(self) -> bool:
-        return self._outranked(self.needed_by)
+        return self._outranked()
 
     def cancel(self) -> None:
         self._event.set()
@@ -155,6 +162,7 @@ class WorkQueue:
         self._waiting = 0
         self._closed = False
         self._tokens: set[CancelToken] = set()  # of admitted jobs, so close() can stop them
+        self._running: dict[CancelToken, float] = {}  # running jobs and the time each was needed by when it started
         self._threads = [threading.Thread(target=self._work, name=f"{stage}-{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
         for thread in self._threads:
             thread.start()
@@ -172,24 +180,48 @@ class WorkQueue:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._heap and not self._closed:
-                    self._cond.wait()
-                if not self._heap:
-                    return  # closed, and nothing left
-                job = heapq.heappop(self._heap)
+                while (job := self._next()) is None:
+                    if self._closed and not self._heap:
+                        return  # closed, and nothing left
+                    self._cond.wait(self._until_due())
                 if not job.future.set_running_or_notify_cancel():
                     continue  # cancelled while it waited; on_done counted it out
                 self._waiting -= 1
+                self._running[job.token] = job.key[0]
             try:
                 job.token.check()  # cancelled while queued but too late for Future.cancel()
                 job.future.set_result(job.call())
             except BaseException as exc:  # handed to the awaiting side, which re-raises it
                 job.future.set_exception(exc)
+            finally:
+                with self._cond:
+                    del self._running[job.token]
+                    self._cond.notify_all()  # a job needed later may start now that this one is done
 
-    def _waiting_before(self, when: float) -> bool:
-        """A job needed before `when` waits (never in FIFO order)."""
+    def _next(self) -> _Job | None:
+        """Under the lock: the waiting job to start now, taken off the heap. The most urgent one,
+        if it is due or nothing runs; a job needed later does not join a running batch."""
+        if not self._heap:
+            return None
+        top = self._heap[0]
+        if self.order is Order.FIFO or not self._running or top.key[0] <= time.monotonic() or top.future.done():
+            return heapq.heappop(self._heap)
+        return None
+
+    def _until_due(self) -> float | None:
+        """Under the lock: seconds until the most urgent waiting job is due (None: nothing waits)."""
+        return max(0.0, self._heap[0].key[0] - time.monotonic()) if self._heap else None
+
+    def _outranked(self, token: CancelToken) -> bool:
+        """A job needed before `token`'s job waits, or, while `token`'s job is not due yet, runs
+        beside it (never in FIFO order)."""
+        when = token.needed_by
         with self._cond:
-            return self.order is Order.URGENT and any(job.key[0] < when and not job.future.done() for job in self._heap)
+            if self.order is Order.FIFO:
+                return False
+            if any(job.key[0] < when and not job.future.done() for job in self._heap):
+                return True
+            return when > time.monotonic() and any(t is not token and key < when for t, key in self._running.items())
 
     def _submit(self, fn: Callable[..., T], token: CancelToken, *args: Any, when: float | None = None) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -202,7 +234,7 @@ class WorkQueue:
             seq = next(self._seq)
             key = (0.0, seq) if self.order is Order.FIFO else (time.monotonic() if when is None else when, seq)
             token.needed_by = key[0]
-            token._outranked = self._waiting_before
+            token._outranked = functools.partial(self._outranked, token)
             self._waiting += 1
             self._tokens.add(token)
             heapq.heappush(self._heap, _Job(key, future, token, lambda: fn(token, *args)))
