@@ -119,6 +119,10 @@ class Settings:
         choices=("smart-turn", "none"),
     )
     turn_complete_threshold: float = _opt(0.5, "Probability of 'finished' above which the end-of-turn model releases the reply.")
+    partial_every_ms: int = _opt(
+        1000,
+        "While the user speaks, a transcription pass over their words so far after each this many ms of speech, shown as `transcript_partial`. Only with the embedded STT (a remote one would bill every pass), only while it is idle, and cancelled at a pause. 0: passes only at pauses.",
+    )
     interrupt_min_ms: int = _opt(
         800,
         "Speech over a reply first pauses it; speech this long cancels it even before its words are known. Shorter speech is transcribed: words other than a backchannel (`mm-hmm`, `yeah`, `okay` …) cancel it, a backchannel, cough or noise resumes it where it paused. 0: cancel at once (no pause).",
@@ -256,8 +260,8 @@ class Settings:
             raise SettingsError("TURN_PAUSE_MS must be 0 (off) or shorter than VAD_SILENCE_MS")
         if not 0.0 < self.turn_complete_threshold < 1.0:
             raise SettingsError("TURN_COMPLETE_THRESHOLD must be between 0 and 1")
-        if self.interrupt_min_ms < 0 or self.echo_gate_db < 0:
-            raise SettingsError("INTERRUPT_MIN_MS and ECHO_GATE_DB must not be negative")
+        if self.interrupt_min_ms < 0 or self.echo_gate_db < 0 or self.partial_every_ms < 0:
+            raise SettingsError("INTERRUPT_MIN_MS, ECHO_GATE_DB and PARTIAL_EVERY_MS must not be negative")
         if not 0 <= self.inbound_delay_min_ms <= self.inbound_delay_max_ms <= 2000:
             raise SettingsError("INBOUND_DELAY_MIN_MS and INBOUND_DELAY_MAX_MS must satisfy 0 <= min <= max <= 2000")
         if not 0 <= self.rtp_jitter_frames <= 8:

@@ -35,6 +35,7 @@ from bench.eval_set import CONVERSATIONS, QUESTIONS, Conversation, Question, is_
 from bench.eval_voices import GROUPS, Recording, recordings, spoken
 from bench.peers import Clip, Peer, Turn
 from bench.procs import BENCH_LIMITS
+from bench.turns import OLD_FLAGS
 from tests.rtc_client import to_48k
 from tests.speech import RATE, voiced_bounds
 
@@ -49,10 +50,7 @@ OLD_PROMPT = (
 OLD_LLM = ["--llm-model", "default", "--llm-temperature", "0.3", "--system-prompt", OLD_PROMPT, "--llm-max-tokens", "200"]
 # The turn-taking before issue 9 (bench/turns.py OLD_FLAGS), for the voice-to-voice bound
 # issue 10 sets against "what issue 7 reached".
-ISSUE7_TURNS = [
-    *("--turn-pause-ms", "0", "--turn-detector", "none", "--vad-silence-ms", "500"),
-    *("--interrupt-min-ms", "0", "--interrupt-pause-ms", "0", "--echo-gate-db", "0", "--stt-window", "full"),
-]
+ISSUE7_TURNS = OLD_FLAGS
 CONFIGS: dict[str, list[str]] = {
     "new": [],
     "old": OLD_LLM,

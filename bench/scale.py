@@ -388,7 +388,7 @@ def explain_scale(ctx: Ctx, out: dict[str, Any]) -> None:
 # side by side, the rest of a reply stepping aside for them); and that with two workers sharing one
 # LLM server.
 LOCAL_DESIGNS: list[tuple[str, list[str]]] = [
-    ("old: FIFO, 1 LLM slot", ["--engine-order", "fifo", "--llm-parallel", "1"]),
+    ("old: FIFO, 1 LLM slot", ["--engine-order", "fifo", "--llm-parallel", "1", "--partial-every-ms", "0"]),
     ("new: urgent first, 4 LLM slots", []),
     ("new, WORKERS=2 (one LLM server)", ["--workers", "2"]),
 ]

@@ -1,7 +1,8 @@
 """Part: turn-taking. The old silence-only design against the new one, on the same engines, in one run.
 
     OLD  --turn-pause-ms 0 --turn-detector none --vad-silence-ms 500 --interrupt-min-ms 0 --interrupt-pause-ms 0
-         --echo-gate-db 0 --stt-window full (the product before this work; the STT window only matters locally)
+         --echo-gate-db 0 --stt-window full --partial-every-ms 0 (the product before this work; the STT window
+         and the passes while the user speaks only matter locally)
     NEW  the server's defaults (hold a prepared reply at a 100 ms pause, Smart Turn asked at 200 ms releases it, else
          VAD_SILENCE_MS; speech over a reply pauses it and a backchannel/cough resumes it; echo gate).
          If the NEW server cannot start (e.g. the end-of-turn model is missing), it is started again
@@ -68,6 +69,7 @@ from tests.rtc_client import FRAME, RATE, SpeakingTrack
 OLD_FLAGS = [
     *("--turn-pause-ms", "0", "--turn-detector", "none", "--vad-silence-ms", "500"),
     *("--interrupt-min-ms", "0", "--interrupt-pause-ms", "0", "--echo-gate-db", "0", "--stt-window", "full"),
+    *("--partial-every-ms", "0"),
 ]
 NEW_FALLBACK = ["--turn-detector", "none"]
 

@@ -39,6 +39,7 @@ from pipeline.engines.base import EngineError, Engines
 from pipeline.events import Error, Event, Reply, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
 from pipeline.history import History
 from pipeline.ports import AudioOutput, EventSink, Playback
+from pipeline.preview import Preview
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.turn import Turn, failures_of, meaningful
 from settings import Settings
@@ -119,6 +120,7 @@ class ConversationConfig:
     interrupt_min_ms: int = 800  # speech over a reply this long cancels it (0: any speech, at once)
     echo_gate_db: float = 20.0  # 0: off
     turn_complete_threshold: float = 0.5
+    partial_every_ms: int = 1000  # a pass over the words so far after each this much speech (0: off)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConversationConfig:
@@ -133,6 +135,7 @@ class ConversationConfig:
             interrupt_min_ms=settings.interrupt_min_ms,
             echo_gate_db=settings.echo_gate_db,
             turn_complete_threshold=settings.turn_complete_threshold,
+            partial_every_ms=settings.partial_every_ms,
         )
 
 
@@ -163,6 +166,7 @@ class Conversation:
         self._now = 0.0  # media time of the end of the latest frame
         self._closed = False
         self._turn_starts: deque[float] = deque()
+        self._preview = Preview(engines, self._emit, config.partial_every_ms / 1000)
         audio.add_listener(self._on_playback)
         self._emit(State(StateName.LISTENING))
 
@@ -186,6 +190,13 @@ class Conversation:
                 self._on_speech_ended(event)
         if self._barge_onset is not None and self._segmenter.speech_span() >= self.config.interrupt_min_ms / 1000:
             self._interrupt_speaking("the user kept speaking")
+        if self._segmenter.speaking and self._pending is None and self._speaking is None and not self._backchannel:
+            self._preview.feed(
+                self._utterance,
+                self._segmenter.speech_span(),
+                self._segmenter.utterance_pcm,
+                self.history.user_context,
+            )
         if self._judge_due is not None and self._now >= self._judge_due[1]:
             turn, self._judge_due = self._judge_due[0], None
             if turn is self._pending:  # not released, dropped or finished meanwhile
@@ -207,6 +218,7 @@ class Conversation:
 
     async def close(self) -> None:
         self._closed = True
+        await self._preview.close()
         turns = list(self._turns)
         for turn in turns:
             turn.cancel()
@@ -240,6 +252,7 @@ class Conversation:
             self._barge_onset = onset
 
     def _on_pause(self, event: SpeechPaused) -> None:
+        self._preview.cancel()  # the turn's own pass over the same words goes first
         if self._backchannel or self._ignoring_speech:
             return
         self._drop_pending()
@@ -259,6 +272,7 @@ class Conversation:
         self._speech_over_reply(event.t_resumed)
 
     def _on_speech_ended(self, event: SpeechEnded) -> None:
+        self._preview.cancel()
         pending = self._pending
         # The turn this utterance belongs to: held, already released at a pause, or the next one.
         turn_id = pending.id if pending else self._turn_id if self._answered == self._utterance else self._turn_id + 1

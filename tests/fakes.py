@@ -134,6 +134,7 @@ class FakeSTT:
 
     script: Callable[[float], str]
     name: str = "fake-stt"
+    partials: bool = True
     calls: list[float] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
     fail: bool = False
@@ -204,16 +205,19 @@ class Harness:
         llm: FakeLLM | None = None,
         echo_db: float | None = None,  # mix what is played back into the mic, this many dB down, 60 ms late
         segmenter: dict[str, Any] | None = None,
+        stt_partials: bool = True,
         **config: Any,
     ) -> None:
         self.t = 0.0
         self.audio = MemoryAudio()
         self.events: list[tuple[float, dict[str, Any]]] = []
-        self.stt = FakeSTT(stt)
+        self.stt = FakeSTT(stt, partials=stt_partials)
         self.llm = llm or FakeLLM()
         self.detector = FakeTurnDetector(turn) if turn is not None else None
         self.engines = Engines(stt=self.stt, llm=self.llm, tts=FakeTTS(), turn=self.detector)
         seg = SegmenterConfig(**({"silence_ms": 1200, "pause_ms": 200, "hint_ms": 40} | (segmenter or {})))
+        # Passes while the user speaks only where a test asks for them: the others count STT calls.
+        config = {"partial_every_ms": 0} | config
         self.conversation = Conversation(self.audio, self._on_event, self.engines, seg, ConversationConfig(**config))
         self.echo_db = echo_db
 

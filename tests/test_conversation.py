@@ -317,3 +317,31 @@ async def test_stt_hears_each_utterance_with_the_users_earlier_words_as_its_prom
     assert set(first_turn) == {""}, "nothing came before the first utterance"
     assert set(second_turn) == {"I have three apples."}
     await h.close()
+
+
+STORY = "Tell me about the history of the Roman empire and its first emperors."
+
+
+async def test_words_are_shown_while_the_user_speaks():
+    h = Harness(stt=lambda s: "Tell me about the history" if s < 2.0 else STORY, partial_every_ms=1000)
+    end = await ask(h, STORY)
+    await h.silence(3.0)
+    partials = [(t, e["text"]) for t, e in h.events if e["type"] == "transcript_partial"]
+    during = [text for t, text in partials if t < end]
+    assert len(during) >= 2, f"a pass after each second of speech: {partials}"
+    assert during[0] == "Tell me about the history"
+    assert partials[-1][1] == STORY, "the turn's own pass has the last word"
+    t_transcript, transcript = h.first("transcript")
+    assert t_transcript > end and transcript == {"type": "transcript", "text": STORY, "turn": 1, "source": "voice"}
+    assert len(h.llm.requests) == 1 and len(h.of("reply")) == 1, "a pass is no turn"
+    await h.close()
+
+
+async def test_no_passes_while_the_user_speaks_with_a_remote_stt():
+    # A remote API would bill every pass: only the turn's own pass at the pause.
+    h = Harness(stt=lambda s: STORY, partial_every_ms=1000, stt_partials=False)
+    end = await ask(h, STORY)
+    await h.silence(3.0)
+    assert all(t > end for t, e in h.events if e["type"] == "transcript_partial")
+    assert len(h.stt.calls) == 1
+    await h.close()

@@ -25,6 +25,7 @@ class ScriptedSTT:
     """An in-process engine whose behaviour a test scripts: text, an exception, or busy."""
 
     name = "scripted"
+    partials = False  # each call takes the next scripted outcome: no passes while the user speaks
 
     def __init__(self) -> None:
         self.outcomes: list[Any] = []

@@ -39,6 +39,9 @@ class EngineBusy(EngineError):
 @runtime_checkable
 class STT(Protocol):
     name: str
+    # Whether a pass over an utterance in progress costs nothing but this box's idle CPU (an
+    # embedded model), so the words can be shown while the user speaks (see pipeline/preview.py).
+    partials: bool
 
     async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
         """Text of one utterance (16 kHz mono int16 by default).

@@ -173,6 +173,8 @@ class _Loaded:
 class LocalSTT:
     """faster-whisper on a worker thread, shared by every session."""
 
+    partials = True  # a pass over the words so far costs only idle local CPU (pipeline/preview.py)
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
@@ -261,6 +263,10 @@ class LocalSTT:
     @property
     def queue_depth(self) -> int:
         return self._queue.waiting
+
+    @property
+    def idle(self) -> bool:
+        return self._queue.idle
 
     async def close(self) -> None:
         await self._queue.close()

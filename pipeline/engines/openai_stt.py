@@ -22,6 +22,8 @@ def pcm_to_wav(pcm: bytes, sample_rate: int) -> bytes:
 
 
 class OpenAISTT(OpenAIEngine):
+    partials = False  # every pass would be a billed request
+
     def __init__(self, endpoint: Endpoint, language: str = "en", timeout_s: float = 15.0, max_retries: int = 1) -> None:
         super().__init__(endpoint, timeout_s, max_retries)
         self.language = language

@@ -177,6 +177,12 @@ class WorkQueue:
         with self._cond:
             return self._waiting
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running."""
+        with self._cond:
+            return not self._waiting and not self._running
+
     def _work(self) -> None:
         while True:
             with self._cond:
