@@ -5,9 +5,11 @@ Every `every_s` of speech in an utterance, one transcription pass over the audio
 
 It must not cost the turn any time, and on a small machine any work still running when the
 user pauses does (the turn's own pass then shares the cores with it). So a pass is started only
-when the STT engine is idle, its job is needed later than any turn's (`SLACK_S`), and a pause or
-the end of speech cancels it. Only engines whose passes cost nothing but this box's idle CPU
-take part (`partials`): a remote API would bill every pass.
+when the STT engine has been idle for `every_s` (so all sessions together get at most one pass
+a period: when four people spoke at once, each passing as soon as the engine was free delayed
+their turns' transcriptions ~300 ms, `bench scale`), its job is needed later than any turn's
+(`SLACK_S`), and a pause or the end of speech cancels it. Only engines whose passes cost nothing
+but this box's idle CPU take part (`partials`): a remote API would bill every pass.
 
 Reading the words so far into the embedded LLM's prompt cache was tried too, and dropped: it made
 the 1.5B model's first token ~200 ms sooner when it had finished, but it takes as long as a first
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -50,7 +53,9 @@ class Preview:
             return
         if utterance != self._utterance:
             self._utterance, self._next_span = utterance, self.every_s
-        if span < self._next_span or (self._task is not None and not self._task.done()) or not getattr(self._stt, "idle", True):
+        if span < self._next_span or (self._task is not None and not self._task.done()):
+            return
+        if getattr(self._stt, "idle_s", math.inf) < self.every_s:
             return
         self._next_span = span + self.every_s
         self._task = asyncio.create_task(self._pass(pcm(), prompt()), name="preview")

@@ -269,11 +269,11 @@ async def test_first_sentences_run_side_by_side_and_the_rest_of_a_reply_waits_fo
         b = asyncio.create_task(queue.run(job("first sentence B")))
     await until(lambda: started == ["first sentence A", "first sentence B"])  # B did not wait for A
     assert queue.waiting == 1  # the rest of the reply still waits, a worker free
-    assert not queue.idle
+    assert queue.idle_s == 0.0
     gate.set()
     await asyncio.gather(a, b, rest)
     assert started == ["first sentence A", "first sentence B", "rest of a reply"]
-    assert queue.idle
+    assert 0.0 < queue.idle_s < 10.0
     await queue.close()
 
 

@@ -265,8 +265,8 @@ class LocalSTT:
         return self._queue.waiting
 
     @property
-    def idle(self) -> bool:
-        return self._queue.idle
+    def idle_s(self) -> float:
+        return self._queue.idle_s
 
     async def close(self) -> None:
         await self._queue.close()

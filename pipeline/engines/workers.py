@@ -163,6 +163,7 @@ class WorkQueue:
         self._closed = False
         self._tokens: set[CancelToken] = set()  # of admitted jobs, so close() can stop them
         self._running: dict[CancelToken, float] = {}  # running jobs and the time each was needed by when it started
+        self._last_end = -math.inf  # when the last job ended (time.monotonic())
         self._threads = [threading.Thread(target=self._work, name=f"{stage}-{name}-{i}", daemon=True) for i in range(max(1, concurrency))]
         for thread in self._threads:
             thread.start()
@@ -178,10 +179,10 @@ class WorkQueue:
             return self._waiting
 
     @property
-    def idle(self) -> bool:
-        """Nothing waiting and nothing running."""
+    def idle_s(self) -> float:
+        """Seconds since the last job ended, with nothing waiting or running since (0 while busy)."""
         with self._cond:
-            return not self._waiting and not self._running
+            return 0.0 if self._waiting or self._running else time.monotonic() - self._last_end
 
     def _work(self) -> None:
         while True:
@@ -202,6 +203,7 @@ class WorkQueue:
             finally:
                 with self._cond:
                     del self._running[job.token]
+                    self._last_end = time.monotonic()
                     self._cond.notify_all()  # a job needed later may start now that this one is done
 
     def _next(self) -> _Job | None:
