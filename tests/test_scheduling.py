@@ -203,13 +203,14 @@ class ScriptedServer:
                 return
 
 
-async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedServer]:
+async def reply_paused_at_its_second_sentence(ran: list[str], **engine_args: Any) -> tuple[Any, ScriptedServer, asyncio.Task[str]]:
+    """A LocalLLM on a ScriptedServer (the engine's scheduling without a model), writing a reply
+    that has just finished its first sentence."""
     from pipeline.engines.local_llm import LocalLLM
 
-    ran: list[str] = []
-    engine = LocalLLM(order=order)
+    engine = LocalLLM(**engine_args)
     server = ScriptedServer(ran)
-    engine._server = server  # the engine's scheduling without a model
+    engine._server = server
 
     async def reply() -> str:
         with needed_by(time.monotonic()):
@@ -217,6 +218,12 @@ async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedSer
 
     task = asyncio.create_task(reply())
     await until(server.paused.is_set)
+    return engine, server, task
+
+
+async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedServer]:
+    ran: list[str] = []
+    engine, server, task = await reply_paused_at_its_second_sentence(ran, order=order)
     # Another session's reply is asked for while this reply's second sentence is about to start.
     with needed_by(time.monotonic()):
         other = asyncio.create_task(engine._queue.run(lambda token: ran.append("other session")))
@@ -284,17 +291,8 @@ async def test_with_slots_a_reply_steps_aside_while_another_sessions_first_sente
     # so that it cannot fall due (and join the batch) while the test runs, however slow the machine.
     monkeypatch.setattr(local_llm, "SPEECH_S_PER_CHAR", 100.0)
     ran: list[str] = []
-    engine = local_llm.LocalLLM(parallel=2)
-    server = ScriptedServer(ran)
-    engine._server = server
+    engine, server, task = await reply_paused_at_its_second_sentence(ran, parallel=2)
     other_done = threading.Event()
-
-    async def reply() -> str:
-        with needed_by(time.monotonic()):
-            return "".join([delta async for delta in engine.stream([{"role": "user", "content": "The moon?"}])])
-
-    task = asyncio.create_task(reply())
-    await until(server.paused.is_set)
     with needed_by(time.monotonic()):
         other = asyncio.create_task(engine._queue.run(lambda token: ran.append("other session") or other_done.wait(10)))
     await until(lambda: ran == ["reply from 0", "other session"])  # started beside the reply, not after it
