@@ -55,10 +55,15 @@ async def metrics(server: Any) -> dict[str, float]:
 
 @pytest.fixture
 async def local_stt(assistant: Any) -> Any:
-    """The app with the embedded Whisper as STT (the stand-in as LLM and TTS)."""
+    """The app with the embedded Whisper as STT (the stand-in as LLM and TTS).
+
+    No passes while the user speaks (PARTIAL_EVERY_MS=0): the test's client peer shares this
+    process's event loop and GIL with the server, and a pass one second into the clip, where the
+    stall test stalls, delayed the client's own sending so that a word arrived too late (CI:
+    "Who painted Alisa?"). A browser does not share the server's process."""
 
     async def start(**overrides: Any) -> Any:
-        server, _ = await assistant(StandinConfig(), stt_engine="local", stt_model="", stt_timeout_s=20.0, **overrides)
+        server, _ = await assistant(StandinConfig(), stt_engine="local", stt_model="", stt_timeout_s=20.0, partial_every_ms=0, **overrides)
         return server
 
     return start
