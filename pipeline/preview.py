@@ -66,9 +66,9 @@ class Preview:
             self._task = None
 
     async def close(self) -> None:
-        task, self._task = self._task, None
+        task = self._task
+        self.cancel()
         if task is not None:
-            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
     async def _pass(self, pcm: bytes, prompt: str) -> None:
