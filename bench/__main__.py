@@ -141,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--llm-model", default="", help="LLM_MODEL of the embedded servers every part starts (default: the product's, auto)"
     )
+    parser.add_argument(
+        "--full-clients",
+        action="store_true",
+        help="scale part, stand-in sessions: client peers that encode their mic and decode the reply (default: light ones that do neither)",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=10,
+        help="scale part, stand-in sessions: nice of the bench's client peers and the stand-in engines, which stand for "
+        "other machines, so the server gets the cores first (0: all equal)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         questions=args.questions,
         conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
         llm_model=args.llm_model,
+        full_clients=args.full_clients,
+        client_nice=args.client_nice,
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)

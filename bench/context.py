@@ -22,6 +22,8 @@ class Options:
     questions: int = 0  # the network part: questions per condition (0: its default)
     conditions: tuple[str, ...] = ()  # the network part: which conditions (empty: all)
     llm_model: str = ""  # LLM_MODEL of the embedded servers the parts start (empty: the product's default)
+    full_clients: bool = False  # the scale part's stand-in sessions: full client peers instead of light ones
+    client_nice: int = 10  # the scale part's stand-in sessions: nice of the client peers and the stand-in engines
 
 
 @dataclass

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import av
 import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from rtc.ice import use_host_addresses
 
 use_host_addresses(["127.0.0.1"])  # before any peer gathers candidates: loopback only
 
 from pipeline.sentences import SentenceSplitter  # noqa: E402
-from tests.rtc_client import Client, to_48k  # noqa: E402
+from rtc.opus import OpusEncoder  # noqa: E402
+from tests.rtc_client import FRAME, RATE, Client, to_48k  # noqa: E402
 from tests.speech import concat, silence, speak, voiced_bounds  # noqa: E402
 
 AUDIBLE_RMS = 500.0  # a received frame louder than this is reply audio (silence decodes to ~0)
+# A light peer never decodes: an RTP payload this long is reply audio. The server's mono 32 kbps
+# VBR Opus (rtc/opus.py) sends 32-46 bytes for silence and 59-112 for espeak speech.
+AUDIBLE_PAYLOAD_BYTES = 55
 FRAME_S = 0.020
 
 QUESTIONS = [
@@ -129,23 +137,97 @@ class Turn:
         return out
 
 
+_ENCODED: dict[int, tuple[np.ndarray, list[bytes]]] = {}  # id(clip) -> (clip, its packets): every PacketMic's
+
+
+class PacketMic(MediaStreamTrack):
+    """A light peer's microphone: SpeakingTrack's clips, each encoded to Opus once and then handed to
+    aiortc as packets (its path for pre-encoded media), so a session's mic costs the bench no encoder
+    thread. A clip starts on the next 20 ms frame; silence is one cached packet. Clips are encoded
+    once for all peers (about 7 ms of the loop for a 2 s clip), at their first `say`."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: list[tuple[list[bytes], asyncio.Future[float]]] = []
+        self._index = 0
+        self._start: float | None = None
+        self._pts = 0
+        self._silence = OpusEncoder(rate=RATE).encode(np.zeros(FRAME, dtype=np.int16).tobytes())
+
+    def _packets(self, samples48k: np.ndarray) -> list[bytes]:
+        cached = _ENCODED.get(id(samples48k))
+        if cached is None or cached[0] is not samples48k:
+            encoder = OpusEncoder(rate=RATE)
+            pcm = np.asarray(samples48k, dtype=np.int16)
+            pcm = np.concatenate([pcm, np.zeros(-len(pcm) % FRAME, dtype=np.int16)])
+            cached = (samples48k, [encoder.encode(pcm[i : i + FRAME].tobytes()) for i in range(0, len(pcm), FRAME)])
+            _ENCODED[id(samples48k)] = cached
+        return cached[1]
+
+    def say(self, samples48k: np.ndarray) -> asyncio.Future[float]:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queue.append((self._packets(samples48k), fut))
+        return fut
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += FRAME
+            wait = self._start + self._pts / RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+        payload = self._silence
+        if self._queue:
+            packets, fut = self._queue[0]
+            if self._index == 0 and not fut.done():
+                fut.set_result(time.monotonic())
+            payload = packets[self._index]
+            self._index += 1
+            if self._index >= len(packets):
+                self._queue.pop(0)
+                self._index = 0
+        packet = av.Packet(payload)
+        packet.pts = self._pts
+        packet.time_base = fractions.Fraction(1, RATE)
+        return packet
+
+
 class Peer:
     """A connected Client plus compact bookkeeping of what it received (arrival time and RMS per frame)."""
 
-    def __init__(self, base_url: str, fec: bool = True) -> None:
-        self.client = Client(base_url, fec=fec)
+    def __init__(self, base_url: str, fec: bool = True, light: bool = False) -> None:
+        # light: the bench's cost per session down to DTLS, SRTP and UDP (as if the client were on
+        # another machine): the mic sends pre-encoded packets and what arrives is never decoded, only
+        # timed and sized (AUDIBLE_PAYLOAD_BYTES); no decoded frames, so no "decoded" jitter.
+        self.light = light
+        self.client = Client(base_url, mic=PacketMic(), fec=False) if light else Client(base_url, fec=fec)  # type: ignore[arg-type]
         self.ft: list[float] = []  # frame arrival times
         self.frms: list[float] = []  # frame RMS
         self.connected_at = 0.0
         self.rtp_t: list[float] = []  # arrival of each RTP packet at the client, before jitter buffer and decoder
+        self.rtp_audible: list[float] = []  # light peers: arrivals of the packets long enough to be speech
 
     def _watch_rtp(self) -> None:
         for receiver in self.client.pc.getReceivers():
             handle = receiver._handle_rtp_packet
 
             async def watched(packet: Any, arrival_time_ms: int, handle: Any = handle) -> None:
-                self.rtp_t.append(time.monotonic())
-                await handle(packet, arrival_time_ms=arrival_time_ms)
+                t = time.monotonic()
+                self.rtp_t.append(t)
+                if not self.light:
+                    await handle(packet, arrival_time_ms=arrival_time_ms)
+                elif len(packet.payload) >= AUDIBLE_PAYLOAD_BYTES:
+                    self.rtp_audible.append(t)
 
             receiver._handle_rtp_packet = watched  # type: ignore[method-assign]
 
@@ -154,7 +236,7 @@ class Peer:
             await self.client.connect()
             self._watch_rtp()
             await self.client.wait_event("state", timeout=timeout, state="listening")
-            while not self.client.frames:  # media flows both ways
+            while not (self.rtp_t if self.light else self.client.frames):  # media flows both ways
                 await asyncio.sleep(0.02)
         self.connected_at = time.monotonic()
 
@@ -173,12 +255,22 @@ class Peer:
         del frames[:n]
 
     def audible(self, t0: float = 0.0, t1: float = float("inf")) -> list[float]:
+        if self.light:
+            return [t for t in self.rtp_audible if t0 <= t < t1]
         self.drain()
         return [t for t, r in zip(self.ft, self.frms, strict=True) if t0 <= t < t1 and r > AUDIBLE_RMS]
 
     def frame_times(self, t0: float, t1: float) -> list[float]:
         self.drain()
         return [t for t in self.ft if t0 <= t < t1]
+
+    def local_ports(self) -> set[int]:
+        """The UDP ports this peer's ICE transports gathered (its media arrives on one of them)."""
+        ports: set[int] = set()
+        for transceiver in self.client.pc.getTransceivers():
+            ice = transceiver.receiver.transport.transport
+            ports.update(c.port for c in ice.iceGatherer.getLocalCandidates())
+        return ports
 
     def rtp_times(self, t0: float, t1: float) -> list[float]:
         return [t for t in self.rtp_t if t0 <= t < t1]
@@ -189,6 +281,8 @@ class Peer:
         del self.ft[:keep], self.frms[:keep]
         keep = next((i for i, t in enumerate(self.rtp_t) if t >= before), len(self.rtp_t))
         del self.rtp_t[:keep]
+        keep = next((i for i, t in enumerate(self.rtp_audible) if t >= before), len(self.rtp_audible))
+        del self.rtp_audible[:keep]
 
     def events_since(self, index: int) -> list[tuple[float, dict[str, Any]]]:
         return self.client.events[index:]
@@ -292,14 +386,14 @@ async def warm_up(peer: Peer, timeout: float = 30.0) -> list[Turn]:
     return [spoken]
 
 
-async def connect_all(base_url: str, n: int, parallel: int = 4, timeout: float = 30.0) -> tuple[list[Peer], list[str]]:
+async def connect_all(base_url: str, n: int, parallel: int = 4, timeout: float = 30.0, light: bool = False) -> tuple[list[Peer], list[str]]:
     """n connected peers (at most `parallel` handshakes at a time); errors for the ones that failed."""
     gate = asyncio.Semaphore(parallel)
     peers: list[Peer] = []
     errors: list[str] = []
 
     async def one() -> None:
-        peer = Peer(base_url)
+        peer = Peer(base_url, light=light)
         async with gate:
             try:
                 await peer.connect(timeout)
