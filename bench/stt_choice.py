@@ -25,6 +25,9 @@ Configurations (CONFIGS; one model load per model, the configurations share it):
 - `base`               Whisper base (multilingual, STT_MODEL=base), language en, beam 5, fit
 - `tiny.en pad 0.1`    the synthetic clips' 0.3 s lead and tail silence trimmed to 0.1 s (a
                        tighter VAD cut); recordings keep their own edges, as in every config
+- `moonshine base`     Moonshine base (English, 61M parameters, raw-waveform encoder, no 30 s
+                       window), greedy, from the optional moonshine-cpp wheel (bench/moonshine.py);
+                       left out when that wheel is not installed
 
 Scoring: corpus WER (word edits / reference words) after bench.stt_window.words
 (bench.answers.normalise: lower case, no punctuation, numbers spelt out; plus ordinals) and,
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -75,6 +79,7 @@ if str(ROOT) not in sys.path:
 from bench.answers import edit_distance, table  # noqa: E402
 from bench.eval_set import CONVERSATIONS, QUESTIONS  # noqa: E402
 from bench.eval_voices import GROUPS, LEAD_S, RATE, TAIL_S, recordings, spoken  # noqa: E402
+from bench.moonshine import MoonshineSTT  # noqa: E402
 from bench.stt_window import words  # noqa: E402  (answers.normalise + ordinals)
 from pipeline.engines.local_stt import LocalSTT, _Loaded  # noqa: E402
 from pipeline.engines.workers import available_cores  # noqa: E402
@@ -160,15 +165,20 @@ CONFIGS = {
         Config("tiny.en conv", conversation=True),
         Config("base", model="base"),
         Config("tiny.en pad 0.1", pad_s=0.1),
+        Config("moonshine base", model="moonshine-base", beam=1, window="-"),
     ]
 }
 
 
-async def make_engines(configs: Sequence[Config], threads: int) -> dict[str, LocalSTT]:
-    """One LocalSTT per configuration; each model is loaded once and shared (calls never overlap)."""
+async def make_engines(configs: Sequence[Config], threads: int) -> dict[str, Any]:
+    """One LocalSTT per configuration; each model is loaded once and shared (calls never overlap).
+    `moonshine-base` is bench/moonshine.py's MoonshineSTT instead."""
     loaded: dict[str, _Loaded] = {}
-    engines: dict[str, LocalSTT] = {}
+    engines: dict[str, Any] = {}
     for c in configs:
+        if c.model == "moonshine-base":
+            engines[c.name] = MoonshineSTT(threads)
+            continue
         engine = LocalSTT(model=c.model, language="en", beam_size=c.beam, threads=threads, window=c.window, timeout_s=120.0)
         if c.model not in loaded:
             started = time.monotonic()
@@ -246,7 +256,7 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def transcribe(engine: LocalSTT, samples: np.ndarray, prompt: str) -> tuple[str, float]:
+async def transcribe(engine: Any, samples: np.ndarray, prompt: str) -> tuple[str, float]:
     started = time.perf_counter()
     text = await engine.transcribe(samples.tobytes(), RATE, prompt=prompt)
     return text, (time.perf_counter() - started) * 1000
@@ -415,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
     if DEFAULT not in names:
         names.insert(0, DEFAULT)  # the reference the others are compared with
+    if "moonshine base" in names and importlib.util.find_spec("moonshine_cpp") is None:
+        if args.configs != parser.get_default("configs"):
+            parser.error("`moonshine base` needs the moonshine-cpp wheel: the `#moonshine` lines of requirements-models.txt")
+        names.remove("moonshine base")  # optional: the default list runs what is installed
     configs = [CONFIGS[n] for n in names]
     threads = args.threads if args.threads > 0 else available_cores()
     logging.basicConfig(level=logging.WARNING)
