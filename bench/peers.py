@@ -17,8 +17,6 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
 from rtc.ice import use_host_addresses
 
@@ -26,7 +24,7 @@ use_host_addresses(["127.0.0.1"])  # before any peer gathers candidates: loopbac
 
 from pipeline.sentences import SentenceSplitter  # noqa: E402
 from rtc.opus import OpusEncoder  # noqa: E402
-from tests.rtc_client import FRAME, RATE, Client, to_48k  # noqa: E402
+from tests.rtc_client import FRAME, RATE, Client, SpeakingTrack, to_48k  # noqa: E402
 from tests.speech import concat, silence, speak, voiced_bounds  # noqa: E402
 
 AUDIBLE_RMS = 500.0  # a received frame louder than this is reply audio (silence decodes to ~0)
@@ -140,23 +138,20 @@ class Turn:
 _ENCODED: dict[int, tuple[np.ndarray, list[bytes]]] = {}  # id(clip) -> (clip, its packets): every PacketMic's
 
 
-class PacketMic(MediaStreamTrack):
+class PacketMic(SpeakingTrack):
     """A light peer's microphone: SpeakingTrack's clips, each encoded to Opus once and then handed to
     aiortc as packets (its path for pre-encoded media), so a session's mic costs the bench no encoder
     thread. A clip starts on the next 20 ms frame; silence is one cached packet. Clips are encoded
     once for all peers (about 7 ms of the loop for a 2 s clip), at their first `say`."""
 
-    kind = "audio"
-
     def __init__(self) -> None:
         super().__init__()
-        self._queue: list[tuple[list[bytes], asyncio.Future[float]]] = []
+        self._packets_queue: list[tuple[list[bytes], asyncio.Future[float]]] = []
         self._index = 0
-        self._start: float | None = None
-        self._pts = 0
         self._silence = OpusEncoder(rate=RATE).encode(np.zeros(FRAME, dtype=np.int16).tobytes())
 
-    def _packets(self, samples48k: np.ndarray) -> list[bytes]:
+    @staticmethod
+    def _packets(samples48k: np.ndarray) -> list[bytes]:
         cached = _ENCODED.get(id(samples48k))
         if cached is None or cached[0] is not samples48k:
             encoder = OpusEncoder(rate=RATE)
@@ -168,33 +163,24 @@ class PacketMic(MediaStreamTrack):
 
     def say(self, samples48k: np.ndarray) -> asyncio.Future[float]:
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._queue.append((self._packets(samples48k), fut))
+        self._packets_queue.append((self._packets(samples48k), fut))
         return fut
 
     @property
     def idle(self) -> bool:
-        return not self._queue
+        return not self._packets_queue
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._pts += FRAME
-            wait = self._start + self._pts / RATE - now
-            if wait > 0:
-                await asyncio.sleep(wait)
+        await self._paced()
         payload = self._silence
-        if self._queue:
-            packets, fut = self._queue[0]
+        if self._packets_queue:
+            packets, fut = self._packets_queue[0]
             if self._index == 0 and not fut.done():
                 fut.set_result(time.monotonic())
             payload = packets[self._index]
             self._index += 1
             if self._index >= len(packets):
-                self._queue.pop(0)
+                self._packets_queue.pop(0)
                 self._index = 0
         packet = av.Packet(payload)
         packet.pts = self._pts
@@ -210,7 +196,7 @@ class Peer:
         # another machine): the mic sends pre-encoded packets and what arrives is never decoded, only
         # timed and sized (AUDIBLE_PAYLOAD_BYTES); no decoded frames, so no "decoded" jitter.
         self.light = light
-        self.client = Client(base_url, mic=PacketMic(), fec=False) if light else Client(base_url, fec=fec)  # type: ignore[arg-type]
+        self.client = Client(base_url, mic=PacketMic(), fec=False) if light else Client(base_url, fec=fec)
         self.ft: list[float] = []  # frame arrival times
         self.frms: list[float] = []  # frame RMS
         self.connected_at = 0.0

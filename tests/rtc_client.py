@@ -76,7 +76,8 @@ class SpeakingTrack(MediaStreamTrack):
     def idle(self) -> bool:
         return not self._queue
 
-    async def recv(self) -> av.AudioFrame:
+    async def _paced(self) -> None:
+        """Wait until the next 20 ms frame is due (in real time from the first) and count its pts."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -87,6 +88,9 @@ class SpeakingTrack(MediaStreamTrack):
             wait = self._start + self._pts / RATE - now
             if wait > 0:
                 await asyncio.sleep(wait)
+
+    async def recv(self) -> av.AudioFrame:
+        await self._paced()
         out = np.zeros(FRAME, dtype=np.int16)
         filled = 0
         t = time.monotonic()

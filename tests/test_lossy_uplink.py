@@ -90,9 +90,13 @@ async def test_a_lossy_uplink_gives_the_clean_transcript(local_stt: Any, clients
     stats = session.inbound.buffer.stats
     assert stats.concealed + stats.recovered > 0
     assert stats.recovered > 0, "the client's FEC rebuilt some of the lost packets"
+    # The client still sends impaired silence while /metrics is read, so the buffer may make up one
+    # more packet in between (CI once read 10 against 10 + 1): the count lies between the two.
+    low = stats.concealed + stats.recovered
     after = await metrics(server)
+    high = stats.concealed + stats.recovered
     made_up = sum(after.get(f"made_up_{how}", 0) - before.get(f"made_up_{how}", 0) for how in ("concealed", "recovered"))
-    assert made_up == stats.concealed + stats.recovered, "/metrics counts them"
+    assert low <= made_up <= high, ("/metrics counts them", low, made_up, high)
 
 
 async def test_a_stall_costs_no_words_and_the_delay_comes_back_within_2_s(local_stt: Any, clients: Any) -> None:
