@@ -9,6 +9,7 @@ process on the machine, so server-side probe samples line up with them.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fractions
 import time
@@ -263,12 +264,11 @@ class Peer:
 
     def forget_frames(self, before: float) -> None:
         self.drain()
-        keep = next((i for i, t in enumerate(self.ft) if t >= before), len(self.ft))
+        # Every list is in arrival order: cut each at its first time >= before.
+        keep = bisect.bisect_left(self.ft, before)
         del self.ft[:keep], self.frms[:keep]
-        keep = next((i for i, t in enumerate(self.rtp_t) if t >= before), len(self.rtp_t))
-        del self.rtp_t[:keep]
-        keep = next((i for i, t in enumerate(self.rtp_audible) if t >= before), len(self.rtp_audible))
-        del self.rtp_audible[:keep]
+        for times in (self.rtp_t, self.rtp_audible):
+            del times[: bisect.bisect_left(times, before)]
 
     def events_since(self, index: int) -> list[tuple[float, dict[str, Any]]]:
         return self.client.events[index:]

@@ -37,16 +37,13 @@ import math
 import os
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.context import Ctx, LagWindow, reason_of
 from bench.peers import FRAME_S, Peer, Turn, close_all, connect_all, make_clip, warm_up
-from bench.procs import CpuWindow, set_nice
+from bench.procs import RESULTS, CpuWindow, set_nice
 from bench.stats import fmt, summary, table, triple
 from bench.wire import Wire
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 SCALE_QUESTIONS = ["What time is it?", "Is it raining?", "Hello there."]
 SCALE_REPLY = "It is noon. Anything else?"
@@ -67,10 +64,13 @@ def jitter_of(
     signed: list[float] = []
     lost = received = expected = 0
     worst_gap = 0.0
+    to_port: dict[int, list[float]] = {}  # the window's packets by destination port, in arrival order
+    for when, _src, dst, _size, _seq in sorted(wire or []):
+        if t0 <= when < t1:
+            to_port.setdefault(dst, []).append(when)
     for peer in peers:
         if source == "wire":
-            ports = peer.local_ports()
-            times = sorted(p[0] for p in wire or [] if p[2] in ports and t0 <= p[0] < t1)
+            times = sorted(t for port in peer.local_ports() for t in to_port.get(port, []))
         else:
             times = peer.rtp_times(t0, t1) if source == "rtp" else peer.frame_times(t0, t1)
         if len(times) < 2:
@@ -113,6 +113,7 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         "connect_errors": errors[:5],
         "connect_s": round(time.monotonic() - connect_started, 1),
     }
+    wire = Wire(RESULTS / f"wire-{os.getpid()}.json")
     try:
         await asyncio.sleep(1.0)
         stats0 = await asyncio.gather(*(p.inbound_stats() for p in peers))
@@ -121,7 +122,6 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         lag = LagWindow(server) if server.workers == 1 else None  # /metrics is per worker: a diff across two means nothing
         if lag is not None:
             await lag.start()
-        wire = Wire(RESULTS / f"wire-{os.getpid()}.json")
         sniffing = await wire.start()
         t0 = time.monotonic()
         cpu.start()
@@ -170,6 +170,7 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         cpu_server = out["cpu_percent_of_one_core"]["server"]
         out["server_cpu_per_session"] = round(cpu_server / max(len(peers), 1), 2)
     finally:
+        await wire.stop()  # (already stopped, unless the window failed)
         await close_all(peers)
         await server.wait_sessions(0, timeout=20)
     j, o = judged_jitter(out).get("p99_ms"), out["overhead_ms"].get("p95")

@@ -16,6 +16,7 @@ Needs root (CAP_NET_RAW).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import signal
 import socket
@@ -45,8 +46,6 @@ _FILTER = [
 
 
 def _attach_filter(sock: socket.socket) -> None:
-    import ctypes
-
     program = b"".join(struct.pack("HBBI", *insn) for insn in _FILTER)
     buffer = ctypes.create_string_buffer(program)
     fprog = struct.pack("HL", len(_FILTER), ctypes.addressof(buffer))
@@ -129,12 +128,8 @@ def sniff(out: Path) -> None:
     print("ready", flush=True)
     while not stop:
         try:
-            data, ancillary, _flags, address = sock.recvmsg(SNAP, socket.CMSG_SPACE(16))
-        except TimeoutError:
-            continue
-        except InterruptedError:
-            continue
-        if address[2] == PACKET_OUTGOING:
+            data, ancillary, _flags, _address = sock.recvmsg(SNAP, socket.CMSG_SPACE(16))
+        except (TimeoutError, InterruptedError):
             continue
         found = rtp_of(data)
         if found is None:
