@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from kit.speech import concat, silence, speak, voiced_bounds  # noqa: E402
 from pipeline.conversation import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from pipeline.engines.base import EngineError  # noqa: E402
 from settings import Settings, load_settings  # noqa: E402
-from tests.speech import concat, silence, speak, voiced_bounds  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -355,11 +355,11 @@ def print_llm(result: dict[str, Any]) -> None:
 async def run_e2e(turn_timeout: float = 120.0) -> dict[str, Any]:
     from aiohttp import web
 
+    from kit.rtc_client import Client, to_48k
     from pipeline.engines.factory import build_engines
     from pipeline.wiring import pipeline_factory
     from rtc.http import HttpConfig, create_app
     from rtc.ice import use_host_addresses
-    from tests.rtc_client import Client, to_48k
 
     use_host_addresses(["127.0.0.1"])
     settings = settings_for(llm_temperature=0.0)

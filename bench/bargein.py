@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 from bench.context import Ctx, LagWindow, lag_text
-from bench.peers import INTERRUPTION, Peer, make_clip, warm_up
 from bench.stats import fmt, summary, table, triple
+from kit.peers import INTERRUPTION, Peer, make_clip, warm_up
 
 LONG_REPLY = " ".join(f"This is sentence number {i} of a rather long answer that goes on." for i in range(1, 13))
 STALE_AFTER_S = 0.12

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.rtc_client import Client, to_48k
+from kit.speech import concat, silence, speak, voiced_bounds
 from rtc.ice import use_host_addresses
 from tests.browser import ServerProcess
-from tests.rtc_client import Client, to_48k
-from tests.speech import concat, silence, speak, voiced_bounds
 
 SILENCE_MS = 500
 PHRASES = ["Testing one two three.", "Can you hear me?", "This is a microphone check.", "Hello from the echo test."]

@@ -32,7 +32,7 @@ import numpy as np
 
 from bench import turn_clips
 from bench.turn_clips import HELD_OUT_VOICES, SEEN_VOICES
-from tests.speech import DATA, RATE, read_wav, voiced_bounds
+from kit.speech import DATA, RATE, read_wav, voiced_bounds
 
 VOICES: dict[str, list[str]] = {
     "espeak": list(SEEN_VOICES),

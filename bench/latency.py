@@ -22,9 +22,9 @@ import time
 from typing import Any
 
 from bench.context import Ctx, LagWindow, lag_text, probe_lag, reason_of
-from bench.peers import QUESTIONS, WARMUP, Peer, Turn, connect_all, make_clip, warm_up
 from bench.procs import LOCAL_FLAGS, PYTHON, ROOT
 from bench.stats import fmt, summary, table, triple
+from kit.peers import QUESTIONS, WARMUP, Peer, Turn, connect_all, make_clip, warm_up
 
 STANDIN_REPLY = "You said: {last_user}. This is the stand-in's answer. It has three sentences."
 STANDIN_MS_PER_CHAR = 10.0  # shorter playout between turns; latency does not depend on it

@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from bench.context import Ctx
-from bench.peers import Peer, make_clip
 from bench.stats import fmt, table
+from kit.peers import Peer, make_clip
 
 LANES = 5
 BATCH = 10

@@ -31,12 +31,12 @@ import numpy as np
 from bench.context import Ctx, reason_of
 from bench.eval_set import QUESTIONS, is_right
 from bench.eval_voices import render
-from bench.peers import Clip, Peer
 from bench.procs import BENCH_LIMITS
 from bench.quality import wer_of
-from tests.impair import Impairment, impair
-from tests.rtc_client import to_48k
-from tests.speech import RATE, voiced_bounds
+from kit.impair import Impairment, impair
+from kit.peers import Clip, Peer
+from kit.rtc_client import to_48k
+from kit.speech import RATE, voiced_bounds
 
 CONDITIONS: dict[str, Impairment] = {
     "clean": Impairment(),

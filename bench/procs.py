@@ -213,11 +213,11 @@ class CpuWindow:
 
 
 class Standin:
-    """`python -m tests.standin` in its own process, configured over HTTP."""
+    """`python -m kit.standin` in its own process, configured over HTTP."""
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.proc, self.log = spawn([PYTHON, "-m", "tests.standin", "--port", str(self.port)], "standin")
+        self.proc, self.log = spawn([PYTHON, "-m", "kit.standin", "--port", str(self.port)], "standin")
         self.base = f"http://{HOST}:{self.port}"
         self.url = f"{self.base}/v1"
 
@@ -248,7 +248,7 @@ class Standin:
 
     async def reset(self, **changes: Any) -> dict[str, Any]:
         """Back to the stand-in's defaults (zero delays), then `changes`."""
-        from tests.standin import StandinConfig
+        from kit.standin import StandinConfig
 
         defaults = {k: v for k, v in StandinConfig().public().items() if k != "api_key"}
         return await self.configure(reset_log=True, **(defaults | changes))

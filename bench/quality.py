@@ -33,11 +33,11 @@ import numpy as np
 from bench.context import Ctx, reason_of
 from bench.eval_set import CONVERSATIONS, QUESTIONS, Conversation, Question, is_right
 from bench.eval_voices import GROUPS, Recording, recordings, spoken
-from bench.peers import Clip, Peer, Turn
 from bench.procs import BENCH_LIMITS
 from bench.turns import OLD_FLAGS
-from tests.rtc_client import to_48k
-from tests.speech import RATE, voiced_bounds
+from kit.peers import Clip, Peer, Turn
+from kit.rtc_client import to_48k
+from kit.speech import RATE, voiced_bounds
 
 OLD_PROMPT = (
     "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in one to three short "

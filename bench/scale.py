@@ -40,10 +40,10 @@ import time
 from typing import Any
 
 from bench.context import Ctx, LagWindow, reason_of
-from bench.peers import FRAME_S, Peer, Turn, close_all, connect_all, make_clip, warm_up
 from bench.procs import RESULTS, CpuWindow, set_nice
 from bench.stats import fmt, summary, table, triple
 from bench.wire import Wire
+from kit.peers import FRAME_S, Peer, Turn, close_all, connect_all, make_clip, warm_up
 
 SCALE_QUESTIONS = ["What time is it?", "Is it raining?", "Hello there."]
 SCALE_REPLY = "It is noon. Anything else?"

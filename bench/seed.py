@@ -21,12 +21,12 @@ import sys
 import time
 from typing import Any
 
+from kit.speech import concat, silence, speak
 from pipeline.conversation import ConversationConfig
 from pipeline.engines.factory import build_engines
 from pipeline.history import History
 from pipeline.sentences import speakable
 from settings import load_settings
-from tests.speech import concat, silence, speak
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:

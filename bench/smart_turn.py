@@ -24,10 +24,10 @@ from collections.abc import Callable
 import numpy as np
 
 from bench.stats import pct, table
+from kit.speech import FINISHED_AND_CUT_OFF as PAIRS
+from kit.speech import RATE, concat, silence, speak, voiced_bounds
 from pipeline.engines.local_tts import LocalTTS
 from pipeline.engines.smart_turn import SmartTurn, features, int16_to_float
-from tests.speech import FINISHED_AND_CUT_OFF as PAIRS
-from tests.speech import RATE, concat, silence, speak, voiced_bounds
 
 VOICES = ["en-us", "en+f3", "en-gb", "piper"]
 PAUSE_S = 0.2

@@ -64,9 +64,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.answers import edit_distance, normalise, table  # noqa: E402
+from kit.speech import read_wav, speak  # noqa: E402
 from pipeline.engines.local_stt import FIT_MARGIN_FRAMES, FULL_FRAMES, LocalSTT, _Fitted, fitted_frames  # noqa: E402
 from pipeline.engines.workers import CancelToken, available_cores  # noqa: E402
-from tests.speech import read_wav, speak  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / "tests" / ".data" / "stt_window"

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.peers import Clip
-from tests.rtc_client import to_48k
-from tests.speech import DATA, RATE, concat, silence, speak, voiced_bounds
+from kit.peers import Clip
+from kit.rtc_client import to_48k
+from kit.speech import DATA, RATE, concat, silence, speak, voiced_bounds
 
 SEEN_VOICES = ["espeak:en-us", "espeak:en+f3", "espeak:en-gb", "espeak:en+m7"]
 HELD_OUT_VOICES = ["flite:kal", "flite:awb", "flite:rms", "flite:slt"]

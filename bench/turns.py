@@ -59,10 +59,10 @@ import numpy as np
 from bench import turn_clips as tc
 from bench.bargein import GAP_S, LONG_REPLY, STALE_AFTER_S
 from bench.context import Ctx, reason_of
-from bench.peers import WARMUP, Peer
 from bench.procs import Server, Standin
 from bench.stats import fmt, summary, table
-from tests.rtc_client import FRAME, RATE, SpeakingTrack
+from kit.peers import WARMUP, Peer
+from kit.rtc_client import FRAME, RATE, SpeakingTrack
 
 # The product as it was before the turn-taking work: silence-only turns, cancel at once, no echo
 # gate, and Whisper over its full 30 s window (STT_WINDOW=fit came with the same work).

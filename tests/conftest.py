@@ -15,6 +15,8 @@ if str(ROOT) not in sys.path:
 
 from aiohttp import web  # noqa: E402
 
+from kit.rtc_client import Client  # noqa: E402
+from kit.standin import StandinConfig, run_standin  # noqa: E402
 from pipeline.engines.base import Engines  # noqa: E402
 from pipeline.engines.factory import build_engines  # noqa: E402
 from pipeline.wiring import pipeline_factory  # noqa: E402
@@ -22,8 +24,6 @@ from rtc.http import SESSIONS, HttpConfig, create_app  # noqa: E402
 from rtc.ice import use_host_addresses  # noqa: E402
 from rtc.session import SessionLimits  # noqa: E402
 from settings import Settings, load_settings  # noqa: E402
-from tests.rtc_client import Client  # noqa: E402
-from tests.standin import StandinConfig, run_standin  # noqa: E402
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -83,7 +83,7 @@ async def assistant(start_server) -> AsyncIterator[Callable[..., Awaitable[tuple
     stack: list[Any] = []
 
     async def start(config: StandinConfig | None = None, **overrides: Any) -> tuple[Running, StandinConfig]:
-        """The app with the OpenAI-protocol stand-in (tests/standin.py) as its three engines."""
+        """The app with the OpenAI-protocol stand-in (kit/standin.py) as its three engines."""
         config = config or StandinConfig()
         standin = run_standin(config)
         url = await standin.__aenter__()

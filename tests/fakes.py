@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from kit.speech import speak
 from pipeline.conversation import Conversation, ConversationConfig
 from pipeline.engines.base import EngineError, Engines, Message
 from pipeline.events import Event
 from pipeline.ports import Playback, PlaybackKind, PlaybackListener, Played
 from pipeline.segmenter import SegmenterConfig
-from tests.speech import speak
 
 RATE = 16000
 FRAME = 320  # 20 ms at 16 kHz

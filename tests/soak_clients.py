@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from kit.rtc_client import Client
 from rtc.ice import use_host_addresses
-from tests.rtc_client import Client
 
 
 async def main(url: str, n: int) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.rtc_client import Client, to_48k
-from tests.speech import concat, silence, speak, voiced_bounds
-from tests.standin import StandinConfig
+from kit.rtc_client import Client, to_48k
+from kit.speech import concat, silence, speak, voiced_bounds
+from kit.standin import StandinConfig
 
 QUESTION = "What is the capital of France?"
 LONG_REPLY = " ".join(f"This is sentence number {i} of a rather long answer that goes on." for i in range(1, 13))

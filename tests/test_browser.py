@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from kit.speech import concat, silence, speak, write_wav
 from tests.browser import REMOTE_SAMPLE_JS, ServerProcess, have_browser, launch_chromium, mean_square, new_page, poll
-from tests.speech import concat, silence, speak, write_wav
 
 pytestmark = pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")
 

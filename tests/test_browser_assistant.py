@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from kit.speech import concat, silence, speak, write_wav
 from tests.browser import CHROMIUM, REMOTE_SAMPLE_JS, ServerProcess, launch_chromium, mean_square, new_page, poll
-from tests.speech import concat, silence, speak, write_wav
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"needs Chromium at {CHROMIUM}", allow_module_level=True)

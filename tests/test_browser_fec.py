@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from kit.speech import concat, silence, speak, write_wav
 from rtc.opus import OpusDecoder
 from tests.browser import have_browser, launch_chromium, new_page
-from tests.speech import concat, silence, speak, write_wav
 
 pytestmark = pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")
 sync_api = pytest.importorskip("playwright.sync_api")

@@ -11,9 +11,9 @@ import asyncio
 import numpy as np
 import pytest
 
+from kit.speech import concat, silence, speak, voiced_bounds
 from pipeline.conversation import is_backchannel, sounds_unfinished
 from tests.fakes import RATE, FakeLLM, Harness
-from tests.speech import concat, silence, speak, voiced_bounds
 
 QUESTION = "What is the capital of France?"
 LONG = " ".join(f"This is sentence number {i} of a long answer." for i in range(1, 9))

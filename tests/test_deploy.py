@@ -35,12 +35,12 @@ import pytest
 from aioice import stun, turn
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
 
+from kit.rtc_client import Client, to_48k
+from kit.speech import concat, silence, speak
 from rtc.ice import use_host_addresses
 from rtc.turn import TurnConfig, turn_credential
 from settings import SettingsError, load_settings
 from tests.browser import ServerProcess, free_port, get_json, poll
-from tests.rtc_client import Client, to_48k
-from tests.speech import concat, silence, speak
 from tests.test_media import _best_correlation
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import eval_voices as ev
-from tests.speech import RATE
+from kit.speech import RATE
 
 
 @pytest.mark.parametrize("group", sorted(ev.VOICES))

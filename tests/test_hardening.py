@@ -14,11 +14,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, VideoStreamTrack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kit.rtc_client import Client
+from kit.standin import speech_like
 from pipeline.engines.base import EngineBusy, Engines
 from rtc.session import SessionLimits
 from tests.conftest import Running
-from tests.rtc_client import Client
-from tests.standin import speech_like
 
 
 class ScriptedSTT:
@@ -307,8 +307,8 @@ async def test_engine_crash_and_busy_engine_are_reported_and_the_session_goes_on
     server = await start_server(engines=eng)
     client = await clients(server.url)
     await client.wait_event("state", state="listening")
-    from tests.rtc_client import to_48k
-    from tests.speech import concat, silence, speak
+    from kit.rtc_client import to_48k
+    from kit.speech import concat, silence, speak
 
     eng.stt.outcomes = [RuntimeError("native code blew up"), EngineBusy("stt", "speech recognition is busy")]
     clip = to_48k(concat(speak("Hello there."), silence(0.7)))

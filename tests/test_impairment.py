@@ -17,10 +17,10 @@ from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from tests.impair import Impairer, Impairment, ImpairStats, impair, is_rtp
-from tests.rtc_client import to_48k
-from tests.speech import concat, silence, speak
-from tests.standin import StandinConfig
+from kit.impair import Impairer, Impairment, ImpairStats, impair, is_rtp
+from kit.rtc_client import to_48k
+from kit.speech import concat, silence, speak
+from kit.standin import StandinConfig
 
 INTERVAL = 0.02  # one Opus packet per 20 ms
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from kit.rtc_client import to_48k
+from kit.speech import concat, silence, speak, voiced_bounds
 from pipeline.engines.factory import build_engines
 from pipeline.wiring import warm_up
 from tests.conftest import make_settings
-from tests.rtc_client import to_48k
-from tests.speech import concat, silence, speak, voiced_bounds
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from kit.speech import concat, silence, speak
 from pipeline.engines.base import LLM, STT, TTS, EngineBusy, EngineError, Engines
 from pipeline.engines.local_llm import LocalLLM
 from pipeline.engines.local_stt import LocalSTT
@@ -27,7 +28,6 @@ from pipeline.loops import find_loop
 from pipeline.turn import Turn
 from settings import Settings
 from tests.fakes import FakeSTT, FakeTTS, MemoryAudio
-from tests.speech import concat, silence, speak
 
 T = TypeVar("T")
 module_loop = pytest.mark.asyncio(loop_scope="module")

@@ -19,12 +19,12 @@ import pytest
 
 from bench.answers import normalise
 from bench.network import counters
+from kit.impair import Impairment, impair
+from kit.rtc_client import to_48k
+from kit.speech import concat, silence, speak
+from kit.standin import StandinConfig
 from rtc.inbound import DeadlineInbound
 from rtc.playout import PlayoutCount
-from tests.impair import Impairment, impair
-from tests.rtc_client import to_48k
-from tests.speech import concat, silence, speak
-from tests.standin import StandinConfig
 
 QUESTION = "Who painted the Mona Lisa?"
 

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
+from kit.rtc_client import to_48k
+from kit.speech import concat, silence, speak
 from rtc.inbound import FRAME_BYTES, PcmFrame
-from tests.rtc_client import to_48k
-from tests.speech import concat, silence, speak
 
 
 async def test_echo_plays_back_what_was_said(start_server, clients):

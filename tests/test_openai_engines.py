@@ -1,4 +1,4 @@
-"""The OpenAI-protocol engines, unpatched, over real HTTP against the local stand-in (tests/standin.py)."""
+"""The OpenAI-protocol engines, unpatched, over real HTTP against the local stand-in (kit/standin.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from kit.standin import StandinConfig, run_standin, speech_like
 from pipeline.engines.audio_decode import open_decoder
 from pipeline.engines.base import EngineError
 from pipeline.engines.factory import build_engines
@@ -22,7 +23,6 @@ from pipeline.engines.openai_llm import OpenAILLM
 from pipeline.engines.openai_stt import OpenAISTT
 from pipeline.engines.openai_tts import OpenAITTS
 from settings import Settings, SettingsError
-from tests.standin import StandinConfig, run_standin, speech_like
 
 KEY = "sk-standin-secret-0123456789abcdef"
 TIMEOUT = 0.4  # engine timeout in the fault tests

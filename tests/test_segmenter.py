@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kit.speech import RATE, concat, noise, silence, speak, voiced_bounds
 from pipeline.segmenter import Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
-from tests.speech import RATE, concat, noise, silence, speak, voiced_bounds
 
 FRAME = 0.02
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kit.speech import FINISHED_AND_CUT_OFF as PAIRS
+from kit.speech import RATE, concat, noise, silence, speak, voiced_bounds
 from pipeline.engines import models
 from pipeline.engines.base import EngineError, TurnDetector
 from pipeline.engines.local_tts import LocalTTS
@@ -30,8 +32,6 @@ from pipeline.engines.models import ModelIntegrityError, verify_file
 from pipeline.engines.smart_turn import MODEL, WINDOW, SmartTurn, features, window
 from pipeline.engines.workers import CancelToken
 from settings import Settings
-from tests.speech import FINISHED_AND_CUT_OFF as PAIRS
-from tests.speech import RATE, concat, noise, silence, speak, voiced_bounds
 
 PAUSE_S = 0.2
 

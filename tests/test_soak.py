@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kit.rtc_client import Client
 from rtc.session import SessionLimits
-from tests.rtc_client import Client
 from tests.test_hardening import EchoLLM, ScriptedSTT, ToneTTS, engines
 
 ROOT = Path(__file__).resolve().parent.parent

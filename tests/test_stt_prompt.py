@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from kit.speech import concat, silence
 from pipeline.engines.local_stt import LocalSTT, with_previous_tokens
 from pipeline.engines.openai_common import Endpoint
 from pipeline.engines.openai_stt import OpenAISTT
-from tests.speech import concat, silence
 from tests.test_stt_window import fit, full, module_loop, question  # noqa: F401 (fixtures)
 
 SOT, PREV = [50257, 50362], 50360  # any ids will do for the pure function

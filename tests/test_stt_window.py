@@ -21,11 +21,11 @@ import pytest_asyncio
 
 from bench.answers import edit_distance
 from bench.stt_window import words
+from kit.speech import concat, silence, speak
 from pipeline.engines.base import EngineError
 from pipeline.engines.local_stt import FIT_MIN_FRAMES, FULL_FRAMES, LocalSTT, fitted_frames
 from pipeline.engines.workers import Cancelled, CancelToken
 from settings import Settings
-from tests.speech import concat, silence, speak
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 

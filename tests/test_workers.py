@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from kit.rtc_client import Client, to_48k
+from kit.speech import concat, silence, speak
 from tests.browser import ServerProcess, poll
-from tests.rtc_client import Client, to_48k
-from tests.speech import concat, silence, speak
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ received is recorded in `config.log`.
     async with run_standin(config) as base_url:   # "http://127.0.0.1:PORT/v1"
         ...
 
-    python -m tests.standin --port 8123 --llm-token-delay 0.03
+    python -m kit.standin --port 8123 --llm-token-delay 0.03
 """
 
 from __future__ import annotations

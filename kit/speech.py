@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).parent / ".data"
+DATA = Path(__file__).resolve().parent.parent / ".cache" / "speech"  # rendered clips, git-ignored
 RATE = 16000
 
 # Questions and the same questions cut off mid-phrase: what an end-of-turn model must tell apart.
@@ -34,7 +34,7 @@ FINISHED_AND_CUT_OFF = [
 
 def speak(text: str, rate: int = RATE, voice: str = "en-us", wpm: int = 160) -> np.ndarray:
     """int16 mono samples of `text` spoken by espeak-ng at `rate` Hz (cached)."""
-    DATA.mkdir(exist_ok=True)
+    DATA.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha1(f"{text}|{rate}|{voice}|{wpm}".encode()).hexdigest()[:16]
     path = DATA / f"speech-{key}.wav"
     if not path.exists():

@@ -1,4 +1,4 @@
-"""Client side: real aiortc peers (tests/rtc_client.Client) in the bench's process, and what they measure.
+"""Client side: real aiortc peers (kit.rtc_client.Client) and what they measure, for the bench and the tests.
 
 Every time here is the client's own: the monotonic time a clip's first sample
 left the synthetic microphone, the arrival time of each event on the data
@@ -23,10 +23,10 @@ from rtc.ice import use_host_addresses
 
 use_host_addresses(["127.0.0.1"])  # before any peer gathers candidates: loopback only
 
+from kit.rtc_client import FRAME, RATE, Client, SpeakingTrack, to_48k  # noqa: E402
+from kit.speech import concat, silence, speak, voiced_bounds  # noqa: E402
 from pipeline.sentences import SentenceSplitter  # noqa: E402
 from rtc.opus import OpusEncoder  # noqa: E402
-from tests.rtc_client import FRAME, RATE, Client, SpeakingTrack, to_48k  # noqa: E402
-from tests.speech import concat, silence, speak, voiced_bounds  # noqa: E402
 
 AUDIBLE_RMS = 500.0  # a received frame louder than this is reply audio (silence decodes to ~0)
 # A light peer never decodes: an RTP payload this long is reply audio. The server's mono 32 kbps
