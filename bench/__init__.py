@@ -1,1 +1,1 @@
-"""Benchmarks of the voice assistant: latency, baseline, barge-in, scale, memory. `python -m bench --help`."""
+"""Benchmarks of the voice assistant: latency, barge-in, turn-taking, network, scale, quality. `python -m bench --help`."""

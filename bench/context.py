@@ -1,4 +1,4 @@
-"""What every part of the bench shares: options, the stand-in process, the client-side lag monitor, output."""
+"""What every part of the bench shares: options, the stand-in process, servers, the client-side lag monitor, output."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.procs import LOCAL_FLAGS, Server, Standin
 from bench.stats import LoopLag, summary
+from kit.peers import Peer, warm_up
 
 
 @dataclass
@@ -16,11 +17,6 @@ class Options:
     engines: tuple[str, ...] = ("standin", "local")
     probe: bool = True
     seed: int = 1
-    configs: tuple[str, ...] = ("new", "old")  # the quality part's configurations (bench/quality.py CONFIGS)
-    items: str = "all"  # the quality part: "all", only the "recordings", or only the "latency" pass
-    inbound: tuple[str, ...] = ()  # INBOUND_BUFFER of the servers started (empty: the product's default)
-    questions: int = 0  # the network part: questions per condition (0: its default)
-    conditions: tuple[str, ...] = ()  # the network part: which conditions (empty: all)
     llm_model: str = ""  # LLM_MODEL of the embedded servers the parts start (empty: the product's default)
     full_clients: bool = False  # the scale part's stand-in sessions: full client peers instead of light ones
     client_nice: int = 10  # the scale part's stand-in sessions: nice of the client peers and the stand-in engines
@@ -33,8 +29,8 @@ class Ctx:
     lag: LoopLag
     tables: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    shared: dict[str, Any] = field(default_factory=dict)  # results one part hands another (latency -> baseline)
-    inbound: str | None = None  # the inbound path of the part running now (None: the product's default)
+    figures: dict[str, float] = field(default_factory=dict)  # the headline figures a baseline stores
+    _servers: dict[str, Server] = field(default_factory=dict)
 
     def emit(self, text: str) -> None:
         self.tables.append(text)
@@ -47,24 +43,56 @@ class Ctx:
     def progress(self, text: str) -> None:
         print(f"  [{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
+    def figure(self, key: str, value: float | None) -> None:
+        if value is not None:
+            self.figures[key] = round(float(value), 3)
+
     def client_lag(self, t0: float, t1: float = float("inf")) -> dict[str, Any]:
         return summary(self.lag.between(t0, t1))
 
-    async def server(self, engines: str, extra: list[str] | None = None, name: str = "server", standin: Standin | None = None) -> Server:
-        """A started, healthy server on `engines` ("standin" or "local"; the context's stand-in unless
-        another is given); raises with the reason otherwise."""
-        flags = (standin or self.standin).engine_flags() if engines == "standin" else LOCAL_FLAGS
-        if engines == "local" and self.opts.llm_model and "--llm-model" not in (extra or []):
+    async def server(self, engines: str, extra: list[str] | None = None, name: str = "server", shared: bool = True) -> Server:
+        """A started, healthy server on `engines` ("standin" or "local"); raises with the reason otherwise.
+        With the product's defaults (no `extra`) and `shared`, parts reuse one server per engine set:
+        starting one costs seconds, and every session starts fresh anyway."""
+        key = engines if shared and not extra else ""
+        if key and key in self._servers and self._servers[key].proc.poll() is None:
+            return self._servers[key]
+        flags = self.standin.engine_flags() if engines == "standin" else LOCAL_FLAGS
+        if engines == "local" and self.opts.llm_model:
             flags = [*flags, "--llm-model", self.opts.llm_model]
-        if self.inbound and "--inbound-buffer" not in (extra or []):
-            extra = [*(extra or []), "--inbound-buffer", self.inbound]
         server = Server(flags, extra, probe=self.opts.probe, name=f"{name}-{engines}")
         try:
             await server.wait_ready(timeout=60 if engines == "standin" else 240)
         except Exception:
             server.close()
             raise
+        if key:
+            self._servers[key] = server
         return server
+
+    async def warm(self, server: Server, timeout: float = 30.0) -> None:
+        """One spoken turn, not measured, unless the server had one: the first use of each engine in
+        a fresh process does one-off work (connections, lazy imports, cold model pages)."""
+        if server.warmed:
+            return
+        peer = Peer(server.url)
+        try:
+            await peer.connect()
+            await warm_up(peer, timeout=timeout)
+        finally:
+            await peer.close()
+        await server.wait_sessions(0)
+        server.warmed = True
+
+    def release(self, server: Server) -> None:
+        """Done with `server`: a shared one stays up for the next part."""
+        if server not in self._servers.values():
+            server.close()
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        self._servers.clear()
 
 
 LAG_HISTOGRAM = "voice_event_loop_lag_seconds"

@@ -1,22 +1,17 @@
 """`python -m bench network`: what a lossy, jittery uplink does to what the server hears.
 
-The real server on its embedded engines; for each uplink condition, a fresh real aiortc peer
-whose outgoing RTP goes through tests/impair.py (user space: this kernel has no sch_netem)
-asks the same spoken questions (the first QUESTIONS of the evaluation set, espeak-ng and flite
-voices in turn). Per condition: transcript WER, answers right, turns lost (no transcript or
-reply within the timeout), voice-to-voice p50 at the client, and the server's inbound
-packets lost, each printed against the clean run.
-
-Both inbound paths run in the same invocation, one server each: `deadline` (the product's
-default, rtc/playout.py) and `aiortc` (aiortc's own jitter buffer and decoder, the old path,
-INBOUND_BUFFER=aiortc), so their figures compare on one machine. From the server's /metrics,
-per condition: the frames the deadline path made up (concealed or rebuilt from FEC), the
-packets it dropped as late, and its inbound delay. `--configs deadline` runs one path only.
+For each uplink condition, a fresh real aiortc peer whose outgoing RTP goes through
+kit/impair.py (user space: this kernel has no sch_netem) asks the same spoken questions (the
+first questions of the evaluation set, espeak-ng and flite voices in turn), on the product's
+default inbound path. Per condition: turns lost (no transcript or reply within the timeout),
+voice-to-voice p50 at the client, the packets the impairment dropped, and from the server's
+/metrics the frames it made up (concealed or rebuilt from FEC), the packets it dropped as late
+and its inbound delay, each against the clean run. With the embedded engines also transcript
+WER and answers right (the stand-in's transcript is the question's text whatever it hears).
 
 The client sends Opus in-band FEC when the server's answer asks for it (useinbandfec=1), as
 Chrome and Firefox do; the last condition's client never does, to show what concealment
-alone gives. Questions alternate espeak-ng (the voice the product was tuned on) and flite
-(held out); both are in every row.
+alone gives.
 """
 
 from __future__ import annotations
@@ -31,7 +26,6 @@ import numpy as np
 from bench.context import Ctx, reason_of
 from bench.eval_set import QUESTIONS, is_right
 from bench.eval_voices import render
-from bench.procs import BENCH_LIMITS
 from bench.quality import wer_of
 from kit.impair import Impairment, impair
 from kit.peers import Clip, Peer
@@ -50,7 +44,7 @@ CONDITIONS: dict[str, Impairment] = {
 # The client sends Opus in-band FEC when the answer asks for it, as browsers do (only the
 # deadline path's answer does); this condition's client does not, to show concealment alone.
 NO_FEC = {"loss 5 % + jitter, no FEC"}
-INBOUND = {"deadline": [], "aiortc": ["--inbound-buffer", "aiortc"]}
+QUICK_CONDITIONS = ["clean", "loss 5 % + jitter"]
 VOICES = ["espeak:en-us", "flite:slt"]
 N_QUESTIONS = 10
 TURN_TIMEOUT_S = 45.0
@@ -78,11 +72,13 @@ def counters(text: str) -> dict[str, float]:
     return out
 
 
-async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[str, Any]:
+async def run_condition(ctx: Ctx, url: str, name: str, imp: Impairment, n: int, engines: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     sent = dropped = 0
     for i, q in enumerate(QUESTIONS[:n]):
         peer = Peer(url, fec=name not in NO_FEC)
+        if engines == "standin":
+            await ctx.standin.configure(stt_text=q.text)
         try:
             await peer.connect()
             # a different stretch of the same random process for each question (one seed for all
@@ -96,7 +92,7 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
                     "voice": VOICES[i % len(VOICES)],
                     "transcript": turn.transcript,
                     "reply": turn.reply,
-                    "right": is_right(turn.reply, q.keywords),
+                    "right": is_right(turn.reply, q.keywords) if engines == "local" else None,
                     "lost": not turn.transcript or not turn.done or bool(turn.error),
                     "v2v_ms": turn.client_ms()["voice_to_voice"],
                 }
@@ -116,11 +112,12 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
         finally:
             await peer.close()
     v2v = sorted(r["v2v_ms"] for r in rows if r.get("v2v_ms") is not None)
+    local = engines == "local"
     return {
-        "wer": wer_of([(r["question"], r["transcript"]) for r in rows]),
+        "wer": wer_of([(r["question"], r["transcript"]) for r in rows]) if local else None,
         # espeak-ng is the voice the product was tuned on; flite's are held out
-        "wer_by_voice": {v: wer_of([(r["question"], r["transcript"]) for r in rows if r["voice"] == v]) for v in VOICES},
-        "right": sum(r["right"] for r in rows),
+        "wer_by_voice": {v: wer_of([(r["question"], r["transcript"]) for r in rows if r["voice"] == v]) for v in VOICES} if local else {},
+        "right": sum(bool(r["right"]) for r in rows) if local else "-",
         "lost": sum(r["lost"] for r in rows),
         "n": len(rows),
         "v2v_p50": float(np.percentile(v2v, 50)) if v2v else None,
@@ -131,40 +128,38 @@ async def run_condition(url: str, name: str, imp: Impairment, n: int) -> dict[st
 
 
 async def run_network(ctx: Ctx) -> dict[str, Any]:
-    n = ctx.opts.questions or (4 if ctx.opts.quick else N_QUESTIONS)
-    if n > len(QUESTIONS):
-        raise ValueError(f"--questions: at most {len(QUESTIONS)}")
-    conditions = {k: v for k, v in CONDITIONS.items() if not ctx.opts.conditions or k in ctx.opts.conditions}
-    if "clean" not in conditions:
-        conditions = {"clean": CONDITIONS["clean"], **conditions}  # every row is read against clean
-    wanted = [c for c in ctx.opts.configs if c in INBOUND]
     results: dict[str, Any] = {}
-    started = time.monotonic()
-    for inbound in wanted or list(INBOUND):
-        server = await ctx.server("local", BENCH_LIMITS + INBOUND[inbound], name=f"network-{inbound}")
+    n = 2 if ctx.opts.quick else N_QUESTIONS
+    conditions = {k: v for k, v in CONDITIONS.items() if not ctx.opts.quick or k in QUICK_CONDITIONS}
+    for engines in ctx.opts.engines:
+        started = time.monotonic()
+        try:
+            server = await ctx.server(engines, name="network")
+        except Exception as exc:  # noqa: BLE001
+            ctx.emit(f"Uplink impairment - {engines} engines: unavailable: {reason_of(exc)}")
+            continue
         per: dict[str, Any] = {}
         try:
+            await ctx.warm(server, timeout=120)
             for name, imp in conditions.items():
+                if engines == "standin":
+                    await ctx.standin.reset(llm_reply="Okay.")
                 before = counters(await server.metrics_text())
-                per[name] = r = await run_condition(server.url, name, imp, n)
+                per[name] = r = await run_condition(ctx, server.url, name, imp, n, engines)
                 after = counters(await server.metrics_text())
                 r["server"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                 ctx.progress(
-                    f"network/{inbound}/{name}: WER {r['wer']}, right {r['right']}/{r['n']}, lost {r['lost']}, v2v p50 {r['v2v_p50']}"
+                    f"network/{engines}/{name}: WER {r['wer']}, right {r['right']}/{r['n']}, lost {r['lost']}, v2v p50 {r['v2v_p50']}"
                 )
         finally:
-            server.close()
-        results[inbound] = per
-        ctx.emit(f"Uplink impairment, inbound path `{inbound}` (client side, user space), embedded engines\n" + table(per))
-    if "deadline" in results and "aiortc" in results:
-        lines = ["condition  WER deadline (aiortc)  right deadline (aiortc)  v2v p50 ms deadline (aiortc)"]
-        for name in conditions:
-            new, old = results["deadline"][name], results["aiortc"][name]
-            lines.append(
-                f"{name}  {new['wer']} ({old['wer']})  {new['right']}/{new['n']} ({old['right']}/{old['n']})  {_ms(new['v2v_p50'])} ({_ms(old['v2v_p50'])})"
-            )
-        ctx.emit("Deadline path against aiortc's, same run\n" + "\n".join(lines))
-    results["duration_s"] = round(time.monotonic() - started, 1)
+            ctx.release(server)
+        results[engines] = per | {"duration_s": round(time.monotonic() - started, 1)}
+        ctx.emit(f"Uplink impairment (client side, user space) - {engines} engines\n" + table(per))
+        worst = per[list(conditions)[-1]]
+        ctx.figure(f"network/{engines}/lost_turns", sum(r["lost"] for r in per.values()))
+        ctx.figure(f"network/{engines}/impaired_v2v_p50_ms", worst["v2v_p50"])
+        if engines == "local":
+            ctx.figure("network/local/impaired_wer", worst["wer"])
     return results
 
 

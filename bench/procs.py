@@ -293,6 +293,7 @@ class Server:
         self.proc, self.log = spawn(self.args, name)
         self.started = time.monotonic()
         self.ready_s: float | None = None
+        self.warmed = False  # a first spoken turn has run: one-off work (lazy imports, cold pages) is done
         self.health: dict[str, Any] = {}
 
     @property
@@ -337,14 +338,12 @@ class Server:
             await asyncio.sleep(0.05 if self.workers > 1 else 0.2)
         return False
 
-    async def probe(self, since: float = 0.0, gc: bool = False, trim: bool = False) -> dict[str, Any] | None:
+    async def probe(self, since: float = 0.0) -> dict[str, Any] | None:
         """The probe's figures (loop lag samples since `since`, session counters); None without the probe."""
         if not self.probe_enabled:
             return None
         async with aiohttp.ClientSession() as http:
-            async with http.get(
-                f"{self.url}/_bench/probe", params={"since": str(since), "gc": "1" if gc else "0", "trim": "1" if trim else "0"}
-            ) as resp:
+            async with http.get(f"{self.url}/_bench/probe", params={"since": str(since)}) as resp:
                 return await resp.json()
 
     async def metrics_text(self) -> str:
@@ -355,15 +354,6 @@ class Server:
                     if resp.status == 200:
                         return await resp.text()
         return ""
-
-    async def profile(self, seconds: float) -> dict[str, Any] | None:
-        if not self.probe_enabled:
-            return None
-        async with aiohttp.ClientSession() as http:
-            async with http.get(
-                f"{self.url}/_bench/profile", params={"seconds": str(seconds)}, timeout=aiohttp.ClientTimeout(total=seconds + 30)
-            ) as resp:
-                return await resp.json()
 
     def rss_mb(self) -> float:
         return rss_mb(self.pid)

@@ -1,23 +1,22 @@
-"""`python -m bench quality`: the spoken evaluation set through the whole product, per configuration.
+"""`python -m bench quality`: the spoken evaluation set through the whole product, embedded engines.
 
 Every item of bench/eval_set.py (48 questions, 8 conversations) is spoken in every voice group of
 bench/eval_voices.py (espeak = seen; flite, festival, and all of them under 15 dB of pink noise =
-held out) by a real aiortc peer into the real server (a subprocess on loopback, embedded engines),
-and the real recordings (pocketsphinx-testdata, asterisk prompts) are spoken too, for their
-transcripts. Each question and each conversation is a fresh session: nothing carries over.
+held out) by a real aiortc peer into the real server (a subprocess on loopback), and the real
+recordings (pocketsphinx-testdata, asterisk prompts) are spoken too, for their transcripts. Each
+question and each conversation is a fresh session: nothing carries over.
 
-Per configuration (a set of server flags, each its own server, one after the other):
     answers right   per voice group and over all; tune and held-out halves apart; conversation
                     steps apart (a follow-up, after a barge-in, after a thinking pause);
     transcript WER  per voice group (the product's own `transcript` events, all of a turn's
-                    utterances) and on the real recordings;
+                    utterances; kit.wer) and on the real recordings;
     voice-to-voice  the client's: end of its speech -> first audible reply frame, p50/p95, from a
                     sequential pass over the first LATENCY_ITEMS questions of each group (sessions
                     run CONCURRENCY at a time for the rest, which would add queueing to latency).
-A barge-in step is spoken `delay_s` after the first audible frame of the reply it interrupts.
 
-    .venv/bin/python -m bench quality                 # configurations: new (the defaults), old
-    .venv/bin/python -m bench quality --quick         # every 4th question, 2 conversations, 10 recordings
+A barge-in step is spoken `delay_s` after the first audible frame of the reply it interrupts.
+`--quick`: every 4th question, 2 conversations, a third of the recordings. The stand-in's
+answers are fixed, so with the stand-in engines only this part says it needs the embedded ones.
 """
 
 from __future__ import annotations
@@ -32,32 +31,13 @@ import numpy as np
 
 from bench.context import Ctx, reason_of
 from bench.eval_set import CONVERSATIONS, QUESTIONS, Conversation, Question, is_right
-from bench.eval_voices import GROUPS, Recording, recordings, spoken
-from bench.procs import BENCH_LIMITS
-from bench.turns import OLD_FLAGS
+from bench.eval_voices import GROUPS, Recording, fixed_reference, recordings, spoken
+from bench.stats import pct
 from kit.peers import Clip, Peer, Turn
 from kit.rtc_client import to_48k
 from kit.speech import RATE, voiced_bounds
+from kit.wer import wer
 
-OLD_PROMPT = (
-    "You are a friendly voice assistant. Everything you write is spoken aloud, so answer in one to three short "
-    "sentences of plain conversational English: no lists, no markdown, no emojis, no code. Start with the answer. "
-    "If you did not understand the question, say so briefly."
-)
-# Configurations: name -> extra server flags. `old` is the LLM and STT choice before issue 10
-# (the 0.5B model sampled at 0.3 with the old prompt); its history format for interrupted replies
-# is not a setting, so `old` runs with the new one.
-OLD_LLM = ["--llm-model", "default", "--llm-temperature", "0.3", "--system-prompt", OLD_PROMPT, "--llm-max-tokens", "200"]
-# The turn-taking before issue 9 (bench/turns.py OLD_FLAGS), for the voice-to-voice bound
-# issue 10 sets against "what issue 7 reached".
-ISSUE7_TURNS = OLD_FLAGS
-CONFIGS: dict[str, list[str]] = {
-    "new": [],
-    "old": OLD_LLM,
-    "new-0.5b": ["--llm-model", "default"],
-    "issue7": [*ISSUE7_TURNS, *OLD_LLM],
-}
-LATENCY_ONLY = {"issue7"}  # only the sequential voice-to-voice pass
 LATENCY_ITEMS = 4  # per group, sequential, for voice-to-voice
 CONCURRENCY = 2
 TURN_TIMEOUT_S = 60.0
@@ -212,28 +192,11 @@ async def speak_recording(url: str, rec: Recording) -> ItemResult:
 
 
 def wer_of(pairs: Sequence[tuple[str, str]]) -> float | None:
-    """Corpus WER, scored as bench.stt_choice scores it (its folds), so the two benches' figures compare."""
-    from bench.answers import edit_distance
-    from bench.stt_choice import score_words
-
-    errors = total = 0
-    for ref, hyp in pairs:
-        r = score_words(ref)
-        errors += edit_distance(r, score_words(hyp))
-        total += len(r)
-    return round(errors / total, 4) if total else None
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    v = sorted(values)
-    if not v:
-        return None
-    return round(float(np.percentile(v, q)), 0)
+    rate = wer(pairs)[0]
+    return None if rate is None else round(rate, 4)
 
 
 def summarise(items: list[ItemResult], latency: list[float]) -> dict[str, Any]:
-    from bench.stt_choice import fixed_reference
-
     out: dict[str, Any] = {"groups": {}}
     for group in [*GROUPS, "recordings"]:
         mine = [i for i in items if i.group == group]
@@ -251,7 +214,7 @@ def summarise(items: list[ItemResult], latency: list[float]) -> dict[str, Any]:
             "conversation_steps": _frac(steps),
             "errors": sum(1 for i in mine if i.error) + sum(1 for i in mine for s in i.steps if s.get("error")),
         }
-        # A recording's reference with the known mistakes of its transcript fixed (bench.stt_choice).
+        # A recording's reference with the known mistakes of its transcript fixed.
         pairs = [
             (fixed_reference(i.name, s["said"]) if i.kind == "recording" else s["said"], s.get("transcript", ""))
             for i in mine
@@ -265,7 +228,8 @@ def summarise(items: list[ItemResult], latency: list[float]) -> dict[str, Any]:
         [i.steps[0] if i.steps else {"right": False} for i in items if i.kind == "question" and i.group != "espeak"]
     )
     out["synthetic_wer"] = wer_of([(s["said"], s.get("transcript", "")) for i in items if i.kind != "recording" for s in i.steps])
-    out["v2v_p50"], out["v2v_p95"], out["v2v_n"] = pct(latency, 50), pct(latency, 95), len(latency)
+    out["v2v_p50"], out["v2v_p95"] = (None if (v := pct(latency, q)) is None else round(v) for q in (50, 95))
+    out["v2v_n"] = len(latency)
     return out
 
 
@@ -286,29 +250,19 @@ async def _bounded(jobs: list[Any], limit: int) -> list[Any]:
     return await asyncio.gather(*(one(j) for j in jobs))
 
 
-async def run_config(ctx: Ctx, name: str, flags: list[str]) -> dict[str, Any]:
+async def run_config(ctx: Ctx, name: str = "defaults") -> dict[str, Any]:
     quick = ctx.opts.quick
     questions = [(i, q) for i, q in enumerate(QUESTIONS) if not quick or i % 4 == 0]
     convs = [(i, c) for i, c in enumerate(CONVERSATIONS) if not quick or i in (4, 6)]
     recs = recordings()
     recs = recs[::3] if quick else recs
-    server = await ctx.server("local", [*flags, *BENCH_LIMITS], name=f"quality-{name}")
+    server = await ctx.server("local", name="quality")
     url = server.url
     items: list[ItemResult] = []
     latency: list[float] = []
     started = time.monotonic()
     try:
-        warm = await _session(url)  # the first turn of a fresh process touches cold model pages
-        try:
-            made = spoken("Hello, can you hear me?", "espeak", 0)
-            assert made is not None
-            await warm.ask(_clip("Hello, can you hear me?", made[1]), timeout=TURN_TIMEOUT_S)
-        finally:
-            await warm.close()
-        if ctx.opts.items == "recordings":
-            questions, convs = [], []
-        if ctx.opts.items == "latency" or name in LATENCY_ONLY:
-            questions, convs, recs = questions[:LATENCY_ITEMS], [], []
+        await ctx.warm(server, timeout=TURN_TIMEOUT_S)
         # 1. latency: the first LATENCY_ITEMS questions of each group, one session at a time
         sequential = [(g, i, q) for g in GROUPS for i, q in questions[:LATENCY_ITEMS]]
         for g, i, q in sequential:
@@ -328,7 +282,7 @@ async def run_config(ctx: Ctx, name: str, flags: list[str]) -> dict[str, Any]:
         done = await _bounded(jobs, CONCURRENCY)
         items += [d for d in done if d is not None]
     finally:
-        server.close()
+        ctx.release(server)
     summary = summarise(items, latency)
     summary["duration_s"] = round(time.monotonic() - started, 1)
     ctx.progress(f"quality/{name}: {summary['questions_all']} right, WER {summary['synthetic_wer']}, v2v p50 {summary['v2v_p50']}")
@@ -336,7 +290,7 @@ async def run_config(ctx: Ctx, name: str, flags: list[str]) -> dict[str, Any]:
         for s in i.steps:
             if s["scored"] and not s["right"]:
                 ctx.progress(f"  {name} WRONG [{i.group} {i.voice}] {s['said']!r} heard {s['transcript']!r} -> {s['reply']!r}")
-    return {"flags": flags, "summary": summary, "items": [i.__dict__ for i in items]}
+    return {"summary": summary, "items": [i.__dict__ for i in items]}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -361,11 +315,19 @@ def table(results: dict[str, Any]) -> str:
 
 
 async def run_quality(ctx: Ctx) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for name in ctx.opts.configs:
-        try:
-            results[name] = await run_config(ctx, name, CONFIGS[name])
-        except Exception as exc:  # noqa: BLE001
-            results[name] = {"error": reason_of(exc)}
-    ctx.emit(table(results))
-    return results
+    if "local" not in ctx.opts.engines:
+        ctx.emit("Answer quality: needs the embedded engines (--engines local or both); the stand-in's answers are fixed")
+        return {"skipped": "stand-in engines only"}
+    try:
+        r = await run_config(ctx)
+    except Exception as exc:  # noqa: BLE001
+        ctx.emit(f"Answer quality: unavailable: {reason_of(exc)}")
+        return {"error": reason_of(exc)}
+    ctx.emit(table({"defaults": r}))
+    s = r["summary"]
+    right, n = (int(x) for x in s["questions_all"].split("/")) if "/" in s["questions_all"] else (0, 0)
+    ctx.figure("quality/answers_right_pct", 100 * right / n if n else None)
+    ctx.figure("quality/wer_synthetic", s["synthetic_wer"])
+    ctx.figure("quality/wer_recordings", s["groups"].get("recordings", {}).get("wer"))
+    ctx.figure("quality/v2v_p50_ms", s["v2v_p50"])
+    return r

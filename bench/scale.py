@@ -1,33 +1,29 @@
-"""Part 4: how many full-duplex sessions one box holds.
+"""Scale: how many full-duplex sessions one box holds, and how long people wait when several ask at once.
 
-Stand-in engines (zero delay): 1, 5, 10, 20, 30, 40 concurrent sessions, each
-speaking a short question every few seconds (random phase), measured over a
-fixed window per level:
+Stand-in engines (zero delay): 1, 2, 3, ... 40 concurrent sessions (quick: 1, 5), each speaking a
+short question every few seconds (random phase), measured over a fixed window per level:
 
-    server CPU       utime+stime of the server process (all threads) from /proc, per session
+    server CPU       utime+stime of the server's process tree from /proc, per session
     loop lag         the bench probe in the server process (bench/probe_server.py); client's own too
-    jitter           |inter-arrival - 20 ms| of the decoded frames at the clients, pooled, p99
-    frames lost      expected frames from first to last arrival at 20 ms, minus received (per peer, summed);
-                     aiortc's own RTP counters (packets lost) next to it
-    turn latency     voice-to-voice at the client, and the turn overhead: the time from the server's
-                     end-of-speech decision to its first reply frame leaving, i.e. `speaking` event -
-                     `speech_stopped` event as they arrive at the client (the network cancels out; with
-                     zero-delay engines this is the pipeline's own work); the server's claim
-                     (voice_to_voice_ms - endpoint_ms) next to it. End-of-speech at the client shows
-                     whether inbound audio processing keeps up.
+    jitter           |inter-arrival - 20 ms| of the server's frames to the clients, pooled, p99: on the
+                     wire (the kernel's timestamp, bench/wire.py; the one the limit applies to where it
+                     can be read) and at the client peers' RTP arrival
+    frames lost      expected frames from first to last arrival at 20 ms, minus received
+    turn overhead    `speaking` - `speech_stopped` event as they arrive at the client (the server's
+                     end-of-turn decision to its first reply frame leaving; the network cancels out)
 
-It stops at the first level that breaks a limit (jitter p99 >= 10 ms or
-overhead p95 >= 100 ms), or after the largest size; a full run then measures
-one size halfway between the last passing size and the failing one.
+It stops at the first level that breaks a limit (jitter p99 >= 10 ms or overhead p95 >= 100 ms),
+or after the largest size; a full run then measures one size halfway between the last passing
+size and the failing one, and the same again with WORKERS=2. The stand-in sessions stand for
+people on other machines: their client peers are light (pre-encoded mic packets, replies timed
+and sized, never decoded; `--full-clients` for ones that encode and decode) and run with the
+stand-in at nice 10 (`--client-nice`), so the server gets the cores first.
 
-Both with one worker and with WORKERS=2 (the supervisor's children count in the server's CPU).
-
-Embedded engines: 1, 2, 4 sessions asking the same question at the same moment, for each of
-LOCAL_DESIGNS (the old scheduling, urgent-first with LLM slots, and WORKERS=2 with one LLM
-server), with the box's memory (PSS and RSS of the whole process tree) after warm-up. Each level
-asks each of two questions in turn (one session alone asks four times as many rounds); "vs 1" compares
-each question's p50 with its own p50 alone and takes the geometric mean over the questions, since
-their replies differ about 2x in length.
+Embedded engines: 1, 2, 4 sessions asking the same question at the same moment (two questions,
+two rounds; one session alone asks four times the rounds), one session's question while another's
+long reply is written and spoken, and the box's memory after warm-up (PSS of the process tree),
+with one worker and with WORKERS=2. "vs 1" compares each question's p50 with its own p50 alone
+and takes the geometric mean over the questions, since their replies differ about 2x in length.
 """
 
 from __future__ import annotations
@@ -43,11 +39,10 @@ from bench.context import Ctx, LagWindow, reason_of
 from bench.procs import RESULTS, CpuWindow, set_nice
 from bench.stats import fmt, summary, table, triple
 from bench.wire import Wire
-from kit.peers import FRAME_S, Peer, Turn, close_all, connect_all, make_clip, warm_up
+from kit.peers import FRAME_S, Peer, Turn, close_all, connect_all, make_clip
 
 SCALE_QUESTIONS = ["What time is it?", "Is it raining?", "Hello there."]
 SCALE_REPLY = "It is noon. Anything else?"
-VAD_SILENCE_MS = 500
 JITTER_LIMIT_MS = 10.0
 OVERHEAD_LIMIT_MS = 100.0
 
@@ -104,7 +99,7 @@ async def talker(peer: Peer, clips: list[Any], stop_at: float, rng: random.Rando
         await asyncio.sleep(rng.uniform(1.0, 2.5))
 
 
-async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], rng: random.Random, profile_s: float) -> dict[str, Any]:
+async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], rng: random.Random) -> dict[str, Any]:
     connect_started = time.monotonic()
     peers, errors = await connect_all(server.url, n, parallel=4, light=not ctx.opts.full_clients)
     out: dict[str, Any] = {
@@ -126,8 +121,7 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         t0 = time.monotonic()
         cpu.start()
         turns: list[Turn] = []
-        # The sessions keep talking through the profile that follows the measured window.
-        talkers = [asyncio.ensure_future(talker(p, clips, t0 + window + profile_s, rng, turns)) for p in peers]
+        talkers = [asyncio.ensure_future(talker(p, clips, t0 + window, rng, turns)) for p in peers]
         await asyncio.sleep(window)
         t1 = time.monotonic()
         out["cpu_percent_of_one_core"] = cpu.stop()
@@ -135,8 +129,6 @@ async def level(ctx: Ctx, server: Any, n: int, window: float, clips: list[Any], 
         out["server_loop_lag_ms"] = await lag.stop() if lag is not None else {"n": 0, "why": "n/a with workers"}
         probe1 = await server.probe(since=t0)
         stats1 = await asyncio.gather(*(p.inbound_stats() for p in peers))
-        if profile_s > 0 and server.probe_enabled:
-            out["server_profile"] = await server.profile(profile_s)
         # turns still in flight finish (each is bounded by its own timeout)
         done, pending = await asyncio.wait(talkers, timeout=3 if ctx.opts.quick else 25)
         for task in pending:
@@ -193,11 +185,10 @@ def judged_jitter(r: dict[str, Any]) -> dict[str, Any]:
 
 async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
     # Small steps where one 2-core box breaks (3-8 sessions), so one worker and two can be told apart.
-    sizes = [1, 5, 10] if ctx.opts.quick else [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 40]
-    window = 5.0 if ctx.opts.quick else 15.0
-    profile_s = 0.0 if ctx.opts.quick else 3.0
+    sizes = [1, 5] if ctx.opts.quick else [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 40]
+    window = 4.0 if ctx.opts.quick else 15.0
     retries = 0 if ctx.opts.quick else 1
-    budget = 60.0 if ctx.opts.quick else 420.0
+    budget = 30.0 if ctx.opts.quick else 420.0
     rng = random.Random(ctx.opts.seed)
     await ctx.standin.reset(stt_text="What time is it?", llm_reply=SCALE_REPLY)
     server = await ctx.server("standin", name=f"scale-w{workers}", extra=["--workers", str(workers)] if workers > 1 else None)
@@ -207,11 +198,7 @@ async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
     try:
         clips = [make_clip(q) for q in SCALE_QUESTIONS]
         await ctx.standin.configure(stt_text="What time is it?")
-        warm = Peer(server.url)
-        await warm.connect()
-        await warm_up(warm)
-        await warm.close()
-        await server.wait_sessions(0)
+        await ctx.warm(server)
         # The client peers and the stand-in engines stand for other machines: at a lower priority
         # they take only the cores the server leaves (the server was started before, at 0).
         for pid in (os.getpid(), ctx.standin.pid):
@@ -225,7 +212,7 @@ async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
                 break
             attempts: list[dict[str, Any]] = []
             for attempt in range(1 + retries):
-                a = await level(ctx, server, n, window, clips, rng, profile_s)
+                a = await level(ctx, server, n, window, clips, rng)
                 attempts.append(a)
                 others = a["cpu_percent_of_one_core"]["others"]
                 if a["within_limits"] or attempt == retries or time.monotonic() - started > budget:
@@ -257,7 +244,7 @@ async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
     finally:
         for pid in (os.getpid(), ctx.standin.pid):
             set_nice(pid, 0)
-        server.close()
+        ctx.release(server)
     levels.sort(key=lambda x: x["sessions"])
     passing = [r["sessions"] for r in levels if r["within_limits"]]
     best = 0
@@ -276,7 +263,6 @@ async def run_standin_scale(ctx: Ctx, workers: int = 1) -> dict[str, Any]:
         "passing": passing,
     }
     ctx.emit(scale_table(out))
-    explain_scale(ctx, out)
     return out
 
 
@@ -334,7 +320,7 @@ def scale_table(out: dict[str, Any]) -> str:
         f"at nice {out.get('client_nice', 0)} with the stand-in engines (the server at 0)\n"
         f"  limits: jitter p99 < {JITTER_LIMIT_MS:.0f} ms on the wire (at the clients where the wire could not be read) and turn overhead p95 < {OVERHEAD_LIMIT_MS:.0f} ms "
         f"(overhead = `speaking` - `speech_stopped` event at the client; server's claim in brackets; "
-        f"endpoint = `speech_stopped` - end of client speech, {VAD_SILENCE_MS} ms configured)"
+        "endpoint = `speech_stopped` - end of client speech)"
     )
     text = table(headers, rows, title)
     text += f"\n  largest session count within limits: {out['largest_within_limits']} ({out['stopped']})"
@@ -343,88 +329,10 @@ def scale_table(out: dict[str, Any]) -> str:
             "\n  xN: measured N times because a limit was breached (a p99 over 15 s is noisy at the edge); "
             "shown: a passing attempt, else the one with the least outside load (all attempts in the JSON)"
         )
-    for r in out["levels"]:
-        prof = r.get("server_profile")
-        if prof:
-            main = ", ".join(f"{w} {p:.0f}%" for w, p in prof["main_top"][:4])
-            other = ", ".join(f"{w} {p:.0f}%" for w, p in prof["other_top"][:2])
-            text += f"\n  server profile at {r['sessions']}: event-loop thread busy {prof['main_busy_pct']:.0f}% ({main}); other threads {prof['other_busy_pct']:.0f}% ({other})"
     return text
 
 
-def explain_scale(ctx: Ctx, out: dict[str, Any]) -> None:
-    levels = out["levels"]
-    if levels:
-        per = [r["server_cpu_per_session"] for r in levels if r["sessions"] >= 2] or [levels[0]["server_cpu_per_session"]]
-        clients = [r["cpu_percent_of_one_core"]["bench_clients"] / max(r["connected"], 1) for r in levels if r["sessions"] >= 2]
-        ctx.note(
-            f"scale: each session costs the server ~{min(per):.1f}{'' if f'{min(per):.1f}' == f'{max(per):.1f}' else f'-{max(per):.1f}'}% of a core (Opus decode and encode, "
-            "SRTP, UDP and 50 frames/s each way, the end-of-turn model); the bench's client peers cost about "
-            f"{(sum(clients) / len(clients)) if clients else 0:.1f}% of a core each on the same 2 cores"
-        )
-    for r in levels:
-        if r["within_limits"]:
-            continue
-        cpu = r["cpu_percent_of_one_core"]
-        causes = []
-        wait = cpu["runqueue_wait"]["server"]
-        if wait > 10:
-            causes.append(
-                f"the server's event-loop thread was ready to run but had no core {wait:.0f}% of the window "
-                f"(machine {cpu['machine_all_cores']:.0f}% busy: server {cpu['server']:.0f}%, client peers {cpu['bench_clients']:.0f}%, "
-                f"other processes {cpu['others']:.0f}% of a core)"
-            )
-        if (r["server_loop_lag_ms"].get("p99") or 0) > JITTER_LIMIT_MS:
-            causes.append(
-                f"server loop lag p99 {r['server_loop_lag_ms']['p99']:.0f} ms: every session's 20 ms frames wait on that one loop"
-            )
-        pacing = r.get("server_pacing") or {}
-        if (judged_jitter(r).get("p99_ms") or 0) >= JITTER_LIMIT_MS and pacing.get("track_p99_ms") is not None:
-            track, sock = pacing["track_p99_ms"], pacing.get("socket_p99_ms") or 0
-            if sock >= JITTER_LIMIT_MS > track:
-                causes.append(
-                    f"the track releases frames within the limit (p99 {track:.1f} ms) but packets reach the socket with p99 {sock:.1f} ms: the jitter is added between "
-                    "the two, where aiortc encodes each frame in an executor thread and hops back to the loop, contending for the GIL "
-                    "with the other sessions' Opus threads"
-                )
-            elif track >= JITTER_LIMIT_MS:
-                causes.append(f"the server's track already releases frames unevenly (p99 {track:.1f} ms): its loop wakes late")
-            else:
-                causes.append(
-                    f"the server sends evenly (track p99 {track:.1f} ms, socket p99 {sock:.1f} ms): the jitter arises on the way to or inside the "
-                    "client process (its loop and its own Opus threads)"
-                )
-        if (r["client_loop_lag_ms"].get("p99") or 0) > JITTER_LIMIT_MS:
-            causes.append(
-                f"the bench's own client loop lags too (p99 {r['client_loop_lag_ms']['p99']:.0f} ms), which adds to the jitter it measures"
-            )
-        prof = r.get("server_profile")
-        if prof:
-            causes.append(
-                f"profile: loop thread busy {prof['main_busy_pct']:.0f}%, top {', '.join(w for w, _ in prof['main_top'][:3])}; "
-                f"other threads {prof['other_busy_pct']:.0f}% ({', '.join(w for w, _ in prof['other_top'][:2])})"
-            )
-        stages = r.get("server_stages_ms") or {}
-        if (r["overhead_ms"].get("p95") or 0) >= OVERHEAD_LIMIT_MS and stages:
-            parts = ", ".join(f"{k} {(v or {}).get('p95', 0):.0f}" for k, v in stages.items())
-            causes.append(
-                f"turn overhead p95 {r['overhead_ms']['p95']:.0f} ms; the server's stage p95s: {parts} ms (stand-in HTTP round trips through the same loop)"
-            )
-        if r["turns_ok"] < r["turns"]:
-            causes.append(f"turns failed: {r['turn_errors']}")
-        ctx.note(f"scale at {r['sessions']} sessions: " + ("; ".join(causes) or "no single cause stood out"))
-        break
-
-
-# The designs compared with embedded engines, in one run (issue 12): the old one, where each engine ran
-# one job at a time in arrival order; urgent-first with LLM slots decoded together (first sentences
-# side by side, the rest of a reply stepping aside for them); and that with two workers sharing one
-# LLM server.
-LOCAL_DESIGNS: list[tuple[str, list[str]]] = [
-    ("old: FIFO, 1 LLM slot", ["--engine-order", "fifo", "--llm-parallel", "1", "--partial-every-ms", "0"]),
-    ("new: urgent first, 4 LLM slots", []),
-    ("new, WORKERS=2 (one LLM server)", ["--workers", "2"]),
-]
+LOCAL_DESIGNS: list[tuple[str, list[str]]] = [("one worker", []), ("WORKERS=2 (one LLM server)", ["--workers", "2"])]
 
 
 async def run_local_design(ctx: Ctx, label: str, extra: list[str], sizes: list[int], rounds: int) -> dict[str, Any]:
@@ -433,11 +341,7 @@ async def run_local_design(ctx: Ctx, label: str, extra: list[str], sizes: list[i
     out: dict[str, Any] = {"design": label, "flags": extra, "levels": [], "health": server.health}
     try:
         clips = [make_clip(q) for q in questions]
-        warm = Peer(server.url)
-        await warm.connect()
-        await warm_up(warm, timeout=120)
-        await warm.close()
-        await server.wait_sessions(0)
+        await ctx.warm(server, timeout=120)
         out["memory_warm_mb"] = server.memory_mb()
         for n in sizes:
             peers, errors = await connect_all(server.url, n)
@@ -485,7 +389,7 @@ async def run_local_design(ctx: Ctx, label: str, extra: list[str], sizes: list[i
         ctx.progress(f"scale/local [{label}] behind a long reply: {out['behind_long_reply']}")
         out["memory_after_mb"] = server.memory_mb()
     finally:
-        server.close()
+        ctx.release(server)
     return out
 
 
@@ -561,45 +465,6 @@ def local_design_table(d: dict[str, Any], rounds: int) -> str:
     )
 
 
-def llm_batching(tokens: int = 40) -> dict[str, Any]:
-    """Does llama.cpp write several replies faster together than one after another, here? Tokens per
-    second of one reply alone, and in all of four written at once in four slots (each slot warmed
-    with its prompt first, so prompt processing is not counted). Blocking: run in a thread."""
-    import threading
-
-    from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
-    from pipeline.engines.local_llm import LocalLLM
-    from pipeline.engines.workers import CancelToken, available_cores
-
-    llm = LocalLLM(model="auto", threads=available_cores(), parallel=4, max_tokens=tokens)
-    llm._server = llm._load()
-    questions = ["How far away is the moon?", "Why is the sky blue?", "Who wrote Hamlet?", "What do bees make?"]
-    asks = [[{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": q}] for q in questions]
-
-    def write(messages: Any, out: list[int], ignore_eos: bool = True) -> None:
-        request = {**llm._request(messages, tokens), "ignore_eos": ignore_eos}  # every reply exactly `tokens` long
-        got: list[str] = []
-        llm._generate(CancelToken(), got.append, request, {})
-        out.append(sum(1 for d in got if d))
-
-    def together(n: int) -> float:
-        out: list[int] = []
-        threads = [threading.Thread(target=write, args=(asks[i], out)) for i in range(n)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return sum(out) / (time.monotonic() - started)
-
-    try:
-        together(4)  # every slot holds its prompt now
-        one, four = together(1), together(4)
-    finally:
-        llm._server = None
-    return {"model": llm.model_name, "one_tok_s": round(one, 1), "four_tok_s": round(four, 1), "speedup": round(four / one, 2)}
-
-
 async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
     sizes = [1, 2] if ctx.opts.quick else [1, 2, 4]
     rounds = 1 if ctx.opts.quick else 2
@@ -614,15 +479,6 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
             ctx.emit(local_design_table(d, rounds))
         designs.append(d)
     out: dict[str, Any] = {"designs": designs}
-    try:
-        out["llm_batching"] = b = await asyncio.to_thread(llm_batching)
-        ctx.note(
-            f"embedded scale: llama.cpp ({b['model']}) writes {b['one_tok_s']} tokens/s for one reply and {b['four_tok_s']} in all for four "
-            f"at once ({b['speedup']}x, prompts cached): first sentences asked at the same moment are written together, "
-            "in one process or by the box's model server of WORKERS > 1"
-        )
-    except Exception as exc:  # noqa: BLE001
-        out["llm_batching"] = {"unavailable": reason_of(exc)}
     rows = []
     for d in designs:
         if "unavailable" in d:
@@ -656,38 +512,32 @@ async def run_local_scale(ctx: Ctx) -> dict[str, Any]:
             "Scale - embedded engines, the designs side by side (same run, same machine); memory after warm-up, whole process tree",
         )
     )
-    one = next((d for d in designs if d["flags"] == [] and "unavailable" not in d), None)
-    two = next((d for d in designs if "--workers" in d["flags"] and "unavailable" not in d), None)
-    if one and two:
-        a, b = one["memory_warm_mb"], two["memory_warm_mb"]
-        out["memory_ratio_workers2"] = {k: round(b[k] / a[k], 2) for k in ("pss", "rss") if a.get(k)}
-        ctx.note(
-            f"embedded scale: box memory with WORKERS=2 is {out['memory_ratio_workers2'].get('pss', 0):.2f}x one worker's by PSS "
-            f"({out['memory_ratio_workers2'].get('rss', 0):.2f}x by summed RSS, which counts shared library pages twice): "
-            "the LLM is loaded once, by the supervisor; each worker has its own STT, TTS, VAD and end-of-turn model"
-        )
     return out
 
 
 async def run_scale(ctx: Ctx) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "standin" in ctx.opts.engines:
-        out["standin"] = await run_standin_scale(ctx)
-        try:
-            out["standin_workers2"] = await run_standin_scale(ctx, workers=2)
-        except Exception as exc:  # noqa: BLE001
-            out["standin_workers2"] = {"unavailable": reason_of(exc)}
-        one, two = out["standin"].get("largest_within_limits"), out["standin_workers2"].get("largest_within_limits")
-        if one and two is not None:
-            out["workers2_ratio"] = round(two / one, 2)
-            ctx.note(
-                f"scale: sessions held within the limits: {one} with one worker, {two} with WORKERS=2 ({two / one:.2f}x), "
-                "the bench's client peers on the same 2 cores"
-            )
+        out["standin"] = r = await run_standin_scale(ctx)
+        ctx.figure("scale/standin/sessions_within_limits", r["largest_within_limits"])
+        first = r["levels"][0] if r["levels"] else {}
+        ctx.figure("scale/standin/cpu_per_session_pct", first.get("server_cpu_per_session"))
+        if not ctx.opts.quick:
+            try:
+                out["standin_workers2"] = r2 = await run_standin_scale(ctx, workers=2)
+                ctx.figure("scale/standin/sessions_within_limits_workers2", r2["largest_within_limits"])
+            except Exception as exc:  # noqa: BLE001
+                out["standin_workers2"] = {"unavailable": reason_of(exc)}
     if "local" in ctx.opts.engines:
         try:
-            out["local"] = await run_local_scale(ctx)
+            out["local"] = r = await run_local_scale(ctx)
         except Exception as exc:  # noqa: BLE001
             out["local"] = {"unavailable": reason_of(exc)}
             ctx.emit(f"Scale - embedded engines: unavailable: {out['local']['unavailable']}")
+        else:
+            one = next((d for d in r["designs"] if not d["flags"] and "unavailable" not in d), None)
+            if one:
+                ctx.figure("scale/local/4_vs_1", wait_ratio(one, max(lvl["sessions"] for lvl in one["levels"])))
+                ctx.figure("scale/local/behind_long_reply_ms", (one.get("behind_long_reply") or {}).get("behind_v2v_ms"))
+                ctx.figure("scale/local/memory_pss_mb", (one.get("memory_warm_mb") or {}).get("pss"))
     return out

@@ -3,7 +3,7 @@
 Seen voices: espeak-ng variants (the voice family every other bench part and test uses).
 Held-out voices: flite's (`apt-get install flite`), reported apart; missing flite -> none.
 Every utterance is rendered once, resampled to 16 kHz mono int16 with sox, its voiced part
-normalised to the same speech level, and cached under tests/.data (like tests/speech.py's).
+normalised to the same speech level, and cached under kit.speech.DATA.
 
 Kinds:
     plain questions;
@@ -60,14 +60,8 @@ HELD_OUT_PAUSE_QUESTIONS = [
     ("Who was the first person", "to walk on the moon?"),
     ("What's the weather going to be", "in Paris tomorrow?"),
 ]
-PAUSES_S = [0.4, 0.8, 1.0, 1.2]  # 1.2 s is NEW's VAD_SILENCE_MS: reported apart
+PAUSES_S = [0.4, 0.8, 1.0, 1.2]
 BACKCHANNELS = ["Mm-hmm.", "Uh-huh.", "Yeah.", "Okay.", "Right."]
-BARGE_IN_QUESTIONS = [
-    "Actually, what is the capital of Spain?",
-    "Sorry, how tall is the Eiffel Tower?",
-    "Wait, who discovered penicillin?",
-    "Hold on, what time is it in Tokyo?",
-]
 COUGH = "(cough)"
 
 SPEECH_RMS = 3200.0  # voiced-part RMS every utterance is scaled to (about -20 dBFS, espeak's own level)
@@ -78,7 +72,7 @@ FLOOR_RMS = 103.0  # -50 dBFS: the server's VAD_MIN_LEVEL_DBFS; quieter frames n
 class TurnClip(Clip):
     voice: str = ""
     group: str = ""  # "seen" | "held-out" | "synthetic"
-    kind: str = ""  # plain | pause | backchannel | cough | bargein
+    kind: str = ""  # plain | pause | backchannel | cough
     pause_s: float = 0.0
     pause_at: float | None = None  # s from the clip's first sample to the start of the pause
     head_text: str = ""  # the words before the pause
@@ -98,7 +92,7 @@ def _flite(text: str, voice: str) -> np.ndarray:
     key = hashlib.sha1(f"flite|{text}|{voice}|{RATE}".encode()).hexdigest()[:16]
     path = DATA / f"flite-{key}.wav"
     if not path.exists():
-        DATA.mkdir(exist_ok=True)
+        DATA.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "raw.wav"
             subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True, capture_output=True)
@@ -179,7 +173,3 @@ def cough(seed: int = 0, seconds: float = 0.25) -> TurnClip:
     burst *= SPEECH_RMS / float(np.sqrt(np.mean(loud * loud)))
     samples = np.clip(np.round(burst), -32768, 32767).astype(np.int16)
     return _clip(COUGH, samples, 0.0, 0.1, voice="synthetic", group="synthetic", kind="cough")
-
-
-def bargein(text: str, voice: str) -> TurnClip:
-    return _clip(text, render(text, voice), 0.0, 0.1, voice=voice, group=_group(voice), kind="bargein")

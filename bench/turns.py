@@ -1,40 +1,24 @@
-"""Part: turn-taking. The old silence-only design against the new one, on the same engines, in one run.
+"""Turn-taking, on the product's defaults: plain questions, thinking pauses, backchannels, coughs, echo.
 
-    OLD  --turn-pause-ms 0 --turn-detector none --vad-silence-ms 500 --interrupt-min-ms 0 --interrupt-pause-ms 0
-         --echo-gate-db 0 --stt-window full --partial-every-ms 0 (the product before this work; the STT window
-         and the passes while the user speaks only matter locally)
-    NEW  the server's defaults (hold a prepared reply at a 100 ms pause, Smart Turn asked at 200 ms releases it, else
-         VAD_SILENCE_MS; speech over a reply pauses it and a backchannel/cough resumes it; echo gate).
-         If the NEW server cannot start (e.g. the end-of-turn model is missing), it is started again
-         with `--turn-detector none` and the table says so (NEW*).
-
-On the stand-in (zero delays; OLD and NEW each on its own stand-in and server, side by side, same
-clips in the same order) and on the embedded engines (OLD, then NEW). Every figure comes from the
-client: the time each clip's first sample left the microphone plus the offsets of its first/last
-voiced 10 ms (RMS > 300), and the arrival times of events and decoded audio frames (audible: RMS > 500).
+On the stand-in (zero delays) and on the embedded engines. Every figure comes from the client:
+the time each clip's first sample left the microphone plus the offsets of its first/last
+voiced 10 ms (RMS > 300), and the arrival times of events and audio frames (audible: RMS > 500).
 The client's microphone adds a -55 dBFS noise floor to everything it sends (below the server's
--50 dBFS VAD floor).
+-50 dBFS VAD floor). Barge-in is its own part (bench/bargein.py).
 
     v2v          plain questions: first audible reply frame received - end of the client's last voiced
                  audio (counted from the `state speaking` of the reply if that arrives later). Seen
                  voices (espeak-ng) and held-out voices (flite) apart.
-    talk-over    questions with a thinking pause (0.4 / 0.8 / 1.0 s; 1.2 s = NEW's VAD_SILENCE_MS, apart):
+    talk-over    questions with a thinking pause (0.4 / 0.8 / 1.0 / 1.2 s):
                  any audible frame received between the question's first and last voiced sample.
     ended        a long reply; 1.5 s after its first audible frame the client says a backchannel
                  ("mm-hmm" ...) or coughs (synthetic). Ended = that reply's `reply` event says
                  interrupted, or its audio stops for > 1.5 s within 4 s of the onset.
     echo         a long reply while the client mixes what it receives into what it sends, 25 dB down
-                 (and, fewer trials, 15 dB down: a louder speaker; on the stand-in's voice OLD's VAD
-                 ignores -25 dB and takes -15 dB for speech about half the time) and 50-100 ms late;
+                 (and, fewer trials, 15 dB down: a louder speaker) and 50-100 ms late;
                  5 s from the first audible frame.
                  Self-interruption = any `speech_started`, or a `reply` with interrupted: true (the
                  client said nothing).
-    barge-in     a real question over a long reply, 0.8-1.6 s after `speaking`. Stop = last audible
-                 frame of that reply - speech onset; stale = its audible frames arriving more than
-                 120 ms after `speech_started`, resumed = frames after a >= 100 ms silent gap that
-                 began after `speech_started`. The question's own reply is told apart by its `state
-                 speaking` (the stand-in delays its first token 1.5 s; frames are counted for at most
-                 3 s after the question).
 
 Spoken questions are followed without relying on turn ids: to the first `reply` (not interrupted)
 or `error` after the end of speech, or `hold_s` past the first `state speaking` after it (a longer
@@ -42,7 +26,7 @@ reply is then cut by closing the session), or "no reply" once the server has bee
 event for a while. Every long-reply trial gets a fresh session.
 
 The stand-in transcribes by a fixed text per trial (`stt_text`, trials are sequential), not by call
-order: NEW may transcribe one question several times (at each pause).
+order: the product may transcribe one question several times (at each pause).
 """
 
 from __future__ import annotations
@@ -57,25 +41,16 @@ import av
 import numpy as np
 
 from bench import turn_clips as tc
-from bench.bargein import GAP_S, LONG_REPLY, STALE_AFTER_S
+from bench.bargein import LONG_REPLY, until
 from bench.context import Ctx, reason_of
-from bench.procs import Server, Standin
+from bench.procs import Server
 from bench.stats import fmt, summary, table
 from kit.peers import WARMUP, Peer
 from kit.rtc_client import FRAME, RATE, SpeakingTrack
-
-# The product as it was before the turn-taking work: silence-only turns, cancel at once, no echo
-# gate, and Whisper over its full 30 s window (STT_WINDOW=fit came with the same work).
-OLD_FLAGS = [
-    *("--turn-pause-ms", "0", "--turn-detector", "none", "--vad-silence-ms", "500"),
-    *("--interrupt-min-ms", "0", "--interrupt-pause-ms", "0", "--echo-gate-db", "0", "--stt-window", "full"),
-    *("--partial-every-ms", "0"),
-]
-NEW_FALLBACK = ["--turn-detector", "none"]
+from settings import Settings
 
 STANDIN_REPLY = "Here is a short answer to that."
 STANDIN_MS_PER_CHAR = 30.0  # short answer ~1 s of audio; the long reply's sentences ~2 s each
-STANDIN_QUESTION_REPLY_DELAY = 1.5  # barge-in: the question's own reply starts late, so it cannot be confused with the old one
 LONG_REQUEST = "Tell me a long story about a dragon."
 NOISE_RMS = 58.0  # -55 dBFS
 ECHO_DB = 25.0  # the echo path's loss: a laptop speaker, no echo cancellation
@@ -85,8 +60,7 @@ BACKCHANNEL_AFTER_S = 1.5
 SURVIVE_WINDOW_S = 4.0
 STOPPED_GAP_S = 1.5
 ECHO_WINDOW_S = 5.0
-NEW_SILENCE_S = 1.2  # NEW's VAD_SILENCE_MS: a held reply may be released this late
-BARGE_IN_OBSERVE_S = 3.0  # after the question: how long its own reply may take to start before the old reply's frames are counted
+SILENCE_S = Settings().vad_silence_ms / 1000  # a held reply may be released this late
 
 
 @dataclass
@@ -97,21 +71,21 @@ class Plan:
     coughs: int
     echo: int  # at -ECHO_DB
     echo_loud: int  # at -ECHO_LOUD_DB
-    bargein: int
+    pauses: tuple[float, ...] = tuple(tc.PAUSES_S)
 
 
 def plan(ctx: Ctx, engines: str) -> Plan:
     if ctx.opts.quick:
-        return Plan(plain=2, pause_phrases=1, backchannels=2, coughs=1, echo=2, echo_loud=1, bargein=2)
+        return Plan(plain=1, pause_phrases=1, backchannels=1, coughs=0, echo=1, echo_loud=0, pauses=(1.0,))
     if engines == "standin":
-        return Plan(plain=5, pause_phrases=3, backchannels=5, coughs=2, echo=8, echo_loud=4, bargein=6)
+        return Plan(plain=5, pause_phrases=3, backchannels=5, coughs=2, echo=8, echo_loud=4)
     # embedded engines: each trial costs STT + LLM + TTS on 2 shared cores; talk-overs there mostly follow v2v
-    return Plan(plain=4, pause_phrases=1, backchannels=3, coughs=1, echo=3, echo_loud=1, bargein=3)
+    return Plan(plain=4, pause_phrases=1, backchannels=3, coughs=1, echo=3, echo_loud=1)
 
 
 def build_clips(p: Plan) -> dict[str, list[tc.TurnClip]]:
     seen, held = tc.voices("seen"), tc.voices("held-out")
-    out: dict[str, list[tc.TurnClip]] = {"plain": [], "pause": [], "survive": [], "bargein": []}
+    out: dict[str, list[tc.TurnClip]] = {"plain": [], "pause": [], "survive": []}
     for i in range(p.plain):
         q = tc.PLAIN_QUESTIONS[i % len(tc.PLAIN_QUESTIONS)]
         out["plain"].append(tc.plain(q, seen[i % len(seen)]))
@@ -119,17 +93,16 @@ def build_clips(p: Plan) -> dict[str, list[tc.TurnClip]]:
             out["plain"].append(tc.plain(q, held[i % len(held)]))
     for j in range(p.pause_phrases):
         first, second = tc.PAUSE_QUESTIONS[j % len(tc.PAUSE_QUESTIONS)]
-        for k, pause in enumerate(tc.PAUSES_S):
+        for k, pause in enumerate(p.pauses):
             out["pause"].append(tc.with_pause(first, second, pause, seen[(j + k) % len(seen)]))
         if held:
             first, second = tc.HELD_OUT_PAUSE_QUESTIONS[j % len(tc.HELD_OUT_PAUSE_QUESTIONS)]
-            for k, pause in enumerate(tc.PAUSES_S):
+            for k, pause in enumerate(p.pauses):
                 out["pause"].append(tc.with_pause(first, second, pause, held[(j + k) % len(held)]))
     survive = [tc.backchannel(tc.BACKCHANNELS[i % len(tc.BACKCHANNELS)], seen[i % len(seen)]) for i in range(p.backchannels)]
     for i in range(p.coughs):  # spread the coughs among the backchannels
         survive.insert(min(len(survive), (i + 1) * 2 + i), tc.cough(seed=i))
     out["survive"] = survive
-    out["bargein"] = [tc.bargein(tc.BARGE_IN_QUESTIONS[i % len(tc.BARGE_IN_QUESTIONS)], seen[i % len(seen)]) for i in range(p.bargein)]
     out["warmup"] = [tc.plain(WARMUP, seen[0])]
     return out
 
@@ -184,14 +157,15 @@ class _Tap(list):  # type: ignore[type-arg]
         self.mic.hear(item.samples)
 
 
-# ---------------------------------------------------------------- one design on one engine set
+# ---------------------------------------------------------------- one engine set
 
 
 class Lane:
-    """One server (OLD or NEW) with its stand-in, and the client peer currently talking to it."""
+    """One server and the client peer currently talking to it."""
 
-    def __init__(self, ctx: Ctx, engines: str, design: str, server: Server, standin: Standin | None, seed: int) -> None:
-        self.ctx, self.engines, self.design, self.server, self.standin = ctx, engines, design, server, standin
+    def __init__(self, ctx: Ctx, engines: str, server: Server, seed: int) -> None:
+        self.ctx, self.engines, self.server = ctx, engines, server
+        self.standin = ctx.standin if engines == "standin" else None
         self.rng = random.Random(seed)
         self.peer: Peer | None = None
         self.dirty = False  # a reply may still be playing: the next trial gets a fresh session
@@ -200,7 +174,7 @@ class Lane:
         self.reply_timeout = 60.0 if local else 10.0
         self.hold_s = 1.0 if local else 2.0  # after the final reply's `speaking`: enough to measure; longer replies are cut
         self.quiet_s = 3.0 if local else 1.5  # listening, and no event for this long: no reply is coming
-        self.label = f"turns/{engines}/{design}"
+        self.label = f"turns/{engines}"
 
     async def script(self, **changes: Any) -> None:
         if self.standin is not None:
@@ -226,18 +200,6 @@ class Lane:
         if self.peer is not None:
             await self.peer.close()
             self.peer = None
-
-
-async def _until(peer: Peer, index: int, timeout: float, pred: Any) -> tuple[float, dict[str, Any]] | None:
-    """The first event from `index` on for which pred(t, event) holds, within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for t, ev in peer.client.events[index:]:
-            if pred(t, ev):
-                return t, ev
-        if time.monotonic() >= deadline:
-            return None
-        await asyncio.sleep(0.01)
 
 
 def _ms(a: float | None, b: float | None) -> float | None:
@@ -279,7 +241,7 @@ async def spoken_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
         if t_speaking is not None and now > t_speaking + lane.hold_s:
             outcome = "cut"  # measured; the rest of the reply is not waited for
             break
-        if t_speaking is None and state in (None, "listening") and now > max(last_event, end + NEW_SILENCE_S) + lane.quiet_s:
+        if t_speaking is None and state in (None, "listening") and now > max(last_event, end + SILENCE_S) + lane.quiet_s:
             outcome = "no reply"  # e.g. an empty transcript: the server is listening and nothing is pending
             break
         await asyncio.sleep(0.03)
@@ -327,7 +289,7 @@ async def spoken_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
 async def _long_reply(lane: Lane, peer: Peer, index: int) -> tuple[int | None, float, float] | str:
     """Type the long request; (turn, `speaking` arrival, first audible frame) or why not."""
     peer.client.send({"type": "text", "text": LONG_REQUEST})
-    speaking = await _until(peer, index, lane.reply_timeout, lambda t, ev: ev.get("type") == "state" and ev.get("state") == "speaking")
+    speaking = await until(peer, index, lane.reply_timeout, lambda t, ev: ev.get("type") == "state" and ev.get("state") == "speaking")
     if speaking is None:
         return "the long reply never started"
     t_sp, ev = speaking
@@ -339,7 +301,7 @@ async def _long_reply(lane: Lane, peer: Peer, index: int) -> tuple[int | None, f
     return ev.get("turn"), t_sp, heard[0]
 
 
-async def _sleep_until(t: float) -> None:
+async def _sleepuntil(t: float) -> None:
     await asyncio.sleep(max(0.0, t - time.monotonic()))
 
 
@@ -359,11 +321,11 @@ async def survive_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
     if isinstance(started, str):
         return out | {"error": started}
     turn, t_sp, t_first = started
-    await _sleep_until(t_first + BACKCHANNEL_AFTER_S)
+    await _sleepuntil(t_first + BACKCHANNEL_AFTER_S)
     sent = await asyncio.wait_for(peer.client.mic.say(clip.samples48k), 10)
     onset = sent + clip.first_voiced
     window_end = onset + SURVIVE_WINDOW_S
-    await _sleep_until(window_end + 0.2)
+    await _sleepuntil(window_end + 0.2)
     events = [(t, ev) for t, ev in peer.client.events[index:]]
     reply = next(((t, ev) for t, ev in events if ev.get("type") == "reply" and ev.get("turn") == turn and t <= window_end + 0.2), None)
     if reply is not None and not reply[1].get("interrupted") and reply[0] < onset:
@@ -397,7 +359,7 @@ async def echo_trial(lane: Lane, echo_db: float) -> dict[str, Any]:
         return out | {"error": started}
     turn, t_sp, t_first = started
     window_end = t_first + ECHO_WINDOW_S
-    await _sleep_until(window_end)
+    await _sleepuntil(window_end)
     events = [(t, ev) for t, ev in peer.client.events[index:]]
     heard = peer.audible(t_first)
     n_started = sum(1 for _, ev in events if ev.get("type") == "speech_started")
@@ -413,103 +375,44 @@ async def echo_trial(lane: Lane, echo_db: float) -> dict[str, Any]:
     }
 
 
-async def bargein_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
-    """A real question over a long reply: how soon is the reply silent, and does any of it come back?"""
-    peer = await lane.fresh()
-    lane.dirty = True
-    await lane.script(stt_text=clip.text, stt_by_duration=[], llm_reply=LONG_REPLY, llm_first_token_delay=0.0)
-    index = len(peer.client.events)
-    started_reply = await _long_reply(lane, peer, index)
-    out: dict[str, Any] = {"text": clip.text, "voice": clip.voice}
-    if isinstance(started_reply, str):
-        return out | {"error": started_reply}
-    turn, t_sp, t_first = started_reply
-    await _sleep_until(t_sp + lane.rng.uniform(0.8, 1.6))
-    # the long reply's text has been generated by now (zero delay); the question's own reply starts late
-    await lane.script(llm_reply=STANDIN_REPLY, llm_first_token_delay=STANDIN_QUESTION_REPLY_DELAY)
-    sent = await asyncio.wait_for(peer.client.mic.say(clip.samples48k), 10)
-    onset = sent + clip.first_voiced
-    started = await _until(peer, index, 5.0, lambda t, ev: ev.get("type") == "speech_started" and t >= onset - 0.05)
-    old = await _until(peer, index, 10.0, lambda t, ev: ev.get("type") == "reply" and ev.get("turn") == turn)
-    cap = sent + clip.last_voiced + BARGE_IN_OBSERVE_S
-
-    def new_speaking(t: float, ev: dict[str, Any]) -> bool:
-        return t > onset and ev.get("type") == "state" and ev.get("state") == "speaking" and ev.get("turn") != turn
-
-    await _until(peer, index, max(0.0, cap - time.monotonic()), new_speaking)
-    await asyncio.sleep(0.3)
-    await lane.script(llm_first_token_delay=0.0)
-    new = await _until(peer, index, 0.0, new_speaking)
-    t_new = min(new[0], cap) if new is not None else cap  # frames before it are the old reply's
-    audible = peer.audible(t_sp - 0.5, t_new)
-    out |= {
-        "turn": turn,
-        "onset": onset,
-        "new_reply_started": new is not None,
-        "old_reply_interrupted": bool(old and old[1].get("interrupted")),
-    }
-    if not [t for t in audible if t < onset]:
-        return out | {"error": "no reply audio before the question"}
-    out["stop_ms"] = _ms(max(audible), onset)
-    if started is None:
-        return out | {"error": "no speech_started for the question"}
-    out["detect_ms"] = _ms(started[0], onset)
-    out["stale_frames"] = sum(1 for t in audible if t > started[0] + STALE_AFTER_S)
-    # audio that comes back after a silent gap once the server knew (a word gap before that is the voice's own)
-    resumed, prev = 0, started[0]
-    for t in (t for t in audible if t >= started[0]):
-        if t - prev >= GAP_S + 0.02:
-            resumed += 1
-        prev = t
-    out["resumed_frames"] = resumed
-    return out
-
-
-async def run_design(
-    ctx: Ctx, engines: str, design: str, standin: Standin | None, clips: dict[str, list[tc.TurnClip]], p: Plan
-) -> dict[str, Any]:
-    if standin is not None:
-        await standin.reset(stt_text=WARMUP, llm_reply=STANDIN_REPLY, tts_ms_per_char=STANDIN_MS_PER_CHAR)
-    flags = OLD_FLAGS if design == "old" else []
-    result: dict[str, Any] = {"design": design, "engines": engines, "flags": flags}
-    name = f"turns-{design}-{engines}"
+async def run_engines(ctx: Ctx, engines: str) -> dict[str, Any]:
+    p = plan(ctx, engines)
+    clips = await asyncio.to_thread(build_clips, p)
+    ctx.progress(
+        f"turns/{engines}: {len(clips['plain'])} plain, {len(clips['pause'])} pause, {len(clips['survive'])} backchannel/cough, "
+        f"{p.echo + p.echo_loud} echo trials"
+    )
+    if engines == "standin":
+        await ctx.standin.reset(stt_text=WARMUP, llm_reply=STANDIN_REPLY, tts_ms_per_char=STANDIN_MS_PER_CHAR)
+    result: dict[str, Any] = {"engines": engines, "plan": vars(p)}
     try:
-        server = await ctx.server(engines, flags, name, standin=standin)
+        server = await ctx.server(engines, name="turns")
     except Exception as exc:  # noqa: BLE001
-        if design != "new":
-            return result | {"unavailable": reason_of(exc)}
-        result["fallback"] = reason_of(exc)
-        result["flags"] = flags = NEW_FALLBACK
-        ctx.progress(f"turns/{engines}/new: the default server did not start; again with {' '.join(flags)}")
-        try:
-            server = await ctx.server(engines, flags, name + "-fallback", standin=standin)
-        except Exception as exc2:  # noqa: BLE001
-            return result | {"unavailable": reason_of(exc2)}
-    result |= {"server_ready_s": server.ready_s, "health": server.health}
-    lane = Lane(ctx, engines, design, server, standin, seed=ctx.opts.seed)
+        return result | {"unavailable": reason_of(exc)}
+    lane = Lane(ctx, engines, server, seed=ctx.opts.seed)
     t0 = time.monotonic()
     try:
-        result["warmup"] = await spoken_trial(lane, clips["warmup"][0])
-        for key, run in (("plain", spoken_trial), ("pause", spoken_trial), ("survive", survive_trial), ("bargein", bargein_trial)):
+        if not server.warmed:
+            result["warmup"] = await spoken_trial(lane, clips["warmup"][0])
+            server.warmed = True
+        for key, run in (("plain", spoken_trial), ("pause", spoken_trial), ("survive", survive_trial)):
             result[key] = []
             for i, clip in enumerate(clips[key]):
                 r = await run(lane, clip)
                 result[key].append(r)
                 ctx.progress(f"{lane.label} {key} {i + 1}/{len(clips[key])}: {_brief(key, r)}")
-            if key == "survive":  # echo between the long-reply kinds
-                result["echo"] = []
-                levels = [ECHO_DB] * p.echo + [ECHO_LOUD_DB] * p.echo_loud
-                for i, db in enumerate(levels):
-                    r = await echo_trial(lane, db)
-                    result["echo"].append(r)
-                    ctx.progress(f"{lane.label} echo {i + 1}/{len(levels)}: {_brief('echo', r)}")
-        await lane.close_peer()
+        result["echo"] = []
+        levels = [ECHO_DB] * p.echo + [ECHO_LOUD_DB] * p.echo_loud
+        for i, db in enumerate(levels):
+            r = await echo_trial(lane, db)
+            result["echo"].append(r)
+            ctx.progress(f"{lane.label} echo {i + 1}/{len(levels)}: {_brief('echo', r)}")
     except Exception as exc:  # noqa: BLE001 - report what was measured
         result["error"] = reason_of(exc)
         ctx.progress(f"{lane.label}: FAILED: {result['error']}")
-        await lane.close_peer()
     finally:
-        server.close()
+        await lane.close_peer()
+        ctx.release(server)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["summary"] = summarise(result)
     return result
@@ -524,9 +427,11 @@ def _brief(key: str, r: dict[str, Any]) -> str:
         return f"pause {r['pause_s']} s {r['voice']}: talk-over {r['talkover_frames']} frames, v2v {fmt(r['v2v_ms'])} ms {r['outcome']}"
     if key == "survive":
         return f"{r['kind']} {r['text']!r}: {'ENDED' if r['ended'] else 'survived'} (interrupted {r['interrupted']}, longest gap {fmt(r['max_gap_ms'])} ms)"
-    if key == "echo":
-        return f"-{r['echo_db']:g} dB, delay {r['echo_delay_ms']} ms: speech_started {r['speech_started']}, interrupted replies {r['interrupted_replies']}"
-    return f"stop {fmt(r.get('stop_ms'))} ms, detect {fmt(r.get('detect_ms'))} ms, stale {r.get('stale_frames')}, resumed {r.get('resumed_frames')}"
+    return f"-{r['echo_db']:g} dB, delay {r['echo_delay_ms']} ms: speech_started {r['speech_started']}, interrupted replies {r['interrupted_replies']}"
+
+
+def _count(trials: list[dict[str, Any]], hit: str) -> tuple[int, int]:
+    return sum(1 for t in trials if t[hit]), len(trials)
 
 
 def summarise(r: dict[str, Any]) -> dict[str, Any]:
@@ -534,178 +439,83 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     plain = [t for t in r.get("plain", []) if t.get("outcome") in ("reply", "cut")]
     for group in ("seen", "held-out"):
         s[f"v2v_{group}"] = summary(t["v2v_ms"] for t in plain if t["group"] == group)
-        s[f"v2v_{group}_voices"] = sorted({t["voice"] for t in plain if t["group"] == group})
     s["server_v2v"] = summary(t["server_v2v_ms"] for t in plain)
     s["released_by_model"] = (sum(1 for t in plain if t["released_by"][-1:] == ["model"]), len(plain))
-    s["plain_failed"] = [
-        f"{t['text']!r} ({t['voice']}): {t['outcome']} {t['errors'] or ''}".strip() for t in r.get("plain", []) if t not in plain
-    ]
-    s["pause_failed"] = [
-        f"{t['text']!r} pause {t['pause_s']} s: {t['outcome']}" for t in r.get("pause", []) if t["outcome"] not in ("reply", "cut")
-    ]
-    s["plain_talkover"] = (sum(1 for t in r.get("plain", []) if t["talkover_frames"]), len(r.get("plain", [])))
+    s["plain_talkover"] = _count(r.get("plain", []), "talkover_frames")
     for pause in tc.PAUSES_S:
-        trials = [t for t in r.get("pause", []) if t["pause_s"] == pause]
         for group in ("seen", "held-out"):
-            mine = [t for t in trials if t["group"] == group]
-            s[f"talkover_{pause}_{group}"] = (sum(1 for t in mine if t["talkover_frames"]), len(mine))
-    s["pause_v2v"] = summary(t["v2v_ms"] for t in r.get("pause", []) if t.get("outcome") in ("reply", "cut"))
+            trials = [t for t in r.get("pause", []) if t["pause_s"] == pause and t["group"] == group]
+            s[f"talkover_{pause}_{group}"] = _count(trials, "talkover_frames")
     for kind in ("backchannel", "cough"):
         trials = [t for t in r.get("survive", []) if t["kind"] == kind and not t.get("error")]
-        s[f"ended_{kind}"] = (sum(1 for t in trials if t["ended"]), len(trials))
-        s[f"gap_{kind}"] = summary(t["max_gap_ms"] for t in trials)
-    s["survive_errors"] = [t["error"] for t in r.get("survive", []) if t.get("error")]
-    echo = [t for t in r.get("echo", []) if not t.get("error")]
+        s[f"ended_{kind}"] = _count(trials, "ended")
     for db in (ECHO_DB, ECHO_LOUD_DB):
-        level = [t for t in echo if t["echo_db"] == db]
-        s[f"echo_self_{db:g}"] = (sum(1 for t in level if t["self_interrupted"]), len(level))
-    s["echo_errors"] = [t["error"] for t in r.get("echo", []) if t.get("error")]
-    barge = [t for t in r.get("bargein", []) if t.get("stop_ms") is not None]
-    s["bargein_stop"] = summary(t["stop_ms"] for t in barge)
-    s["bargein_detect"] = summary(t.get("detect_ms") for t in barge)
-    s["bargein_stale"] = sum(t.get("stale_frames") or 0 for t in barge)
-    s["bargein_resumed"] = sum(t.get("resumed_frames") or 0 for t in barge)
-    s["bargein_n"] = len(barge)
-    s["bargein_errors"] = [t["error"] for t in r.get("bargein", []) if t.get("error")]
-    s["partials"] = sum(t.get("partials", 0) for t in r.get("plain", []) + r.get("pause", []))
+        s[f"echo_self_{db:g}"] = _count([t for t in r.get("echo", []) if t["echo_db"] == db and not t.get("error")], "self_interrupted")
+    s["problems"] = [
+        f"{t['text']!r} ({t['voice']}): {t['outcome']} {t['errors'] or ''}".strip()
+        for t in r.get("plain", []) + r.get("pause", [])
+        if t.get("outcome") not in ("reply", "cut")
+    ] + [t["error"] for t in r.get("survive", []) + r.get("echo", []) if t.get("error")]
     return s
 
 
-# ---------------------------------------------------------------- the table
+def _frac(c: tuple[int, int]) -> str:
+    return f"{c[0]}/{c[1]}" if c[1] else "-"
 
 
 def _pp(x: dict[str, Any]) -> str:
     return f"{x['p50']:.0f} / {x['p95']:.0f} (n={x['n']})" if x.get("n") else "-"
 
 
-def _ratio_ms(old: dict[str, Any], new: dict[str, Any]) -> str:
-    if not old.get("n") or not new.get("n") or not old["p50"] or not old["p95"]:
-        return "-"
-    return f"{new['p50'] / old['p50']:.2f} / {new['p95'] / old['p95']:.2f}"
-
-
-def _count(c: tuple[int, int]) -> str:
-    return f"{c[0]}/{c[1]}" if c[1] else "-"
-
-
-def _ratio_count(old: tuple[int, int], new: tuple[int, int]) -> str:
-    if not old[1] or not new[1]:
-        return "-"
-    if not old[0]:
-        return "- (OLD 0)"
-    return f"{(new[0] / new[1]) / (old[0] / old[1]):.2f}"
-
-
-def turns_table(engines: str, old: dict[str, Any], new: dict[str, Any], side_by_side: bool) -> str:
-    so, sn = old.get("summary", {}), new.get("summary", {})
-    name = "stand-in engines, zero delay" if engines == "standin" else "embedded engines"
-    rows: list[list[str]] = []
-
-    def ms_row(label: str, key: str, how: str) -> None:
-        rows.append([label, _pp(so.get(key, {})), _pp(sn.get(key, {})), _ratio_ms(so.get(key, {}), sn.get(key, {})), how])
-
-    def count_row(label: str, key: str, how: str) -> None:
-        o, n = tuple(so.get(key, (0, 0))), tuple(sn.get(key, (0, 0)))
-        rows.append([label, _count(o), _count(n), _ratio_count(o, n), how])  # type: ignore[arg-type]
-
-    ms_row("voice-to-voice, seen voices (espeak-ng)", "v2v_seen", "first audible reply frame - end of last voiced 10 ms")
-    ms_row("voice-to-voice, held-out voices (flite)", "v2v_held-out", "same, voices no part tunes on")
-    ms_row("  server's voice_to_voice_ms (plain)", "server_v2v", "metrics event; blind to the uplink")
-    count_row("  released by the end-of-turn model (plain)", "released_by_model", "metrics event released_by; else by silence")
+def turns_table(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    name = "stand-in engines, zero delay" if r["engines"] == "standin" else "embedded engines"
+    rows = [
+        ["voice-to-voice, seen voices (espeak-ng)", _pp(s["v2v_seen"]), "first audible reply frame - end of last voiced 10 ms"],
+        ["voice-to-voice, held-out voices (flite)", _pp(s["v2v_held-out"]), "same, voices no part tunes on"],
+        ["  server's voice_to_voice_ms", _pp(s["server_v2v"]), "metrics event; blind to the uplink"],
+        ["  released by the end-of-turn model", _frac(s["released_by_model"]), "metrics event released_by; else by silence"],
+    ]
     for pause in tc.PAUSES_S:
-        apart = " (= NEW's VAD_SILENCE_MS)" if pause == 1.2 else ""
         for group, voices in (("seen", "espeak-ng"), ("held-out", "flite, held-out phrasings")):
-            count_row(
-                f"talk-overs, {pause:.1f} s thinking pause{apart}, {voices}",
-                f"talkover_{pause}_{group}",
-                "reply audio heard between the question's first and last voiced sample",
-            )
-    count_row("talk-overs, plain questions", "plain_talkover", "same, questions without a pause")
-    count_row(
-        "replies ended by a backchannel", "ended_backchannel", f"interrupted, or silent > {STOPPED_GAP_S:g} s within {SURVIVE_WINDOW_S:g} s"
-    )
-    count_row("replies ended by a cough", "ended_cough", "same; 250 ms band-passed noise burst")
-    ms_row("  longest reply gap after a backchannel", "gap_backchannel", "onset -> reply audio again (or window end)")
-    count_row(
-        f"self-interruptions under echo, -{ECHO_DB:g} dB",
-        f"echo_self_{ECHO_DB:g}",
-        "speech_started or interrupted reply; client silent, echo 50-100 ms late",
-    )
-    count_row(f"self-interruptions under echo, -{ECHO_LOUD_DB:g} dB", f"echo_self_{ECHO_LOUD_DB:g}", "same, a louder speaker")
-    ms_row("barge-in: onset -> reply's last audible frame", "bargein_stop", "a real question over a long reply")
-    ms_row("  onset -> speech_started (server)", "bargein_detect", "event arrival")
-    rows.append(
+            hits, n = s[f"talkover_{pause}_{group}"]
+            if n:
+                rows.append(
+                    [f"talk-overs, {pause:.1f} s thinking pause, {voices}", f"{hits}/{n}", "reply audio heard while the question is spoken"]
+                )
+    rows += [
+        ["talk-overs, plain questions", _frac(s["plain_talkover"]), "same, questions without a pause"],
         [
-            "  stale frames / resumed after a gap",
-            f"{so.get('bargein_stale', '-')} / {so.get('bargein_resumed', '-')}",
-            f"{sn.get('bargein_stale', '-')} / {sn.get('bargein_resumed', '-')}",
-            "",
-            f"> {STALE_AFTER_S * 1000:.0f} ms after speech_started / after a >= {GAP_S * 1000:.0f} ms gap",
-        ]
-    )
-    new_label = "NEW*" if new.get("fallback") else "NEW"
-    title = f"Turn-taking - {name}: OLD (500 ms silence, cancel at once, no echo gate) vs {new_label} (defaults); ms p50 / p95"
-    if side_by_side:
-        title += "\n  OLD and NEW ran side by side (each its own stand-in and server), same clips in the same order"
-    text = table(["figure", "OLD", new_label, "NEW/OLD", "how (client-side)"], rows, title)
-    if new.get("fallback"):
-        text += f"\n  NEW*: the default server did not start ({new['fallback']}); measured with {' '.join(new['flags'])}"
-    for label, r in (("OLD", old), (new_label, new)):
-        s = r.get("summary", {})
-        problems = (
-            s.get("plain_failed", [])
-            + s.get("pause_failed", [])
-            + s.get("survive_errors", [])
-            + s.get("echo_errors", [])
-            + s.get("bargein_errors", [])
-        )
-        if r.get("error"):
-            problems.insert(0, f"part stopped: {r['error']}")
-        if problems:
-            text += f"\n  {label} problems: " + "; ".join(str(p) for p in problems[:6]) + (" ..." if len(problems) > 6 else "")
-        if s.get("partials"):
-            text += f"\n  {label}: {s['partials']} transcript_partial events"
-    held = sn.get("v2v_held-out_voices") or so.get("v2v_held-out_voices")
-    if not held:
+            "replies ended by a backchannel",
+            _frac(s["ended_backchannel"]),
+            f"interrupted, or silent > {STOPPED_GAP_S:g} s within {SURVIVE_WINDOW_S:g} s",
+        ],
+        ["replies ended by a cough", _frac(s["ended_cough"]), "same; 250 ms band-passed noise burst"],
+        [f"self-interruptions under echo, -{ECHO_DB:g} dB", _frac(s[f"echo_self_{ECHO_DB:g}"]), "client silent, echo 50-100 ms late"],
+        [f"self-interruptions under echo, -{ECHO_LOUD_DB:g} dB", _frac(s[f"echo_self_{ECHO_LOUD_DB:g}"]), "same, a louder speaker"],
+    ]
+    text = table(["figure", "ms p50 / p95 or count", "how (client-side)"], rows, f"Turn-taking - {name}, the product's defaults")
+    problems = ([f"part stopped: {r['error']}"] if r.get("error") else []) + s["problems"]
+    if problems:
+        text += "\n  problems: " + "; ".join(str(p) for p in problems[:6]) + (" ..." if len(problems) > 6 else "")
+    if not tc.flite_available():
         text += "\n  held-out voices: none (flite not installed: apt-get install flite)"
     return text
 
 
-async def run_engines(ctx: Ctx, engines: str) -> dict[str, Any]:
-    p = plan(ctx, engines)
-    clips = await asyncio.to_thread(build_clips, p)
-    ctx.progress(
-        f"turns/{engines}: {len(clips['plain'])} plain, {len(clips['pause'])} pause, {len(clips['survive'])} backchannel/cough, "
-        f"{p.echo} echo, {len(clips['bargein'])} barge-in trials per design"
-    )
-    if engines == "standin":
-        second = Standin()
-        try:
-            await second.wait_ready()
-            old, new = await asyncio.gather(
-                run_design(ctx, engines, "old", ctx.standin, clips, p), run_design(ctx, engines, "new", second, clips, p)
-            )
-        finally:
-            second.close()
-    else:
-        old = await run_design(ctx, engines, "old", None, clips, p)
-        new = await run_design(ctx, engines, "new", None, clips, p)
-    return {"old": old, "new": new, "plan": vars(p)}
-
-
 async def run_turns(ctx: Ctx) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if not tc.flite_available():
-        ctx.note("turns: flite is not installed, so there are no held-out voices (apt-get install flite)")
     for engines in ctx.opts.engines:
-        r = await run_engines(ctx, engines)
-        out[engines] = r
-        old, new = r["old"], r["new"]
-        if old.get("unavailable") and new.get("unavailable"):
-            ctx.emit(f"Turn-taking - {engines} engines: unavailable: OLD {old['unavailable']}; NEW {new['unavailable']}")
+        r = out[engines] = await run_engines(ctx, engines)
+        if r.get("unavailable"):
+            ctx.emit(f"Turn-taking - {engines} engines: unavailable: {r['unavailable']}")
             continue
-        for label, d in (("OLD", old), ("NEW", new)):
-            if d.get("unavailable"):
-                ctx.note(f"turns/{engines}: {label} server unavailable: {d['unavailable']}")
-        ctx.emit(turns_table(engines, old, new, side_by_side=engines == "standin"))
+        ctx.emit(turns_table(r))
+        s = r["summary"]
+        for group in ("seen", "held-out"):
+            ctx.figure(f"turns/{engines}/v2v_{group}_p50_ms", s[f"v2v_{group}"].get("p50"))
+        talkovers = [s[k] for k in s if k.startswith("talkover_")]
+        ctx.figure(f"turns/{engines}/talkovers", sum(h for h, _ in talkovers))
+        ctx.figure(f"turns/{engines}/replies_ended", s["ended_backchannel"][0] + s["ended_cough"][0])
+        ctx.figure(f"turns/{engines}/self_interruptions", s[f"echo_self_{ECHO_DB:g}"][0] + s[f"echo_self_{ECHO_LOUD_DB:g}"][0])
     return out

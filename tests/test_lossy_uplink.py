@@ -17,12 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.answers import normalise
 from bench.network import counters
 from kit.impair import Impairment, impair
 from kit.rtc_client import to_48k
 from kit.speech import concat, silence, speak
 from kit.standin import StandinConfig
+from kit.wer import normalise
 from rtc.inbound import DeadlineInbound
 from rtc.playout import PlayoutCount
 
