@@ -132,9 +132,9 @@ def supervise(settings: Settings, argv: list[str]) -> int:
     env = {**os.environ}
     model = None
     if settings.pipeline == "assistant" and settings.llm_engine == "local":
-        from pipeline.engines.local_llm import BoxModelServer
+        from pipeline.engines.local_llm import BoxModelServer, LocalLLM
 
-        model = BoxModelServer(settings)
+        model = BoxModelServer(LocalLLM.from_settings(settings))
         log.info("loading the LLM once for this box's %d workers", n)
         try:
             endpoint = model.start(_free_port("127.0.0.1"), warm=warm_up_messages(settings))
@@ -193,7 +193,8 @@ def _worker_threads(settings: Settings) -> list[str]:
     from pipeline.engines.workers import available_cores
 
     share = str(max(1, available_cores() // settings.worker_count))
-    return [arg for name in ("stt_threads", "tts_threads") if not getattr(settings, name) for arg in (f"--{name.replace('_', '-')}", share)]
+    unset = [flag for flag, threads in (("--stt-threads", settings.stt_threads), ("--tts-threads", settings.tts_threads)) if not threads]
+    return [arg for flag in unset for arg in (flag, share)]
 
 
 def _free_port(host: str) -> int:

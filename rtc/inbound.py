@@ -84,8 +84,15 @@ def ask_for_fec(transceiver: Any) -> bool:
 
 
 class Inbound(Protocol):
-    frames_in: int  # packets (deadline) or decoded frames (aiortc) received
-    last_frame_at: float | None  # monotonic arrival of the latest, for the no-RTP watchdog
+    @property
+    def frames_in(self) -> int:
+        """Packets (deadline) or decoded frames (aiortc) received."""
+        ...
+
+    @property
+    def last_frame_at(self) -> float | None:
+        """Monotonic arrival of the latest, for the no-RTP watchdog."""
+        ...
 
     def frames(self) -> AsyncIterator[PcmFrame]: ...
 
@@ -127,6 +134,8 @@ class TrackInbound:
                 frame = await self._track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, av.AudioFrame):
+                continue  # an audio track yields audio frames; this keeps the types honest
             self.frames_in += 1
             self.last_frame_at = self._clock()
             t = self._media_time(frame)

@@ -150,12 +150,14 @@ class Session:
         # moment to put the tap into this track's receiver.
         receiver = next((t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track), None)
         tap = PacketTap() if self._deadline and receiver is not None else None
+        inbound: Inbound
         if tap is not None and install_tap(receiver, tap):
             config = self.inbound_config
-            self.inbound = DeadlineInbound(track, tap, config.delay, config.observer)
+            inbound = DeadlineInbound(track, tap, config.delay, config.observer)
         else:
-            self.inbound = TrackInbound(track)
-        self._spawn(self._pump(self.inbound), "inbound")
+            inbound = TrackInbound(track)
+        self.inbound = inbound
+        self._spawn(self._pump(inbound), "inbound")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label != "events":

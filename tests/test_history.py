@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
-from pipeline.engines.local_llm import DEFAULT_TEMPERATURE, choose_preset
+from pipeline.engines.local_llm import choose_preset
 from pipeline.history import History
 from settings import load_settings
 
@@ -52,7 +52,7 @@ def test_trimming_drops_whole_turns_and_keeps_the_system_prompt() -> None:
 
 def test_llm_defaults_are_greedy_short_and_answer_first() -> None:
     settings = load_settings([], env={}, dotenv_path=None)
-    assert settings.llm_temperature == 0.0 == DEFAULT_TEMPERATURE
+    assert settings.llm_temperature == 0.0
     assert settings.llm_max_tokens == 100
     assert "start with the answer" in DEFAULT_SYSTEM_PROMPT and "one or two short" in DEFAULT_SYSTEM_PROMPT
 

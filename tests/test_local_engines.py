@@ -91,7 +91,7 @@ def settings(**overrides: Any) -> Settings:
 
 
 @module_loop
-async def test_queue_is_fifo_and_bounded() -> None:
+async def test_queue_takes_jobs_of_equal_urgency_in_arrival_order_and_is_bounded() -> None:
     queue = WorkQueue("stt", "test", max_waiting=2)
     gate = threading.Event()
     order: list[int] = []

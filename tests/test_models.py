@@ -148,13 +148,10 @@ def test_not_a_gguf_is_refused(tmp_path: Path) -> None:
 
 
 def test_cache_dir_setting_and_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    class S:
-        model_cache_dir = str(tmp_path / "models")
-
-    assert models.cache_dir(S()) == tmp_path / "models"
+    assert models.cache_dir(str(tmp_path / "models")) == tmp_path / "models"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert models.cache_dir(object()) == tmp_path / "xdg" / "voice-assistant"
-    assert "site-packages" not in str(models.cache_dir(None))
+    assert models.cache_dir() == tmp_path / "xdg" / "voice-assistant"
+    assert "site-packages" not in str(models.cache_dir(""))
 
 
 # --- the real default LLM pieces (read from site-packages, corrupted only as copies) ---

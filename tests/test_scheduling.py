@@ -1,4 +1,4 @@
-"""Urgent work first (issue 12): an embedded engine shared by sessions takes the waiting job
+"""Urgent work first: an embedded engine shared by sessions takes the waiting job
 whose result is needed soonest, so one session's long reply does not delay another's turn.
 
 No model and no clock: the engine's worker is held by a gate while jobs queue up, and the
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import Engines
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, needed_by
+from pipeline.engines.workers import CancelToken, WorkQueue, needed_by
 from pipeline.segmenter import RATE
 from pipeline.turn import Turn
 from tests.fakes import FakeLLM, FakeSTT, MemoryAudio
@@ -68,14 +68,6 @@ async def test_the_job_needed_soonest_runs_first() -> None:
     await queue.close()
 
 
-async def test_fifo_keeps_arrival_order() -> None:
-    queue = WorkQueue("tts", "test", max_waiting=8, order=Order.FIFO)
-    now = time.monotonic()
-    ran = await queue_up(queue, [("later sentence", now + 3.0), ("plain", None), ("first sentence", now)])
-    assert ran == ["later sentence", "plain", "first sentence"]
-    await queue.close()
-
-
 async def test_concurrency_runs_jobs_side_by_side() -> None:
     queue = WorkQueue("llm", "test", max_waiting=4, concurrency=3)
     both = threading.Barrier(3, timeout=10)
@@ -113,10 +105,10 @@ class QueuedTTS:
             yield chunk
 
 
-async def order_after_contention(order: Order) -> list[str]:
+async def order_after_contention() -> list[str]:
     """Session A is in the middle of a long reply and its second sentence waits for the shared
     TTS engine when B's question arrives. The order in which the engine voiced them."""
-    tts = QueuedTTS(WorkQueue("tts", "test", max_waiting=8, order=order))
+    tts = QueuedTTS(WorkQueue("tts", "test", max_waiting=8))
     turns = {}
     for name, reply in (("a", "A one is here. A two is here. A three is here."), ("b", "B one is here.")):
         engines = Engines(stt=FakeSTT(lambda s: ""), llm=FakeLLM(reply=reply), tts=tts)
@@ -147,11 +139,7 @@ async def order_after_contention(order: Order) -> list[str]:
 async def test_a_new_turns_first_audio_goes_ahead_of_a_long_reply() -> None:
     # A's second sentence is needed only after the five seconds of A's audio queued ahead of it;
     # B's first sentence is needed now.
-    assert await order_after_contention(Order.URGENT) == ["A one is here.", "other", "B one is here.", "A two is here.", "A three is here."]
-
-
-async def test_in_fifo_order_the_long_reply_goes_first() -> None:
-    assert await order_after_contention(Order.FIFO) == ["A one is here.", "other", "A two is here.", "B one is here.", "A three is here."]
+    assert await order_after_contention() == ["A one is here.", "other", "B one is here.", "A two is here.", "A three is here."]
 
 
 REPLY = [
@@ -221,9 +209,9 @@ async def reply_paused_at_its_second_sentence(ran: list[str], **engine_args: Any
     return engine, server, task
 
 
-async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedServer]:
+async def run_with_other_work() -> tuple[str, list[str], ScriptedServer]:
     ran: list[str] = []
-    engine, server, task = await reply_paused_at_its_second_sentence(ran, order=order)
+    engine, server, task = await reply_paused_at_its_second_sentence(ran, parallel=1)
     # Another session's reply is asked for while this reply's second sentence is about to start.
     with needed_by(time.monotonic()):
         other = asyncio.create_task(engine._queue.run(lambda token: ran.append("other session")))
@@ -236,18 +224,12 @@ async def run_with_other_work(order: Order) -> tuple[str, list[str], ScriptedSer
 
 
 async def test_a_reply_steps_aside_after_its_first_sentence_for_another_sessions_reply() -> None:
-    text, ran, server = await run_with_other_work(Order.URGENT)
+    text, ran, server = await run_with_other_work()
     first = "The moon is far."
     assert ran == ["reply from 0", "other session", f"reply from {len(first)}"]
     assert text == "".join(REPLY), "the reply goes on from where it stopped, nothing lost or repeated"
     assert server.requests[1]["messages"][-1] == {"role": "assistant", "content": first}  # continued, not asked again
     assert server.requests[1]["max_tokens"] == server.requests[0]["max_tokens"] - 5  # the budget is the reply's, not each part's
-
-
-async def test_in_fifo_order_the_reply_runs_to_its_end_first() -> None:
-    text, ran, _ = await run_with_other_work(Order.FIFO)
-    assert ran == ["reply from 0", "other session"]
-    assert text == "".join(REPLY)
 
 
 async def test_first_sentences_run_side_by_side_and_the_rest_of_a_reply_waits_for_them() -> None:

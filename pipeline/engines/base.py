@@ -8,7 +8,7 @@ async iterator) must really stop the work, remote or local.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, TypedDict, TypeVar, runtime_checkable
 
@@ -57,8 +57,9 @@ class STT(Protocol):
 class LLM(Protocol):
     name: str
 
-    def stream(self, messages: list[Message]) -> AsyncIterator[str]:
-        """Reply text, streamed as it is generated (deltas, not cumulative)."""
+    def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
+        """Reply text, streamed as it is generated (deltas, not cumulative); an async generator, so
+        that callers can close it (which stops the work)."""
         ...
 
 
@@ -67,8 +68,8 @@ class TTS(Protocol):
     name: str
     sample_rate: int  # the rate of every chunk `stream` yields
 
-    def stream(self, text: str) -> AsyncIterator[bytes]:
-        """Speech for `text` as PCM chunks at `sample_rate`, first chunk ASAP."""
+    def stream(self, text: str) -> AsyncGenerator[bytes, None]:
+        """Speech for `text` as PCM chunks at `sample_rate`, first chunk ASAP (an async generator, as LLM's)."""
         ...
 
 
@@ -94,8 +95,8 @@ class Engines:
     tts: TTS
     turn: TurnDetector | None = None  # None: turns end on silence alone
 
-    def _all(self) -> list[tuple[str, object]]:
-        out: list[tuple[str, object]] = [("stt", self.stt), ("llm", self.llm), ("tts", self.tts)]
+    def _all(self) -> list[tuple[str, STT | LLM | TTS | TurnDetector]]:
+        out: list[tuple[str, STT | LLM | TTS | TurnDetector]] = [("stt", self.stt), ("llm", self.llm), ("tts", self.tts)]
         if self.turn is not None:
             out.append(("turn", self.turn))
         return out
@@ -123,7 +124,7 @@ class Engines:
         return out
 
 
-async def each_within(stream: AsyncIterator[T], timeout_s: float, stage: str, what: str = "response") -> AsyncIterator[T]:
+async def each_within(stream: AsyncIterator[T], timeout_s: float, stage: str, what: str = "response") -> AsyncGenerator[T, None]:
     """The items of `stream`, each of which must arrive within `timeout_s` (the first included).
 
     The source is closed however the iteration ends, which is what cancels its work.

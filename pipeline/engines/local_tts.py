@@ -18,13 +18,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.engines.base import EngineError, each_within
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting, threads_setting
+from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ VOICE_FILES = (
     Pinned("en_US-joe-medium.onnx.json", 4_794, "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"),
 )
 VOICE_ALIASES = {"", "joe", DEFAULT_VOICE}
+ESPEAK_VOICE = "en-us"  # espeak-ng's voice where TTS_VOICE names none of its own
 
 
 def resolve_voice(voice: str, cache: Path) -> tuple[Path, Path, str]:
@@ -77,7 +79,7 @@ class _QueuedVoice:
     async def close(self) -> None:
         await self._queue.close()
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    async def stream(self, text: str) -> AsyncGenerator[bytes, None]:
         if not text.strip():
             return
         if not self.ready:
@@ -93,35 +95,33 @@ class LocalTTS(_QueuedVoice):
 
     def __init__(
         self,
-        voice: str = "",
-        speed: float = 1.0,
-        threads: int = 1,
-        timeout_s: float = 15.0,
-        queue_size: int = 4,
+        voice: str = Settings.tts_voice,
+        speed: float = Settings.tts_speed,
+        threads: int = Settings.tts_threads,
+        timeout_s: float = Settings.tts_timeout_s,
+        queue_size: int = Settings.engine_queue_size,
         cache: Path | None = None,
-        order: Order = Order.URGENT,
     ) -> None:
         self.voice_name = voice
         self.speed = speed if speed > 0 else 1.0
-        self.threads = threads
+        self.threads = thread_count(threads)
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = f"piper:{voice or DEFAULT_VOICE}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
+        self._queue = WorkQueue(STAGE, self.name, queue_size)
         self._voice: Any = None
         self._syn_config: Any = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LocalTTS:
+    def from_settings(cls, settings: Settings) -> LocalTTS:
         return cls(
             voice=settings.tts_voice,
-            speed=float(settings.tts_speed),
-            threads=threads_setting(settings, "tts_threads"),
-            timeout_s=float(settings.tts_timeout_s),
-            queue_size=queue_size_setting(settings),
-            order=order_setting(settings),
-            cache=cache_dir(settings),
+            speed=settings.tts_speed,
+            threads=settings.tts_threads,
+            timeout_s=settings.tts_timeout_s,
+            queue_size=settings.engine_queue_size,
+            cache=cache_dir(settings.model_cache_dir),
         )
 
     @property
@@ -254,27 +254,25 @@ class EspeakTTS(_QueuedVoice):
     sample_rate = 22050  # replaced by espeak's own rate on load
 
     def __init__(
-        self, voice: str = "en-us", speed: float = 1.0, timeout_s: float = 15.0, queue_size: int = 4, order: Order = Order.URGENT
+        self,
+        voice: str = ESPEAK_VOICE,
+        speed: float = Settings.tts_speed,
+        timeout_s: float = Settings.tts_timeout_s,
+        queue_size: int = Settings.engine_queue_size,
     ) -> None:
-        self.voice = voice or "en-us"
+        self.voice = voice or ESPEAK_VOICE
         self.wpm = max(80, min(450, round(175 * (speed if speed > 0 else 1.0))))
         self.timeout_s = timeout_s
         self.name = f"espeak:{self.voice}"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
+        self._queue = WorkQueue(STAGE, self.name, queue_size)
         self._espeak: _Espeak | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> EspeakTTS:
-        voice = str(settings.tts_voice or "")
+    def from_settings(cls, settings: Settings) -> EspeakTTS:
+        voice = settings.tts_voice
         if voice in VOICE_ALIASES or voice.endswith(".onnx"):  # a piper voice: not espeak's to use
-            voice = "en-us"
-        return cls(
-            voice=voice,
-            speed=float(settings.tts_speed),
-            timeout_s=float(settings.tts_timeout_s),
-            queue_size=queue_size_setting(settings),
-            order=order_setting(settings),
-        )
+            voice = ESPEAK_VOICE
+        return cls(voice=voice, speed=settings.tts_speed, timeout_s=settings.tts_timeout_s, queue_size=settings.engine_queue_size)
 
     @property
     def ready(self) -> bool:
@@ -288,8 +286,8 @@ class EspeakTTS(_QueuedVoice):
                 await asyncio.to_thread(espeak.synth, "", self.voice, self.wpm, lambda _pcm: False)
             except EngineError:
                 # TTS_VOICE is shared with the other engines (e.g. `alloy`): speak rather than fail.
-                log.warning("tts: espeak-ng has no voice %r; using en-us", self.voice)
-                self.voice = "en-us"
+                log.warning("tts: espeak-ng has no voice %r; using %s", self.voice, ESPEAK_VOICE)
+                self.voice = ESPEAK_VOICE
                 self.name = f"espeak:{self.voice}"
             self.sample_rate = espeak.sample_rate
             self._espeak = espeak

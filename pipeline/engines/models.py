@@ -26,7 +26,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from pipeline.engines.base import EngineError
 
@@ -66,9 +65,9 @@ class SplitModel:
     extras: tuple[tuple[Piece, Pinned], ...] = field(default=())  # copied next to the target
 
 
-def cache_dir(settings: Any = None) -> Path:
-    """Where assembled models and verification stamps live (never inside site-packages)."""
-    configured = str(getattr(settings, "model_cache_dir", "") or "")
+def cache_dir(configured: str = "") -> Path:
+    """Where assembled models and verification stamps live (never inside site-packages);
+    `configured` is MODEL_CACHE_DIR."""
     if configured:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

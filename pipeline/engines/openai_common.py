@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx2
@@ -67,12 +68,18 @@ def _provider_of(url: str) -> str | None:
     return None
 
 
-def resolve_endpoint(settings: Settings, stage: str) -> Endpoint:
-    """Base URL, key and model of an `openai` stage ("stt", "llm" or "tts"); SettingsError names what is missing."""
+Stage = Literal["stt", "llm", "tts"]
+
+
+def resolve_endpoint(settings: Settings, stage: Stage) -> Endpoint:
+    """Base URL, key and model of an `openai` stage; SettingsError names what is missing."""
     var = stage.upper()
-    base_url: str = getattr(settings, f"{stage}_base_url").strip().rstrip("/")
-    api_key: str = getattr(settings, f"{stage}_api_key").strip()
-    model: str = getattr(settings, f"{stage}_model").strip()
+    own = {
+        "stt": (settings.stt_base_url, settings.stt_api_key, settings.stt_model),
+        "llm": (settings.llm_base_url, settings.llm_api_key, settings.llm_model),
+        "tts": (settings.tts_base_url, settings.tts_api_key, settings.tts_model),
+    }[stage]
+    base_url, api_key, model = own[0].strip().rstrip("/"), own[1].strip(), own[2].strip()
     groq = settings.groq_api_key.strip() if stage != "tts" else ""
     openai_key = settings.openai_api_key.strip()
     conveniences = "GROQ_API_KEY / OPENAI_API_KEY" if stage != "tts" else "OPENAI_API_KEY"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from pipeline.engines.base import EngineError, Message
@@ -13,7 +13,9 @@ from settings import Settings
 
 
 class OpenAILLM(OpenAIEngine):
-    def __init__(self, endpoint: Endpoint, max_tokens: int = 200, timeout_s: float = 20.0, max_retries: int = 1) -> None:
+    def __init__(
+        self, endpoint: Endpoint, max_tokens: int = Settings.llm_max_tokens, timeout_s: float = Settings.llm_timeout_s, max_retries: int = 1
+    ) -> None:
         super().__init__(endpoint, timeout_s, max_retries)
         self.max_tokens = max_tokens
 
@@ -25,7 +27,7 @@ class OpenAILLM(OpenAIEngine):
         what = "LLM reply interrupted" if started else "LLM request failed"
         return EngineError("llm", f"{what}: {self._describe(exc)}")
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         stream: Any = None
         started = False

@@ -6,6 +6,8 @@ import asyncio
 import io
 import wave
 
+import openai
+
 from pipeline.engines.base import EngineError
 from pipeline.engines.openai_common import Endpoint, OpenAIEngine, resolve_endpoint
 from settings import Settings
@@ -24,7 +26,9 @@ def pcm_to_wav(pcm: bytes, sample_rate: int) -> bytes:
 class OpenAISTT(OpenAIEngine):
     partials = False  # every pass would be a billed request
 
-    def __init__(self, endpoint: Endpoint, language: str = "en", timeout_s: float = 15.0, max_retries: int = 1) -> None:
+    def __init__(
+        self, endpoint: Endpoint, language: str = Settings.stt_language, timeout_s: float = Settings.stt_timeout_s, max_retries: int = 1
+    ) -> None:
         super().__init__(endpoint, timeout_s, max_retries)
         self.language = language
 
@@ -37,18 +41,14 @@ class OpenAISTT(OpenAIEngine):
         if len(pcm) < 2:
             return ""
         wav = pcm_to_wav(pcm, sample_rate)
-        options: dict[str, str] = {}
-        if self.language:
-            options["language"] = self.language
-        if prompt.strip():
-            options["prompt"] = prompt.strip()
         try:
             # The SDK's timeout is per read; this bounds the whole call, retries included.
             async with asyncio.timeout(self.timeout_s):
                 result = await self.client.audio.transcriptions.create(
                     model=self.endpoint.model,
                     file=("audio.wav", wav, "audio/wav"),
-                    **options,
+                    language=self.language or openai.omit,  # omitted: the endpoint detects it
+                    prompt=prompt.strip() or openai.omit,
                 )
         except Exception as exc:
             raise EngineError("stt", f"Transcription failed: {self._describe(exc)}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from pipeline.engines.audio_decode import FORMATS, AudioDecodeError, StreamDecoder, open_decoder
 from pipeline.engines.base import EngineError
@@ -20,9 +20,9 @@ class OpenAITTS(OpenAIEngine):
         self,
         endpoint: Endpoint,
         voice: str = DEFAULT_TTS_VOICE,
-        response_format: str = "pcm",
-        speed: float = 1.0,
-        timeout_s: float = 15.0,
+        response_format: str = Settings.tts_format,
+        speed: float = Settings.tts_speed,
+        timeout_s: float = Settings.tts_timeout_s,
         max_retries: int = 1,
     ) -> None:
         super().__init__(endpoint, timeout_s, max_retries)
@@ -42,7 +42,7 @@ class OpenAITTS(OpenAIEngine):
             timeout_s=settings.tts_timeout_s,
         )
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    async def stream(self, text: str) -> AsyncGenerator[bytes, None]:
         if not text.strip():
             return
         decoder = open_decoder(self.response_format, self.sample_rate)

@@ -29,7 +29,8 @@ import numpy as np
 from pipeline.engines.base import EngineError
 from pipeline.engines.local_stt import pcm_to_float
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
-from pipeline.engines.workers import CancelToken, Order, WorkQueue, order_setting, queue_size_setting
+from pipeline.engines.workers import CancelToken, WorkQueue
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ N_FRAMES = 800
 
 DIST = "pipecat-ai"
 MODEL = Pinned("smart-turn-v3.2-cpu.onnx", 8_679_182, "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f")
+
+# Not settings: the 8.7 MB int8 model answers in tens of milliseconds on one thread, and more
+# threads would only take cores from STT and LLM; a verdict later than 3 s is of no use.
+THREADS = 1
+TIMEOUT_S = 3.0
 
 _NORM_EPS = 1e-7  # as transformers' zero-mean unit-variance normalisation
 _extractor: Any = None
@@ -88,25 +94,23 @@ class SmartTurn:
     """Smart Turn v3.2 on a worker thread, shared by every session."""
 
     def __init__(
-        self, threads: int = 1, timeout_s: float = 3.0, queue_size: int = 4, cache: Path | None = None, order: Order = Order.URGENT
+        self,
+        threads: int = THREADS,
+        timeout_s: float = TIMEOUT_S,
+        queue_size: int = Settings.engine_queue_size,
+        cache: Path | None = None,
     ) -> None:
         self.threads = max(1, threads)
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
         self.name = "local:smart-turn-v3.2"
-        self._queue = WorkQueue(STAGE, self.name, queue_size, order=order)
+        self._queue = WorkQueue(STAGE, self.name, queue_size)
         self._session: Any = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SmartTurn:
-        return cls(
-            threads=int(getattr(settings, "turn_threads", 1) or 1),
-            timeout_s=float(getattr(settings, "turn_timeout_s", 3.0) or 3.0),
-            queue_size=queue_size_setting(settings),
-            order=order_setting(settings),
-            cache=cache_dir(settings),
-        )
+    def from_settings(cls, settings: Settings) -> SmartTurn:
+        return cls(queue_size=settings.engine_queue_size, cache=cache_dir(settings.model_cache_dir))
 
     @staticmethod
     def model_path(cache: Path | None = None) -> Path:

@@ -5,11 +5,12 @@ concurrent job would only split the same cores). When `max_waiting` jobs already
 new one is refused at once with EngineBusy, since a turn that waits behind a long queue is
 worse than one rejected up front.
 
-Waiting jobs are taken most urgent first (issue 12): each carries the time its result is
-needed by (`needed_by`), so a new turn's transcription or first sentence goes ahead of the
-third sentence of someone else's long reply, whose audio is already queued, and a running
-job may step aside for it (`CancelToken.outranked`). Deadlines only grow with time, so
-nothing waits forever. `Order.FIFO` keeps arrival order (the old design, for benchmarks).
+Waiting jobs are taken most urgent first: each carries the time its result is needed by
+(`needed_by`), so a new turn's transcription or first sentence goes ahead of the third
+sentence of someone else's long reply, whose audio is already queued, and a running job may
+step aside for it (`CancelToken.outranked`). Deadlines only grow with time, so nothing waits
+forever. Each embedded engine keeps its own queue: with one queue for all of them, a first
+sentence's synthesis would wait behind other sessions' first sentences being written.
 
 With more than one worker (the LLM, whose slots llama.cpp decodes together), jobs that are
 due (needed now: first sentences) run side by side, and a job needed later (the rest of a
@@ -39,16 +40,16 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from pipeline.engines.base import EngineBusy, EngineError
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_QUEUE_SIZE = 4
+DEFAULT_QUEUE_SIZE = Settings.engine_queue_size
 
 
 def available_cores() -> int:
@@ -59,22 +60,9 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def threads_setting(settings: Any, name: str) -> int:
-    """A thread-count setting; 0 or unset means every available core."""
-    value = int(getattr(settings, name, 0) or 0)
-    return value if value > 0 else available_cores()
-
-
-def queue_size_setting(settings: Any) -> int:
-    return max(0, int(getattr(settings, "engine_queue_size", DEFAULT_QUEUE_SIZE)))
-
-
-def order_setting(settings: Any) -> Order:
-    """ENGINE_ORDER. Each embedded engine keeps its own queue: one queue shared by all of them (each
-    job then has the cores to itself) was measured too (`python -m bench scale`, issue 12), and a
-    first sentence's synthesis then waited behind other sessions' first sentences being written,
-    past TTS_TIMEOUT_S."""
-    return Order(getattr(settings, "engine_order", Order.URGENT))
+def thread_count(threads: int) -> int:
+    """A thread-count setting: 0 (or less) means every available core."""
+    return threads if threads > 0 else available_cores()
 
 
 class Cancelled(Exception):
@@ -112,13 +100,6 @@ class CancelToken:
 _END = object()
 
 
-class Order(StrEnum):
-    """Which waiting job a free worker takes next."""
-
-    URGENT = "urgent"  # the one needed soonest (`needed_by`), then the one that came first
-    FIFO = "fifo"  # the one that came first (the design before issue 12)
-
-
 _NEEDED_BY: ContextVar[float | None] = ContextVar("needed_by", default=None)
 
 
@@ -149,13 +130,10 @@ class _Job:
 class WorkQueue:
     """`concurrency` worker threads fed by a bounded queue of blocking jobs, most urgent first."""
 
-    def __init__(
-        self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1, order: Order = Order.URGENT
-    ) -> None:
+    def __init__(self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1) -> None:
         self.stage = stage
         self.name = name
-        self.max_waiting = max_waiting
-        self.order = Order(order)
+        self.max_waiting = max(0, max_waiting)
         self._cond = threading.Condition()
         self._heap: list[_Job] = []
         self._seq = itertools.count()
@@ -212,7 +190,7 @@ class WorkQueue:
         if not self._heap:
             return None
         top = self._heap[0]
-        if self.order is Order.FIFO or not self._running or top.key[0] <= time.monotonic() or top.future.done():
+        if not self._running or top.key[0] <= time.monotonic() or top.future.done():
             return heapq.heappop(self._heap)
         return None
 
@@ -222,11 +200,9 @@ class WorkQueue:
 
     def _outranked(self, token: CancelToken) -> bool:
         """A job needed before `token`'s job waits, or, while `token`'s job is not due yet, runs
-        beside it (never in FIFO order)."""
+        beside it."""
         when = token.needed_by
         with self._cond:
-            if self.order is Order.FIFO:
-                return False
             if any(job.key[0] < when and not job.future.done() for job in self._heap):
                 return True
             return when > time.monotonic() and any(t is not token and key < when for t, key in self._running.items())
@@ -240,7 +216,7 @@ class WorkQueue:
                 raise EngineBusy(self.stage, f"{self.name} is busy: {self._waiting} requests already waiting")
             when = _NEEDED_BY.get() if when is None else when
             seq = next(self._seq)
-            key = (0.0, seq) if self.order is Order.FIFO else (time.monotonic() if when is None else when, seq)
+            key = (time.monotonic() if when is None else when, seq)
             token.needed_by = key[0]
             token._outranked = functools.partial(self._outranked, token)
             self._waiting += 1
@@ -307,8 +283,12 @@ class WorkQueue:
 
         token = CancelToken()
         future = self._submit(job, token, *args, when=when)
-        # A job dropped from the queue never runs `job`, so nothing else would end the stream.
-        future.add_done_callback(lambda f: f.cancelled() and end())
+
+        def on_done(f: concurrent.futures.Future[None]) -> None:
+            if f.cancelled():  # a job dropped from the queue never runs `job`: nothing else would end the stream
+                end()
+
+        future.add_done_callback(on_done)
         try:
             while (item := await items.get()) is not _END:
                 yield item
@@ -332,4 +312,8 @@ class WorkQueue:
             self._cond.notify_all()
         for job in dropped:
             job.future.cancel()
-        await asyncio.to_thread(lambda: [thread.join() for thread in self._threads])
+        await asyncio.to_thread(self._join)
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
