@@ -11,36 +11,28 @@ the receiver's jitter buffer never sees a jump.
 Every chunk carries a `mark` (the pipeline's id for a sentence). The track
 reports when the first and last audible frame of each mark actually left, and
 how much of each mark had left when a clear cut it: that is what the user heard.
+Those books are kept by pipeline/playback.py's PlaybackLedger, which the tests'
+in-memory output shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
-import math
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
-from pipeline.ports import Playback, PlaybackKind, PlaybackListener, Played
+from pipeline.playback import PlaybackLedger
+from pipeline.ports import PlaybackListener, Played
 
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 FRAME_S = FRAME_SAMPLES / RATE
 TIME_BASE = fractions.Fraction(1, RATE)
-LEVEL_MEMORY_S = 1.0  # how far back level_dbfs() can look
-
-
-@dataclass
-class _Chunk:
-    mark: Hashable
-    samples: np.ndarray  # int16 at 48 kHz
-    offset: int = 0
 
 
 class OutboundAudioTrack(MediaStreamTrack):
@@ -49,92 +41,62 @@ class OutboundAudioTrack(MediaStreamTrack):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
-        self._queue: deque[_Chunk] = deque()
+        self._ledger = PlaybackLedger(RATE)  # what is queued and what of each mark has left
         self._resamplers: dict[int, av.AudioResampler] = {}
-        self._totals: dict[Hashable, int] = {}
-        self._played: dict[Hashable, int] = {}
-        self._listeners: list[PlaybackListener] = []
         self._start: float | None = None
         self._pts = 0
-        self._current: Hashable | None = None  # mark whose audio is leaving now
-        self._last: Hashable | None = None  # mark that played last, kept until another starts
-        self._paused = False
         self._drained = asyncio.Event()
         self._drained.set()
-        self._levels: deque[tuple[float, float]] = deque()  # (t, dBFS) of audible frames that left
         self.frames_sent = 0
         self.late_frames = 0  # frames that left more than a frame late (event-loop stalls)
 
     # -- writer side (the pipeline) ------------------------------------------
 
     def add_listener(self, listener: PlaybackListener) -> None:
-        self._listeners.append(listener)
+        self._ledger.add_listener(listener)
 
     def write(self, pcm: bytes, sample_rate: int, mark: Hashable = None) -> None:
         """Queue mono int16 PCM at `sample_rate`; returns at once."""
         if not pcm:
             return
         samples = self._to_48k(pcm, sample_rate)
-        if len(samples) == 0:
-            return
-        self._queue.append(_Chunk(mark, samples))
-        self._drained.clear()
-        self._totals[mark] = self._totals.get(mark, 0) + len(samples)
-        self._played.setdefault(mark, 0)
+        self._ledger.write(mark, samples)
+        if self._ledger.busy:
+            self._drained.clear()
 
     def pause(self) -> None:
         """Send silence from the next frame on; the queue waits."""
-        self._paused = True
+        self._ledger.paused = True
 
     def resume(self) -> None:
-        self._paused = False
+        self._ledger.paused = False
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self._ledger.paused
 
     async def wait_for_playout(self) -> None:
-        while self._queue:
+        while self._ledger.busy:
             await self._drained.wait()
 
     def level_dbfs(self, window_s: float) -> float:
-        since = self._clock() - window_s
-        return max((db for t, db in self._levels if t >= since), default=-math.inf)
+        return self._ledger.level_dbfs(self._clock(), window_s)
 
     def clear(self) -> list[Played]:
         """Drop all queued audio now (and end a pause); returns what had left of each dropped mark."""
-        dropped: list[Played] = []
-        seen: set[Hashable] = set()
-        if self._last is not None and (not self._queue or self._queue[0].mark != self._last):
-            # The mark that played last ran dry before the clear (its writer was behind):
-            # report it too, since only its played/total says how much was heard.
-            seen.add(self._last)
-            dropped.append(Played(self._last, self._played.get(self._last, 0), self._totals.get(self._last, 0)))
-        for chunk in self._queue:
-            if chunk.mark not in seen:
-                seen.add(chunk.mark)
-                dropped.append(Played(chunk.mark, self._played.get(chunk.mark, 0), self._totals.get(chunk.mark, 0)))
-        self._queue.clear()
+        dropped = self._ledger.clear(self._clock())
         self._drained.set()
-        self._paused = False
         # Resampler state belongs to the audio just dropped; start the next reply clean.
         self._resamplers.clear()
-        for p in dropped:
-            self._forget(p.mark)
-        if self._current is not None:
-            self._emit(PlaybackKind.END, self._current, self._clock())
-        if self._last is not None:
-            self._forget(self._last)
-        self._current = self._last = None
         return dropped
 
     @property
     def queued_seconds(self) -> float:
-        return sum(len(c.samples) - c.offset for c in self._queue) / RATE
+        return self._ledger.queued_samples / RATE
 
     @property
     def busy(self) -> bool:
-        return bool(self._queue)
+        return self._ledger.busy
 
     def _to_48k(self, pcm: bytes, sample_rate: int) -> np.ndarray:
         if len(pcm) % 2:
@@ -177,50 +139,10 @@ class OutboundAudioTrack(MediaStreamTrack):
         return frame
 
     def _next_samples(self) -> np.ndarray:
-        out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        filled = 0
-        t = self._clock()
-        while filled < FRAME_SAMPLES and self._queue and not self._paused:
-            chunk = self._queue[0]
-            if chunk.mark != self._current:
-                if self._current is not None:
-                    self._emit(PlaybackKind.END, self._current, t + filled / RATE)
-                if self._last is not None and self._last != chunk.mark:
-                    self._forget(self._last)
-                self._current = self._last = chunk.mark
-                self._emit(PlaybackKind.START, chunk.mark, t + filled / RATE)
-            take = min(FRAME_SAMPLES - filled, len(chunk.samples) - chunk.offset)
-            out[filled : filled + take] = chunk.samples[chunk.offset : chunk.offset + take]
-            chunk.offset += take
-            filled += take
-            self._played[chunk.mark] = self._played.get(chunk.mark, 0) + take
-            if chunk.offset >= len(chunk.samples):
-                self._queue.popleft()
-        if filled:
-            self._note_level(t, out)
-        if not self._queue:
+        samples = self._ledger.take(FRAME_SAMPLES, self._clock())
+        if not self._ledger.busy:
             self._drained.set()
-            if self._current is not None:
-                # Nothing follows (yet): the mark's audio ends with this frame. If more of
-                # it arrives later it starts again; its counts are kept until another mark plays.
-                self._emit(PlaybackKind.END, self._current, t + filled / RATE)
-                self._current = None
-        return out
-
-    def _note_level(self, t: float, samples: np.ndarray) -> None:
-        power = float(np.mean(samples.astype(np.float32) ** 2))
-        self._levels.append((t, 10 * math.log10(power / 32768**2) if power > 0 else -math.inf))
-        while self._levels and self._levels[0][0] < t - LEVEL_MEMORY_S:
-            self._levels.popleft()
-
-    def _forget(self, mark: Hashable) -> None:
-        self._totals.pop(mark, None)
-        self._played.pop(mark, None)
-
-    def _emit(self, kind: PlaybackKind, mark: Hashable, t: float) -> None:
-        event = Playback(kind, mark, t)
-        for listener in self._listeners:
-            listener(event)
+        return samples
 
 
 class OpusPacketTrack(MediaStreamTrack):

@@ -19,7 +19,8 @@ from kit.speech import speak
 from pipeline.conversation import Conversation, ConversationConfig
 from pipeline.engines.base import EngineError, Engines, Message
 from pipeline.events import Event
-from pipeline.ports import Playback, PlaybackKind, PlaybackListener, Played
+from pipeline.playback import PlaybackLedger
+from pipeline.ports import PlaybackListener, Played
 from pipeline.segmenter import SegmenterConfig
 
 RATE = 16000
@@ -27,89 +28,69 @@ FRAME = 320  # 20 ms at 16 kHz
 
 
 class MemoryAudio:
-    """The AudioOutput port in memory, at 16 kHz, played by `advance()` in virtual time."""
+    """The AudioOutput port in memory, at 16 kHz, played by `advance()` in virtual time.
+
+    Its books (marks, what a clear reports, START/END, levels) are the real track's:
+    pipeline/playback.py's PlaybackLedger.
+    """
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.queue: list[tuple[Hashable, np.ndarray]] = []
-        self.paused = False
         self.pauses = 0  # times playback was paused
         self.played_frames: list[tuple[float, np.ndarray]] = []  # (t, samples) of each frame that left
-        self._listeners: list[PlaybackListener] = []
-        self._totals: dict[Hashable, int] = {}
-        self._done: dict[Hashable, int] = {}
-        self._current: Hashable | None = None
+        self._ledger = PlaybackLedger(RATE)
         self._drained = asyncio.Event()
         self._drained.set()
 
+    @property
+    def queue(self) -> list[tuple[Hashable, np.ndarray]]:
+        """(mark, samples not yet played) of each queued chunk."""
+        return self._ledger.queued()
+
+    @property
+    def paused(self) -> bool:
+        return self._ledger.paused
+
     def add_listener(self, listener: PlaybackListener) -> None:
-        self._listeners.append(listener)
+        self._ledger.add_listener(listener)
 
     def write(self, pcm: bytes, sample_rate: int, mark: Hashable) -> None:
         assert sample_rate == RATE
-        samples = np.frombuffer(pcm, dtype=np.int16)
-        self.queue.append((mark, samples))
-        self._totals[mark] = self._totals.get(mark, 0) + len(samples)
-        self._done.setdefault(mark, 0)
-        self._drained.clear()
+        self._ledger.write(mark, np.frombuffer(pcm, dtype=np.int16))
+        if self._ledger.busy:
+            self._drained.clear()
 
     def pause(self) -> None:
         self.pauses += int(not self.paused)
-        self.paused = True
+        self._ledger.paused = True
 
     def resume(self) -> None:
-        self.paused = False
+        self._ledger.paused = False
 
     def clear(self) -> list[Played]:
-        marks = list(dict.fromkeys([m for m, _ in self.queue] + ([self._current] if self._current is not None else [])))
-        out = [Played(m, self._done.get(m, 0), self._totals.get(m, 0)) for m in marks]
-        self.queue.clear()
-        self.paused = False
-        if self._current is not None:
-            self._tell(PlaybackKind.END, self._current)
-            self._current = None
+        dropped = self._ledger.clear(self.now)
         self._drained.set()
-        return out
+        return dropped
 
     async def wait_for_playout(self) -> None:
-        while self.queue:
+        while self._ledger.busy:
             await self._drained.wait()
 
     def level_dbfs(self, window_s: float) -> float:
-        levels = [_dbfs(s) for t, s in self.played_frames if t >= self.now - window_s and np.any(s)]
-        return max(levels, default=-math.inf)
+        return self._ledger.level_dbfs(self.now, window_s)
 
     @property
     def busy(self) -> bool:
-        return bool(self.queue)
+        return self._ledger.busy
 
     @property
     def queued_seconds(self) -> float:
-        return sum(len(samples) for _, samples in self.queue) / RATE
+        return self._ledger.queued_samples / RATE
 
     def advance(self) -> np.ndarray:
         """Play one 20 ms frame (silence if paused or idle); returns it."""
-        out = np.zeros(FRAME, dtype=np.int16)
-        filled = 0
-        while filled < FRAME and self.queue and not self.paused:
-            mark, samples = self.queue[0]
-            if mark != self._current:
-                if self._current is not None:
-                    self._tell(PlaybackKind.END, self._current)
-                self._current = mark
-                self._tell(PlaybackKind.START, mark)
-            take = min(FRAME - filled, len(samples))
-            out[filled : filled + take] = samples[:take]
-            filled += take
-            self._done[mark] += take
-            if take == len(samples):
-                self.queue.pop(0)
-            else:
-                self.queue[0] = (mark, samples[take:])
-        if not self.queue:
-            if self._current is not None:
-                self._tell(PlaybackKind.END, self._current)
-                self._current = None
+        out = self._ledger.take(FRAME, self.now)
+        if not self._ledger.busy:
             self._drained.set()
         self.played_frames.append((self.now, out))
         self.now += FRAME / RATE
@@ -117,15 +98,6 @@ class MemoryAudio:
 
     def audible(self, start: float = 0.0, end: float = math.inf) -> list[float]:
         return [t for t, s in self.played_frames if start <= t < end and np.abs(s).max(initial=0) > 300]
-
-    def _tell(self, kind: PlaybackKind, mark: Hashable) -> None:
-        for listener in self._listeners:
-            listener(Playback(kind, mark, self.now))
-
-
-def _dbfs(samples: np.ndarray) -> float:
-    power = float(np.mean(samples.astype(np.float64) ** 2))
-    return 10 * math.log10(power / 32768**2) if power > 0 else -math.inf
 
 
 @dataclass
