@@ -119,6 +119,10 @@ class Settings:
         choices=("smart-turn", "none"),
     )
     turn_complete_threshold: float = _opt(0.5, "Probability of 'finished' above which the end-of-turn model releases the reply.")
+    unfinished_silence_ms: int = _opt(
+        3000,
+        "Silence after words that visibly stop mid-phrase (`What is the capital of`, `How many legs does`) before it releases the reply anyway: the speaker is probably thinking. At least `VAD_SILENCE_MS`.",
+    )
     partial_every_ms: int = _opt(
         1000,
         "While the user speaks, a transcription pass over their words so far after each this many ms of speech, shown as `transcript_partial`. Only with the embedded STT (a remote one would bill every pass), only while it is idle, and cancelled at a pause. 0: passes only at pauses.",
@@ -172,7 +176,7 @@ class Settings:
         4,
         "Slots of the embedded LLM, each keeping one conversation's context cached; llama.cpp writes up to this many replies at once (continuous batching). Several sessions' first sentences are written together; the rest of a reply whose first sentence is out steps aside at a word boundary while another session's first sentence is written, and goes on once that is done or its own audio runs short. With `WORKERS` > 1, the box's one model server does this for every worker. 1: one reply at a time.",
     )
-    # Greedy by default: on the evaluation set sampling at 0.3 was never more often right (`python -m bench.llm_choice`).
+    # Greedy by default: sampling was never more often right on the evaluation set (docs/decisions/0005).
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")
     # engines: text to speech
     tts_engine: str = _opt(
@@ -254,6 +258,8 @@ class Settings:
             raise SettingsError("TURN_PAUSE_MS must be 0 (off) or shorter than VAD_SILENCE_MS")
         if not 0.0 < self.turn_complete_threshold < 1.0:
             raise SettingsError("TURN_COMPLETE_THRESHOLD must be between 0 and 1")
+        if self.unfinished_silence_ms < self.vad_silence_ms:
+            raise SettingsError("UNFINISHED_SILENCE_MS must be at least VAD_SILENCE_MS")
         if self.interrupt_min_ms < 0 or self.echo_gate_db < 0 or self.partial_every_ms < 0:
             raise SettingsError("INTERRUPT_MIN_MS, ECHO_GATE_DB and PARTIAL_EVERY_MS must not be negative")
         if not 0 <= self.inbound_delay_min_ms <= self.inbound_delay_max_ms <= 2000:

@@ -12,6 +12,14 @@ from typing import Any, ClassVar, Literal
 Stage = Literal["stt", "llm", "tts", "turn", "input", "session", "rate"]
 
 
+class EndOfTurn(StrEnum):
+    """What decided that the user's turn was over."""
+
+    MODEL = "model"  # the end-of-turn model, at a pause
+    SILENCE = "silence"  # the long silence
+    TEXT = "text"  # typed text
+
+
 class StateName(StrEnum):
     LISTENING = "listening"
     TRANSCRIBING = "transcribing"
@@ -84,7 +92,7 @@ class Reply(Event):
 @dataclass
 class Metrics(Event):
     type: ClassVar[str] = "metrics"
-    turn: int
+    turn: int | None = None
     endpoint_ms: float | None = None
     stt_ms: float | None = None
     llm_first_token_ms: float | None = None
@@ -93,7 +101,7 @@ class Metrics(Event):
     voice_to_voice_ms: float | None = None
     turn_detect_ms: float | None = None  # end-of-turn model's inference at the last pause
     turn_complete: float | None = None  # its probability that the user had finished
-    released_by: Literal["model", "silence", "text"] | None = None  # what ended the user's turn
+    released_by: EndOfTurn | None = None
 
 
 @dataclass

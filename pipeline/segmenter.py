@@ -110,7 +110,7 @@ class Segmenter:
         self._max_frames = max(1, round(c.max_utterance_s / self._frame_s))
         self._min_rms = 32768 * 10 ** (c.min_level_dbfs / 20)
         # Ring of recent (pcm, t, voiced) frames: prefix padding and the frames of the start window.
-        self._history = deque[tuple[bytes, float, bool]](maxlen=self._prefix_frames + self._window.maxlen)
+        self._history = deque[tuple[bytes, float, bool]](maxlen=self._prefix_frames + (self._window.maxlen or 0))
         self._pending = b""
         self._pending_t: float | None = None
         self._speaking = False
@@ -140,6 +140,11 @@ class Segmenter:
     def speech_span(self) -> float:
         """Onset to the end of the last voiced frame of the utterance in progress (0 if none)."""
         return self._last_voiced_end - self._onset if self._speaking else 0.0
+
+    @property
+    def voiced_until(self) -> float | None:
+        """End of the last voiced frame of the utterance in progress (None if none)."""
+        return self._last_voiced_end if self._speaking else None
 
     def reset(self) -> None:
         """Forget any utterance in progress (e.g. the session's input was muted)."""

@@ -1,23 +1,22 @@
 """One turn: the user's words in, a spoken reply out.
 
 A Turn owns everything one reply needs: its tasks, the reply's sentences and
-their marks, what of them played, its metrics and, while it is speculative
+their marks, what of them played, its metrics and, until it is released
 (`held`), the events and audio it has produced but nobody has seen or heard.
-`release()` lets them out in order; a held turn that is cancelled leaves no
-trace at all.
+`release(number)` numbers it and lets them out in order; a held turn that is
+cancelled leaves no trace at all.
 
-The conversation decides *when* (start, release, interrupt, drop); the turn
-knows *how*: `transcribe()` then `respond(messages)`, which streams the LLM's
-reply into sentences while a second task voices them in order, so the first
-sentence is heard while the rest is still being written.
+Turn-taking (pipeline/turn_taking.py) decides *when*; the turn knows *how*:
+`transcribe()` then `respond(messages)`, which streams the LLM's reply into
+sentences while a second task voices them in order, so the first sentence is
+heard while the rest is still being written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import dataclasses
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Coroutine, Hashable
 from contextlib import aclosing, asynccontextmanager
@@ -28,19 +27,13 @@ import numpy as np
 from pipeline.engines.base import EngineError, Engines, Message
 from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Metrics, ReplyDelta, State, StateName, Transcript, TranscriptPartial
+from pipeline.language import meaningful
 from pipeline.loops import find_loop
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
 from pipeline.segmenter import RATE
 from pipeline.sentences import SentenceSplitter, speakable
 
 log = logging.getLogger("pipeline.turn")
-
-_KEYS = itertools.count(1)  # marks must be unique across turns, even speculative ones that share an id
-
-
-def meaningful(text: str) -> bool:
-    """False for empty or noise-only transcripts such as "", "...", "[BLANK_AUDIO]", "(wind)"."""
-    return bool(re.sub(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[^\w]", "", text))
 
 
 @asynccontextmanager
@@ -75,25 +68,20 @@ class Turn:
         *,
         pcm: bytes | None = None,
         text: str | None = None,
-        utterance: int | None = None,
         t_speech_end: float | None = None,
-        held: bool = False,
         max_reply_chars: int = 1500,
         stt_prompt: str = "",
     ) -> None:
-        self.id = id
+        self.id = id  # unique in the session; `number` is what events carry, once released
+        self.number: int | None = None
         self.stt_prompt = stt_prompt  # the user's earlier words in this session: context for STT
-        self.key = next(_KEYS)
         self.pcm = pcm
         self.typed = text
-        self.utterance = utterance  # which utterance of the segmenter it answers (None: typed)
         self.t_speech_end = t_speech_end  # media time the user stopped speaking
-        self.held = held
-        self.metrics = Metrics(turn=id)
-        self.user_text = ""  # what the reply answers, once admitted
+        self.metrics = Metrics()
+        self.user_text = ""  # what the reply answers, once it answers
         self.reply = ""
-        self._transcript_ready = asyncio.Event()
-        self.transcript = ""  # the last STT pass (or the typed text)
+        self.transcript: str | None = None  # the STT pass (or the typed text), once done
         self._engines = engines
         self._audio = audio
         self._emit = emit
@@ -106,8 +94,6 @@ class Turn:
         self._held_audio: list[tuple[bytes, int, Hashable]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._released = asyncio.Event()
-        if not held:
-            self._released.set()
         self.task: asyncio.Task[None] | None = None
 
     # -- lifetime --------------------------------------------------------------
@@ -123,8 +109,8 @@ class Turn:
         return task
 
     @property
-    def transcribed(self) -> bool:
-        return self._transcript_ready.is_set()
+    def held(self) -> bool:
+        return self.number is None
 
     @property
     def done(self) -> bool:
@@ -145,26 +131,27 @@ class Turn:
             self._cut[played.mark] = played
         self.cancel()
 
-    def release(self, t_now: float | None = None) -> None:
-        """Let a held turn's events and audio out, in the order they were produced."""
-        if not self.held:
-            return
-        self.held = False
+    def release(self, number: int, t_now: float) -> None:
+        """Number the turn and let its held events and audio out, in the order they were produced."""
+        self.number = number
         self._released.set()
-        if t_now is not None and self.t_speech_end is not None:
+        if self.t_speech_end is not None:
             self.metrics.endpoint_ms = round((t_now - self.t_speech_end) * 1000, 1)
         events, self._held_events = self._held_events, []
         audio, self._held_audio = self._held_audio, []
         for event in events:
-            self._emit(event)
+            self.emit(event)
         for pcm, rate, mark in audio:
             self._audio.write(pcm, rate, mark)
 
     # -- output, held while speculative -----------------------------------------
 
     def emit(self, event: Event) -> None:
-        if self.held:
+        """Out now with the turn's number, or held until the turn is released."""
+        if self.number is None:
             self._held_events.append(event)
+        elif getattr(event, "turn", 0) is None:
+            self._emit(dataclasses.replace(event, turn=self.number))  # type: ignore[call-arg]
         else:
             self._emit(event)
 
@@ -186,7 +173,7 @@ class Turn:
         first = not self._started
         self._started.add(event.mark)
         if first:
-            self.emit(State(StateName.SPEAKING, turn=self.id))
+            self.emit(State(StateName.SPEAKING))
             if self.t_speech_end is not None:
                 self.metrics.voice_to_voice_ms = round((event.t - self.t_speech_end) * 1000, 1)
             self.emit(self.metrics)
@@ -215,7 +202,7 @@ class Turn:
     # -- the work ----------------------------------------------------------------
 
     async def transcribe(self) -> str:
-        """The user's words: typed, or from STT (a partial transcript is shown at once)."""
+        """The user's words: typed, or from STT (shown at once as a partial transcript)."""
         if self.pcm is None:
             text = self.typed or ""
         else:
@@ -225,21 +212,16 @@ class Turn:
                     text = (await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)).strip()
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
         self.transcript = text
-        self._transcript_ready.set()
         if self.pcm is not None and meaningful(text):
             # The user's own words so far: shown live, whether or not this pass is answered.
             self._emit(TranscriptPartial(text))
         return text
 
-    async def wait_transcript(self) -> str:
-        await self._transcript_ready.wait()
-        return self.transcript
-
     async def respond(self, messages: list[Message], user_text: str) -> None:
         """Stream the reply for `messages`, voice it sentence by sentence, and wait until it played."""
         self.user_text = user_text
-        self.emit(Transcript(user_text, turn=self.id, source="voice" if self.pcm is not None else "text"))
-        self.emit(State(StateName.THINKING, turn=self.id))
+        self.emit(Transcript(user_text, source="voice" if self.pcm is not None else "text"))
+        self.emit(State(StateName.THINKING))
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         writer = self.spawn(self._write_reply(messages, sentences), f"turn-{self.id}-llm")
         speaker = self.spawn(self._speak(sentences), f"turn-{self.id}-tts")
@@ -278,7 +260,7 @@ class Turn:
                         delta = (self.reply + delta)[len(self.reply) : cut] if cut > len(self.reply) else ""
                     if delta:
                         self.reply += delta
-                        self.emit(ReplyDelta(delta, turn=self.id))
+                        self.emit(ReplyDelta(delta))
                         for sentence in splitter.feed(delta):
                             ready(sentence)
                     if cut is not None:
@@ -299,7 +281,7 @@ class Turn:
                 # Held, only the first sentence is voiced ahead: the rest would take CPU from the
                 # work that decides and answers the turn, for a reply that may be thrown away.
                 await self._released.wait()
-            mark = (self.key, index)
+            mark = (self.id, index)
             index += 1
             self._sentences[mark] = sentence
             started = time.monotonic()
@@ -325,4 +307,4 @@ class Turn:
             for played in self._audio.clear():
                 self._cut[played.mark] = played
         self._held_audio.clear()
-        self.emit(Error(exc.stage, exc.message, turn=self.id))
+        self.emit(Error(exc.stage, exc.message))

@@ -8,6 +8,7 @@ is then a function of the audio it fed: no sleeps, no wall clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pipeline.events import Event
 from pipeline.playback import PlaybackLedger
 from pipeline.ports import PlaybackListener, Played
 from pipeline.segmenter import SegmenterConfig
+from pipeline.turn_taking import TurnTakingConfig
 
 RATE = 16000
 FRAME = 320  # 20 ms at 16 kHz
@@ -190,7 +192,9 @@ class Harness:
         seg = SegmenterConfig(**({"silence_ms": 1200, "pause_ms": 200, "hint_ms": 40} | (segmenter or {})))
         # Passes while the user speaks only where a test asks for them: the others count STT calls.
         config = {"partial_every_ms": 0} | config
-        self.conversation = Conversation(self.audio, self._on_event, self.engines, seg, ConversationConfig(**config))
+        rules = {k: config.pop(k) for k in list(config) if k in {f.name for f in dataclasses.fields(TurnTakingConfig)}}
+        conversation = ConversationConfig(**config, turn_taking=TurnTakingConfig(**rules))
+        self.conversation = Conversation(self.audio, self._on_event, self.engines, seg, conversation)
         self.echo_db = echo_db
 
     def _on_event(self, event: Event) -> None:

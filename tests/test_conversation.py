@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kit.speech import concat, silence, speak, voiced_bounds
-from pipeline.conversation import is_backchannel, sounds_unfinished
+from pipeline.language import is_backchannel, sounds_unfinished
 from tests.fakes import RATE, FakeLLM, Harness
 
 QUESTION = "What is the capital of France?"
@@ -158,7 +158,7 @@ async def test_a_cough_or_backchannel_pauses_the_reply_and_it_resumes(sound):
 
 
 async def test_speech_long_enough_cancels_before_its_words_are_known():
-    h = Harness(stt=lambda s: QUESTION, llm=FakeLLM(LONG), interrupt_min_ms=800)
+    h = Harness(stt=lambda s: QUESTION, llm=FakeLLM(LONG), interrupt_min_s=0.8)
     await _talking(h)
     onset = h.t
     await h.feed(concat(voiced("I think that you should stop talking about this now"), silence(1.5)))
@@ -200,23 +200,46 @@ async def test_without_the_echo_gate_the_same_echo_would_interrupt():
     await h.close()
 
 
-async def test_old_design_cancels_at_onset_and_carries_unheard_words():
-    said = {"text": "What is the capital of"}
+async def test_without_pauses_speech_cancels_at_onset_and_carries_unheard_words():
+    said = {"text": "What is the capital of Japan"}
     slow = FakeLLM(gate=asyncio.Event())
-    h = Harness(stt=lambda s: said["text"], turn=None, llm=slow, segmenter={"pause_ms": 0, "silence_ms": 500}, interrupt_min_ms=0)
-    await h.feed(concat(silence(0.2), voiced("What is the capital of"), silence(0.6)))
-    assert len(h.stt.calls) == 1 and h.of("transcript")[0]["text"] == "What is the capital of"
-    said["text"] = "Japan?"
-    await h.feed(voiced("Japan?"))
+    h = Harness(stt=lambda s: said["text"], turn=None, llm=slow, segmenter={"pause_ms": 0, "silence_ms": 500}, interrupt_min_s=0)
+    await h.feed(concat(silence(0.2), voiced("What is the capital of Japan"), silence(0.6)))
+    assert len(h.stt.calls) == 1 and h.of("transcript")[0]["text"] == "What is the capital of Japan"
+    said["text"] = "and of France?"
+    await h.feed(voiced("And of France?"))
     assert h.audio.audible() == [] and h.conversation.state == "listening"
     replies = [(r["turn"], r["text"], r["interrupted"], r["heard"]) for r in h.of("reply")]
     assert replies == [(1, "", True, "")], "turn 1 is closed: an empty interrupted reply"
     slow.gate.set()
     await h.silence(6.0)
-    assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan?"
+    assert h.llm.requests[-1][-1]["content"] == "What is the capital of Japan and of France?"
     assert [r["turn"] for r in h.of("reply") if not r["interrupted"]] == [2]
     assert [r["turn"] for r in h.of("reply")] == [t["turn"] for t in h.of("transcript")], "one reply per transcript"
     assert len(h.conversation.history.entries) == 2, "the unheard reply left no history"
+    await h.close()
+
+
+async def test_words_that_stop_mid_phrase_wait_longer_than_the_long_silence():
+    h = Harness(stt=lambda s: "What is the capital of" if s < 2.5 else "What is the capital of Japan?", turn=lambda s: 0.9)
+    await h.feed(concat(silence(0.2), voiced("What is the capital of")))
+    end = h.t
+    await h.silence(2.0)  # past VAD_SILENCE_MS: the utterance is over, its held reply is not released
+    assert h.audio.audible() == [] and h.of("transcript") == []
+    await h.feed(concat(voiced("Japan?"), silence(5.0)))
+    assert [e["text"] for e in h.of("transcript")] == ["What is the capital of Japan?"], "one turn over both utterances"
+    assert len(h.of("reply")) == 1 and min(h.audio.audible()) > end + 2.0
+    await h.close()
+
+
+async def test_words_that_stop_mid_phrase_are_answered_after_the_longer_wait():
+    h = Harness(stt=lambda s: "Tell me about the", turn=lambda s: 0.9)
+    await h.feed(concat(silence(0.2), voiced("Tell me about the")))
+    end = h.t
+    await h.silence(10.0)
+    (reply,) = h.of("reply")
+    assert reply["interrupted"] is False and h.of("metrics")[0]["released_by"] == "silence"
+    assert 3.0 <= h.audio.audible()[0] - end < 3.3, "released by UNFINISHED_SILENCE_MS, not before"
     await h.close()
 
 
@@ -252,7 +275,7 @@ async def test_close_frees_every_turn():
     h = Harness(llm=FakeLLM(LONG))
     await _talking(h)
     await h.close()
-    assert not h.audio.busy and h.conversation._turns == set()
+    assert not h.audio.busy and h.conversation.turns == {}
 
 
 @pytest.mark.parametrize(
@@ -292,7 +315,7 @@ def test_unfinished_text(text, expected):
 async def test_carried_words_are_answered_even_if_the_rest_is_lost_in_noise():
     said = {"text": "What is the capital of Japan"}
     slow = FakeLLM(gate=asyncio.Event())
-    h = Harness(stt=lambda s: said["text"], turn=None, llm=slow, segmenter={"pause_ms": 0, "silence_ms": 500}, interrupt_min_ms=0)
+    h = Harness(stt=lambda s: said["text"], turn=None, llm=slow, segmenter={"pause_ms": 0, "silence_ms": 500}, interrupt_min_s=0)
     await h.feed(concat(silence(0.2), voiced("What is the capital of Japan"), silence(0.6)))
     said["text"] = ""
     await h.feed(voiced("Please?"))

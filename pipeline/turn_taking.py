@@ -1,0 +1,431 @@
+"""Turn-taking: who has the floor, as one synchronous state machine.
+
+Inputs are what the conversation hears (segmenter events, the time, typed text) and what its
+turns report (a transcript, an end-of-turn judgement, how a turn ended); each returns the
+commands the executor (pipeline/conversation.py) runs. No tasks, no engines, no audio: time is
+passed in, so the rules are tested as a table (tests/test_turn_taking.py).
+
+The floor is one of:
+- `Listening`: no reply is out. At a short pause a reply is prepared `held` (transcribed,
+  written, its first sentence voiced, nothing shown or played); it is released when the
+  end-of-turn model says the user finished or the long silence passes, unless the words stop
+  mid-phrase, which wait longer; speech before that drops it and the next pause makes a new one.
+- `Speaking`: a released reply, from its release until it has played.
+- `Paused`: the reply's audio is paused for the user, on a hint of voice or on speech. Words
+  other than a backchannel, or speech longer than `interrupt_min_s`, interrupt it; a backchannel
+  or noise resumes it where it paused.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from pipeline.events import EndOfTurn, Event, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
+from pipeline.language import ENGLISH, Rules, is_backchannel, meaningful, sounds_unfinished
+from pipeline.segmenter import SpeechEnded, SpeechPaused
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"  # the reply played to its end, or there was nothing to answer
+    FAILED = "failed"  # an engine failed
+    CANCELLED = "cancelled"  # interrupted, dropped or closed
+
+
+# -- the floor -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """A reply prepared for the utterance in progress, not yet released."""
+
+    turn: int
+    t_end: float  # media time the user's words ended
+    judge_at: float | None  # when to ask the end-of-turn model (None: asked, or no model)
+    transcript: str | None = None  # known once transcribed
+    finished: bool = False  # the end-of-turn model said the user had finished
+    silence: bool = False  # the long silence passed
+    wait_until: float | None = None  # the words stop mid-phrase: the silence releases it only then
+
+
+@dataclass(frozen=True)
+class Listening:
+    held: Held | None = None
+
+
+@dataclass(frozen=True)
+class Speaking:
+    turn: int
+
+
+@dataclass(frozen=True)
+class Paused:
+    turn: int
+    onset: float | None  # the user's speech over the reply; None while it is only a hint
+    hinted_at: float | None = None
+    held: Held | None = None  # the interruption's own turn, once it paused
+
+
+Floor = Listening | Speaking | Paused
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """Start a turn, held: its events and audio wait for `Release`."""
+
+    turn: int
+    pcm: bytes | None
+    text: str | None
+    t_speech_end: float | None
+
+
+@dataclass(frozen=True)
+class Judge:
+    turn: int
+
+
+@dataclass(frozen=True)
+class Respond:
+    """The turn's transcript is a question: answer `user_text`."""
+
+    turn: int
+    user_text: str
+
+
+@dataclass(frozen=True)
+class Release:
+    turn: int
+    number: int  # the turn's number in events, in the order turns were released
+    by: EndOfTurn
+    t: float
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Cancel a turn that was never released: it leaves no trace."""
+
+    turn: int
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    turn: int
+    why: str
+
+
+@dataclass(frozen=True)
+class PauseOutput:
+    pass
+
+
+@dataclass(frozen=True)
+class ResumeOutput:
+    why: str
+
+
+@dataclass(frozen=True)
+class CancelPreview:
+    pass
+
+
+@dataclass(frozen=True)
+class Emit:
+    event: Event
+
+
+Command = Prepare | Judge | Respond | Release | Drop | Interrupt | PauseOutput | ResumeOutput | CancelPreview | Emit
+
+
+@dataclass(frozen=True)
+class TurnTakingConfig:
+    barge_in: bool = True
+    interrupt_min_s: float = 0.8  # speech over a reply this long interrupts it (0: any speech, at once)
+    judge: bool = True  # an end-of-turn model is there to ask
+    # Asked once the pause is this long: its P(finished) grows with the silence it hears, and its
+    # authors use it after 200 ms.
+    judge_after_s: float = 0.2
+    threshold: float = 0.5  # P(finished) that releases a held reply
+    hint_wait_s: float = 0.2  # a reply paused on a hint of voice resumes if no speech follows
+    unfinished_wait_s: float = 3.0  # silence after words that stop mid-phrase before it releases the reply
+    rules: Rules = ENGLISH
+
+
+@dataclass
+class _Turn:
+    utterance: int | None  # which utterance it answers (None: typed)
+    pcm: bytes | None
+    number: int | None = None  # once released
+    user_text: str | None = None  # once it answers
+    failed: bool = False
+
+
+class TurnTaking:
+    def __init__(self, config: TurnTakingConfig | None = None) -> None:
+        self.config = config or TurnTakingConfig()
+        self.floor: Floor = Listening()
+        self.utterance = 0  # the segmenter's current (or last) utterance
+        self.number = 0  # of the latest released turn
+        self._answered = 0  # the latest utterance a released turn answers
+        self._no_turn = False  # the utterance in progress was judged no turn (a backchannel, noise)
+        self._carry_pcm = b""  # an utterance whose turn was cut off before it was transcribed ...
+        self._carry_text = ""  # ... or before any of its reply was heard: joined to the next
+        self._turns: dict[int, _Turn] = {}
+        self._ids = itertools.count(1)
+        self._out: list[Command] = []
+
+    @property
+    def held(self) -> Held | None:
+        floor = self.floor
+        return floor.held if isinstance(floor, Listening | Paused) else None
+
+    @property
+    def previewing(self) -> bool:
+        """Words said now are no reply's yet: worth showing as they come."""
+        return self.floor == Listening() and not self._no_turn
+
+    # -- inputs: what the conversation hears ---------------------------------------------------
+
+    def hint(self, t: float) -> list[Command]:
+        floor = self.floor
+        if isinstance(floor, Speaking) and self.config.barge_in and self.config.interrupt_min_s > 0:
+            self.floor = Paused(floor.turn, onset=None, hinted_at=t)
+            self._do(PauseOutput())
+        return self._flush()
+
+    def started(self, t_start: float) -> list[Command]:
+        held = self.held
+        if held is not None and held.silence:  # the utterance it answers was over: these words go on with it
+            self._carry_pcm = self._turns[held.turn].pcm or b""
+            self._drop_held()
+        self.utterance += 1
+        self._no_turn = False
+        self._do(Emit(SpeechStartedEvent(turn=self.number + 1)))
+        self._speech_over_reply(t_start)
+        return self._flush()
+
+    def paused(self, event: SpeechPaused) -> list[Command]:
+        self._do(CancelPreview())  # the turn's own pass over the same words goes first
+        if self._no_turn or self._ignoring:
+            return self._flush()
+        if isinstance(self.floor, Speaking):  # released meanwhile (typed text): this is speech over it
+            self._speech_over_reply(event.t_start)
+        self._drop_held()
+        turn = self._new_turn(self.utterance, self._carry_pcm + event.pcm)
+        judge_at = event.t_end + self.config.judge_after_s if self.config.judge else None
+        self._set_held(Held(turn, event.t_end, judge_at))
+        self._do(Prepare(turn, self._turns[turn].pcm, None, event.t_end))
+        return self._flush()
+
+    def resumed(self, t: float) -> list[Command]:
+        self._drop_held()
+        self._no_turn = False
+        self._speech_over_reply(t)
+        return self._flush()
+
+    def ended(self, event: SpeechEnded) -> list[Command]:
+        self._do(CancelPreview())
+        held = self.held
+        # The turn this utterance belongs to: held, already released at a pause, or the next one.
+        number = self.number if held is None and self._answered == self.utterance else self.number + 1
+        self._do(Emit(SpeechStoppedEvent(turn=number, duration_ms=round((event.t_end - event.t_start) * 1000))))
+        if self._no_turn:
+            self._no_turn = False
+        elif held is not None:
+            self._set_held(replace(held, silence=True))
+            self._maybe_release(event.t_detected)
+        elif self._answered != self.utterance and not self._ignoring:
+            # No pause made a turn (pauses are off): one is made now, released once its words are known.
+            turn = self._new_turn(self.utterance, self._carry_pcm + event.pcm)
+            self._set_held(Held(turn, event.t_end, judge_at=None, silence=True))
+            self._do(Prepare(turn, self._turns[turn].pcm, None, event.t_end))
+        return self._flush()
+
+    def tick(self, now: float, voiced_until: float | None) -> list[Command]:
+        """The time is `now`; the utterance in progress was voiced until `voiced_until` (None: no utterance)."""
+        floor = self.floor
+        # Counted from the onset over the reply, not the utterance's: a backchannel that resumed
+        # the reply does not count towards the next interruption.
+        if isinstance(floor, Paused) and floor.onset is not None and (voiced_until or 0.0) - floor.onset >= self.config.interrupt_min_s:
+            self._interrupt("the user kept speaking")
+        elif isinstance(floor, Paused) and floor.hinted_at is not None and now - floor.hinted_at > self.config.hint_wait_s:
+            self.floor = Speaking(floor.turn)  # a click, not speech
+            self._do(ResumeOutput("no speech followed the hint"))
+        held = self.held
+        if held is not None and held.judge_at is not None and now >= held.judge_at:
+            self._set_held(replace(held, judge_at=None))
+            self._do(Judge(held.turn))
+        elif held is not None and held.wait_until is not None and now >= held.wait_until:
+            self._maybe_release(now)
+        return self._flush()
+
+    def text(self, text: str, now: float) -> list[Command]:
+        self._drop_held()
+        if isinstance(self.floor, Speaking | Paused):
+            self._interrupt("user sent text")
+        turn = self._new_turn(None, None)
+        self._do(Prepare(turn, None, text, None))
+        self._release(turn, EndOfTurn.TEXT, now)
+        return self._flush()
+
+    # -- inputs: what the turns report ---------------------------------------------------------
+
+    def transcribed(self, turn: int, text: str, now: float) -> list[Command]:
+        info = self._turns.get(turn)
+        if info is None:
+            return self._flush()
+        floor = self.floor
+        if isinstance(floor, Paused) and floor.onset is not None and floor.turn != turn:
+            # Spoken over the paused reply: a backchannel or noise resumes it and is no turn.
+            if not meaningful(text) or is_backchannel(text, self.config.rules):
+                self._resume("a backchannel or noise")
+                self._forget(turn)
+                return self._flush()
+            self._interrupt("the user said something")
+        if not meaningful(text) and not self._carry_text:
+            if info.number is None:  # nothing to answer; a released turn ends with its task
+                self._forget(turn)
+                self._no_turn = info.utterance == self.utterance
+            return self._flush()
+        info.user_text = " ".join(t for t in (self._carry_text, text) if meaningful(t))
+        if info.number is not None:
+            self._carry_text = ""
+        self._do(Respond(turn, info.user_text))
+        held = self.held
+        if held is not None and held.turn == turn:
+            self._set_held(replace(held, transcript=text))
+            self._maybe_release(now)
+        return self._flush()
+
+    def judged(self, turn: int, p_finished: float, now: float) -> list[Command]:
+        held = self.held
+        if held is not None and held.turn == turn and p_finished >= self.config.threshold:
+            self._set_held(replace(held, finished=True))
+            self._maybe_release(now)
+        return self._flush()
+
+    def turn_done(self, turn: int, outcome: Outcome, heard_any: bool = False) -> list[Command]:
+        self._done(turn, outcome, heard_any)
+        return self._flush()
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def _done(self, turn: int, outcome: Outcome, heard_any: bool) -> None:
+        info = self._turns.get(turn)
+        if info is None:
+            return
+        held = self.held
+        if held is not None and held.turn == turn:
+            if outcome is Outcome.FAILED and isinstance(self.floor, Listening):
+                # Failed while held: the user is told when the turn would have been released.
+                info.failed = True
+                self._set_held(replace(held, transcript=held.transcript or ""))
+                return
+            self._set_held(None)
+        floor = self.floor
+        if outcome is Outcome.FAILED and isinstance(floor, Paused) and floor.onset is not None and floor.turn != turn:
+            self._resume("the interruption could not be understood")
+        elif isinstance(floor, Speaking | Paused) and floor.turn == turn:
+            self.floor = Listening(floor.held if isinstance(floor, Paused) else None)
+            self._do(Emit(State(StateName.LISTENING, turn=info.number)))
+        if outcome is Outcome.CANCELLED and info.number is not None and info.utterance != self.utterance:
+            # Cut off: the next utterance continues the same question, unless some of the reply was heard.
+            if info.user_text is None:
+                self._carry_pcm = (info.pcm or b"") + self._carry_pcm
+            elif not heard_any:
+                self._carry_text = info.user_text
+        del self._turns[turn]
+
+    @property
+    def _ignoring(self) -> bool:
+        return isinstance(self.floor, Speaking | Paused) and not self.config.barge_in
+
+    def _speech_over_reply(self, onset: float) -> None:
+        floor = self.floor
+        if not isinstance(floor, Speaking | Paused) or not self.config.barge_in:
+            return
+        if self.config.interrupt_min_s <= 0:
+            self._interrupt("user started speaking")
+        elif isinstance(floor, Speaking):
+            self._do(PauseOutput())
+            self.floor = Paused(floor.turn, onset=onset)
+        elif floor.onset is None:
+            self.floor = replace(floor, onset=onset, hinted_at=None)
+
+    def _maybe_release(self, now: float) -> None:
+        floor = self.floor
+        held = floor.held if isinstance(floor, Listening) else None
+        if held is None or held.transcript is None:
+            return  # decided once its words are known, and never over a paused reply
+        info = self._turns[held.turn]
+        complete = info.failed or not sounds_unfinished(held.transcript, self.config.rules)
+        if held.finished and complete:
+            self._release(held.turn, EndOfTurn.MODEL, now)
+        elif held.silence and (complete or (held.wait_until is not None and now >= held.wait_until)):
+            self._release(held.turn, EndOfTurn.SILENCE, now)
+        elif held.silence and held.wait_until is None:
+            self._set_held(replace(held, wait_until=held.t_end + self.config.unfinished_wait_s))
+
+    def _release(self, turn: int, by: EndOfTurn, now: float) -> None:
+        info = self._turns[turn]
+        self.number += 1
+        info.number = self.number
+        if info.utterance is not None:
+            self._answered = info.utterance
+        if info.pcm is not None:
+            self._carry_pcm = b""  # part of this turn's audio
+        if info.user_text:
+            self._carry_text = ""  # part of this turn's question
+        self.floor = Speaking(turn)
+        self._do(Release(turn, info.number, by, now))
+        if info.failed:
+            self._done(turn, Outcome.FAILED, heard_any=False)
+
+    def _interrupt(self, why: str) -> None:
+        floor = self.floor
+        assert isinstance(floor, Speaking | Paused)
+        self.floor = Listening(floor.held if isinstance(floor, Paused) else None)
+        self._do(Interrupt(floor.turn, why))
+        self._do(Emit(State(StateName.LISTENING, turn=self._turns[floor.turn].number)))
+
+    def _resume(self, why: str) -> None:
+        floor = self.floor
+        assert isinstance(floor, Paused)
+        self.floor = Speaking(floor.turn)
+        self._no_turn = True
+        self._do(ResumeOutput(why))
+
+    def _new_turn(self, utterance: int | None, pcm: bytes | None) -> int:
+        turn = next(self._ids)
+        self._turns[turn] = _Turn(utterance, pcm)
+        return turn
+
+    def _set_held(self, held: Held | None) -> None:
+        floor = self.floor
+        if isinstance(floor, Listening | Paused):
+            self.floor = replace(floor, held=held)
+
+    def _drop_held(self) -> None:
+        held = self.held
+        if held is not None:
+            self._set_held(None)
+            self._forget(held.turn)
+
+    def _forget(self, turn: int) -> None:
+        """A turn that was never released ends here, without trace."""
+        held = self.held
+        if held is not None and held.turn == turn:
+            self._set_held(None)
+        info = self._turns.pop(turn, None)
+        if info is not None and info.number is None:
+            self._do(Drop(turn))
+
+    def _do(self, command: Command) -> None:
+        self._out.append(command)
+
+    def _flush(self) -> list[Command]:
+        out, self._out = self._out, []
+        return out
