@@ -95,67 +95,31 @@ class Ctx:
         self._servers.clear()
 
 
-LAG_HISTOGRAM = "voice_event_loop_lag_seconds"
-
-
 def reason_of(exc: BaseException) -> str:
     """Why a part could not run, short: the end of the message is where the cause is."""
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 400 else "..." + text[-400:]
 
 
-def _histogram(text: str, name: str) -> dict[float, float]:
-    """Cumulative bucket counts {le_seconds: count} of a Prometheus histogram in `text`."""
-    out: dict[float, float] = {}
-    for line in text.splitlines():
-        if line.startswith(name + "_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
 class LagWindow:
-    """Server event-loop lag over a window, two ways: the bench probe's 10 ms ticker (exact samples)
-    and the server's own `/metrics` histogram (100 ms ticker, bucketed) diffed between start and stop."""
+    """Server event-loop lag over a window, from the bench probe's 10 ms ticker (exact samples)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.t0 = 0.0
-        self.h0: dict[float, float] = {}
 
     async def start(self) -> None:
         self.t0 = time.monotonic()
-        self.h0 = _histogram(await self.server.metrics_text(), LAG_HISTOGRAM)
 
     async def stop(self) -> dict[str, Any]:
-        t1 = time.monotonic()
-        out = await probe_lag(self.server, self.t0, t1)
-        h1 = _histogram(await self.server.metrics_text(), LAG_HISTOGRAM)
-        if self.h0 and h1:
-            diff = {le: h1[le] - self.h0.get(le, 0.0) for le in sorted(h1)}
-            total = diff.get(float("inf"), 0.0)
-            if total > 0:
-                bound = next(le for le, count in diff.items() if count >= 0.99 * total)
-                out["metrics_p99_le_ms"] = None if bound == float("inf") else round(bound * 1000, 1)
-                out["metrics_ticks"] = int(total)
-        else:
-            out["metrics_p99_le_ms"] = "n/a (no /metrics loop-lag histogram)"
-        return out
+        return await probe_lag(self.server, self.t0, time.monotonic())
 
 
 def lag_text(s: dict[str, Any] | None) -> str:
-    """'probe p99 X ms (max Y), /metrics p99 <= Z ms'"""
-    if not s:
-        return "n/a"
-    probe = f"probe p99 {s['p99']:.1f} ms (max {s['max']:.0f})" if s.get("n") else f"probe {s.get('why', 'n/a')}"
-    m = s.get("metrics_p99_le_ms")
-    if isinstance(m, float | int):
-        metrics = f"server /metrics p99 <= {m:g} ms"
-    elif "metrics_ticks" in s:
-        metrics = "server /metrics p99 > 1 s"
-    else:
-        metrics = f"server /metrics {m or 'n/a'}"
-    return f"{probe}; {metrics}"
+    """'p99 X ms (max Y)', or why there is no figure."""
+    if not s or not s.get("n"):
+        return (s or {}).get("why", "n/a")
+    return f"p99 {s['p99']:.1f} ms (max {s['max']:.0f})"
 
 
 async def probe_lag(server: Server, t0: float, t1: float) -> dict[str, Any]:

@@ -25,8 +25,8 @@ import numpy as np
 
 from bench.context import Ctx, reason_of
 from bench.eval_set import QUESTIONS, is_right
-from bench.eval_voices import render
 from bench.quality import wer_of
+from kit.eval_voices import render
 from kit.impair import Impairment, impair
 from kit.peers import Clip, Peer
 from kit.rtc_client import to_48k

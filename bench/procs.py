@@ -355,9 +355,6 @@ class Server:
                         return await resp.text()
         return ""
 
-    def rss_mb(self) -> float:
-        return rss_mb(self.pid)
-
     def memory_mb(self) -> dict[str, float]:
         return tree_memory_mb(self.pid)
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from bench.context import Ctx, reason_of
 from bench.eval_set import CONVERSATIONS, QUESTIONS, Conversation, Question, is_right
-from bench.eval_voices import GROUPS, Recording, fixed_reference, recordings, spoken
 from bench.stats import pct
+from kit.eval_voices import GROUPS, Recording, fixed_reference, recordings, spoken
 from kit.peers import Clip, Peer, Turn
 from kit.rtc_client import to_48k
 from kit.speech import RATE, voiced_bounds

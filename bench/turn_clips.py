@@ -2,8 +2,7 @@
 
 Seen voices: espeak-ng variants (the voice family every other bench part and test uses).
 Held-out voices: flite's (`apt-get install flite`), reported apart; missing flite -> none.
-Every utterance is rendered once, resampled to 16 kHz mono int16 with sox, its voiced part
-normalised to the same speech level, and cached under kit.speech.DATA.
+Every utterance is rendered by kit.eval_voices (16 kHz mono int16, one speech level, cached).
 
 Kinds:
     plain questions;
@@ -11,28 +10,20 @@ Kinds:
         trailing comma, so it ends on a continuation, not a final, intonation), each cut to
         where it rises above -50 dBFS (the server's VAD floor), joined with exactly `pause_s`
         of digital silence (the bench's microphone adds its noise floor on top);
-    backchannels ("mm-hmm", "yeah" ...) and a synthetic cough, played over a reply;
-    barge-in questions, spoken over a reply.
+    backchannels ("mm-hmm", "yeah" ...) and a synthetic cough, played over a reply.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import subprocess
-import tempfile
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from kit.eval_voices import HELD_OUT_VOICES, SEEN_VOICES, SPEECH_RMS, render
 from kit.peers import Clip
 from kit.rtc_client import to_48k
-from kit.speech import DATA, RATE, concat, silence, speak, voiced_bounds
-
-SEEN_VOICES = ["espeak:en-us", "espeak:en+f3", "espeak:en-gb", "espeak:en+m7"]
-HELD_OUT_VOICES = ["flite:kal", "flite:awb", "flite:rms", "flite:slt"]
+from kit.speech import RATE, concat, silence, voiced_bounds
 
 PLAIN_QUESTIONS = [
     "What is the capital of Italy?",
@@ -64,9 +55,6 @@ PAUSES_S = [0.4, 0.8, 1.0, 1.2]
 BACKCHANNELS = ["Mm-hmm.", "Uh-huh.", "Yeah.", "Okay.", "Right."]
 COUGH = "(cough)"
 
-SPEECH_RMS = 3200.0  # voiced-part RMS every utterance is scaled to (about -20 dBFS, espeak's own level)
-FLOOR_RMS = 103.0  # -50 dBFS: the server's VAD_MIN_LEVEL_DBFS; quieter frames never count as speech
-
 
 @dataclass
 class TurnClip(Clip):
@@ -86,38 +74,6 @@ def voices(group: str) -> list[str]:
     if group == "seen":
         return list(SEEN_VOICES)
     return list(HELD_OUT_VOICES) if flite_available() else []
-
-
-def _flite(text: str, voice: str) -> np.ndarray:
-    key = hashlib.sha1(f"flite|{text}|{voice}|{RATE}".encode()).hexdigest()[:16]
-    path = DATA / f"flite-{key}.wav"
-    if not path.exists():
-        DATA.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            raw = Path(tmp) / "raw.wav"
-            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True, capture_output=True)
-            out = Path(tmp) / "out.wav"
-            subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True, capture_output=True)
-            shutil.move(str(out), path)
-    with wave.open(str(path), "rb") as w:
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-
-
-def render(text: str, voice: str) -> np.ndarray:
-    """`text` in `voice` ("espeak:VOICE" or "flite:VOICE"), 16 kHz int16, cut to its audible part, at SPEECH_RMS."""
-    engine, name = voice.split(":", 1)
-    return level(speak(text, voice=name) if engine == "espeak" else _flite(text, name))
-
-
-def level(samples: np.ndarray) -> np.ndarray:
-    """Cut to where it rises above FLOOR_RMS, the voiced part scaled to SPEECH_RMS (without clipping)."""
-    first, last = voiced_bounds(samples, threshold=FLOOR_RMS)
-    cut = samples[int(first * RATE) : int(last * RATE)].astype(np.float64)
-    a, b = voiced_bounds(samples)
-    loud = samples[int(a * RATE) : int(b * RATE)].astype(np.float64)
-    gain = SPEECH_RMS / max(float(np.sqrt(np.mean(loud * loud))), 1.0)
-    gain = min(gain, 30000.0 / max(float(np.abs(cut).max()), 1.0))
-    return np.clip(np.round(cut * gain), -32768, 32767).astype(np.int16)
 
 
 def _group(voice: str) -> str:

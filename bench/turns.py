@@ -257,27 +257,14 @@ async def spoken_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
         "group": clip.group,
         "kind": clip.kind,
         "pause_s": clip.pause_s,
-        "sent": sent,
-        "speech_start": start,
-        "speech_end": end,
         "outcome": outcome,
         "v2v_ms": _ms(first, end),
         "talkover_frames": sum(1 for t in heard if start <= t <= end),
-        "talkover_first_ms": _ms(next((t for t in heard if start <= t <= end), None), start),
         "server_v2v_ms": metrics[-1].get("voice_to_voice_ms") if metrics else None,
-        "server_endpoint_ms": metrics[-1].get("endpoint_ms") if metrics else None,
         "released_by": [m.get("released_by") for m in metrics],  # per reply that played, in order
         "metrics": {k: v for k, v in metrics[-1].items() if k != "type"} if metrics else {},
-        "turn_complete": metrics[-1].get("turn_complete") if metrics else None,
-        "speech_started": sum(1 for _, ev in events if ev.get("type") == "speech_started"),
-        "speech_stopped": sum(1 for _, ev in events if ev.get("type") == "speech_stopped"),
-        "partials": sum(1 for _, ev in events if ev.get("type") == "transcript_partial"),
         "transcripts": [ev.get("text") for _, ev in events if ev.get("type") == "transcript"],
-        "replies": [
-            {"interrupted": ev.get("interrupted"), "turn": ev.get("turn"), "chars": len(ev.get("text") or "")}
-            for _, ev in events
-            if ev.get("type") == "reply"
-        ],
+        "replies": [{"interrupted": ev.get("interrupted"), "turn": ev.get("turn")} for _, ev in events if ev.get("type") == "reply"],
         "errors": [f"{ev.get('stage')}: {ev.get('message')}" for _, ev in events if ev.get("type") == "error"],
     }
     peer.forget_frames(time.monotonic() - 1.0)
@@ -301,7 +288,7 @@ async def _long_reply(lane: Lane, peer: Peer, index: int) -> tuple[int | None, f
     return ev.get("turn"), t_sp, heard[0]
 
 
-async def _sleepuntil(t: float) -> None:
+async def _sleep_until(t: float) -> None:
     await asyncio.sleep(max(0.0, t - time.monotonic()))
 
 
@@ -321,11 +308,11 @@ async def survive_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
     if isinstance(started, str):
         return out | {"error": started}
     turn, t_sp, t_first = started
-    await _sleepuntil(t_first + BACKCHANNEL_AFTER_S)
+    await _sleep_until(t_first + BACKCHANNEL_AFTER_S)
     sent = await asyncio.wait_for(peer.client.mic.say(clip.samples48k), 10)
     onset = sent + clip.first_voiced
     window_end = onset + SURVIVE_WINDOW_S
-    await _sleepuntil(window_end + 0.2)
+    await _sleep_until(window_end + 0.2)
     events = [(t, ev) for t, ev in peer.client.events[index:]]
     reply = next(((t, ev) for t, ev in events if ev.get("type") == "reply" and ev.get("turn") == turn and t <= window_end + 0.2), None)
     if reply is not None and not reply[1].get("interrupted") and reply[0] < onset:
@@ -359,7 +346,7 @@ async def echo_trial(lane: Lane, echo_db: float) -> dict[str, Any]:
         return out | {"error": started}
     turn, t_sp, t_first = started
     window_end = t_first + ECHO_WINDOW_S
-    await _sleepuntil(window_end)
+    await _sleep_until(window_end)
     events = [(t, ev) for t, ev in peer.client.events[index:]]
     heard = peer.audible(t_first)
     n_started = sum(1 for _, ev in events if ev.get("type") == "speech_started")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import eval_voices as ev
+from kit import eval_voices as ev
 from kit.speech import RATE
 
 

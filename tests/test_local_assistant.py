@@ -58,7 +58,7 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
 async def test_two_questions_in_two_voices_get_right_answers(start_server, clients):
     """Issue 10's end-to-end check, on the defaults: two questions of the evaluation set, in two voices
     that are neither the reply voice nor each other (espeak-ng and flite), in one session."""
-    from bench.eval_voices import available, render
+    from kit.eval_voices import available, render
 
     voices = ["espeak:en-us", "flite:slt"]
     if not all(available(v) for v in voices):

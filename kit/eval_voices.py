@@ -3,7 +3,7 @@
 Why: an evaluation spoken only by espeak (the family the developers tuned on) or by the product's
 own reply voice (piper en_US-joe) measures how well the system knows those voices, not how well it
 hears people. So questions are rendered in three synthetic families, reported per group:
-    "espeak"   espeak-ng variants, the 'seen' group (bench.turn_clips.SEEN_VOICES);
+    "espeak"   espeak-ng variants, the 'seen' group (SEEN_VOICES);
     "flite"    flite's voices (held out);
     "festival" festival's diphone and HTS voices (held out, `apt-get install festival
                festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k`);
@@ -11,8 +11,8 @@ and real human recordings with reference transcripts come from two Debian packag
     pocketsphinx-testdata       a LibriVox audiobook excerpt, card names, digits, a robot command;
     asterisk-core-sounds-en-wav a professional voice's telephone prompts (8 kHz, resampled).
 A missing engine, voice or package is skipped (available() is False, a source yields no
-recordings), never an error. Everything is 16 kHz mono int16, converted with sox once and cached
-under tests/.data like tests/speech.py's clips.
+recordings), never an error. Everything is 16 kHz mono int16, converted with sox once, cut to
+its audible part, its voiced part at one speech level, and cached under kit.speech.DATA.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import turn_clips
-from bench.turn_clips import HELD_OUT_VOICES, SEEN_VOICES
-from kit.speech import DATA, RATE, read_wav, voiced_bounds
+from kit.speech import DATA, RATE, read_wav, speak, voiced_bounds
+
+SEEN_VOICES = ["espeak:en-us", "espeak:en+f3", "espeak:en-gb", "espeak:en+m7"]
+HELD_OUT_VOICES = ["flite:kal", "flite:awb", "flite:rms", "flite:slt"]
+SPEECH_RMS = 3200.0  # voiced-part RMS every utterance is scaled to (about -20 dBFS, espeak's own level)
+FLOOR_RMS = 103.0  # -50 dBFS: the server's VAD_MIN_LEVEL_DBFS; quieter frames never count as speech
 
 VOICES: dict[str, list[str]] = {
     "espeak": list(SEEN_VOICES),
@@ -122,13 +125,38 @@ def _festival(text: str, voice: str) -> np.ndarray:
     return read_wav(path)
 
 
+def level(samples: np.ndarray) -> np.ndarray:
+    """Cut to where it rises above FLOOR_RMS, the voiced part scaled to SPEECH_RMS (without clipping)."""
+    first, last = voiced_bounds(samples, threshold=FLOOR_RMS)
+    cut = samples[int(first * RATE) : int(last * RATE)].astype(np.float64)
+    a, b = voiced_bounds(samples)
+    loud = samples[int(a * RATE) : int(b * RATE)].astype(np.float64)
+    gain = SPEECH_RMS / max(float(np.sqrt(np.mean(loud * loud))), 1.0)
+    gain = min(gain, 30000.0 / max(float(np.abs(cut).max()), 1.0))
+    return np.clip(np.round(cut * gain), -32768, 32767).astype(np.int16)
+
+
+def _flite(text: str, voice: str) -> np.ndarray:
+    key = hashlib.sha1(f"flite|{text}|{voice}|{RATE}".encode()).hexdigest()[:16]
+    path = DATA / f"flite-{key}.wav"
+    if not path.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "raw.wav"
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True, capture_output=True)
+            _sox(raw, path)
+    with wave.open(str(path), "rb") as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+
+
 def render(text: str, voice: str) -> np.ndarray:
     """`text` in `voice` ("espeak:", "flite:" or "festival:" + name): 16 kHz int16, audible part, at SPEECH_RMS."""
     engine, _, name = voice.partition(":")
-    if engine in ("espeak", "flite"):
-        return turn_clips.render(text, voice)  # same clip, same cache as the turns bench
+    if engine == "espeak":
+        return level(speak(text, voice=name))
+    if engine == "flite":
+        return level(_flite(text, name))
     if engine == "festival":
-        return turn_clips.level(_festival(text, name))
+        return level(_festival(text, name))
     raise ValueError(f"unknown voice {voice!r} (want espeak:, flite: or festival:)")
 
 
