@@ -23,7 +23,7 @@ from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.turn import Turn, failures_of
-from pipeline.turn_taking import (
+from pipeline.turn_protocol import (
     Command,
     Drop,
     Emit,
@@ -35,9 +35,9 @@ from pipeline.turn_taking import (
     Release,
     Respond,
     ResumeOutput,
-    TurnTaking,
     TurnTakingConfig,
 )
+from pipeline.turn_taking import TurnTaking
 from settings import Settings
 
 log = logging.getLogger("pipeline.conversation")

@@ -20,138 +20,30 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
-from pipeline.events import EndOfTurn, Event, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
-from pipeline.language import ENGLISH, Rules, is_backchannel, meaningful, sounds_unfinished
+from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
+from pipeline.language import is_backchannel, meaningful, sounds_unfinished
 from pipeline.segmenter import SpeechEnded, SpeechPaused
-
-
-class Outcome(StrEnum):
-    COMPLETED = "completed"  # the reply played to its end, or there was nothing to answer
-    FAILED = "failed"  # an engine failed
-    CANCELLED = "cancelled"  # interrupted, dropped or closed
-
-
-# -- the floor -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Held:
-    """A reply prepared for the utterance in progress, not yet released."""
-
-    turn: int
-    t_end: float  # media time the user's words ended
-    judge_at: float | None  # when to ask the end-of-turn model (None: asked, or no model)
-    transcript: str | None = None  # known once transcribed
-    finished: bool = False  # the end-of-turn model said the user had finished
-    silence: bool = False  # the long silence passed
-    wait_until: float | None = None  # the words stop mid-phrase: the silence releases it only then
-
-
-@dataclass(frozen=True)
-class Listening:
-    held: Held | None = None
-
-
-@dataclass(frozen=True)
-class Speaking:
-    turn: int
-
-
-@dataclass(frozen=True)
-class Paused:
-    turn: int
-    onset: float | None  # the user's speech over the reply; None while it is only a hint
-    hinted_at: float | None = None
-    held: Held | None = None  # the interruption's own turn, once it paused
-
-
-Floor = Listening | Speaking | Paused
-
-
-# -- commands ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prepare:
-    """Start a turn, held: its events and audio wait for `Release`."""
-
-    turn: int
-    pcm: bytes | None
-    text: str | None
-    t_speech_end: float | None
-
-
-@dataclass(frozen=True)
-class Judge:
-    turn: int
-
-
-@dataclass(frozen=True)
-class Respond:
-    """The turn's transcript is a question: answer `user_text`."""
-
-    turn: int
-    user_text: str
-
-
-@dataclass(frozen=True)
-class Release:
-    turn: int
-    number: int  # the turn's number in events, in the order turns were released
-    by: EndOfTurn
-    t: float
-
-
-@dataclass(frozen=True)
-class Drop:
-    """Cancel a turn that was never released: it leaves no trace."""
-
-    turn: int
-
-
-@dataclass(frozen=True)
-class Interrupt:
-    turn: int
-    why: str
-
-
-@dataclass(frozen=True)
-class PauseOutput:
-    pass
-
-
-@dataclass(frozen=True)
-class ResumeOutput:
-    why: str
-
-
-@dataclass(frozen=True)
-class CancelPreview:
-    pass
-
-
-@dataclass(frozen=True)
-class Emit:
-    event: Event
-
-
-Command = Prepare | Judge | Respond | Release | Drop | Interrupt | PauseOutput | ResumeOutput | CancelPreview | Emit
-
-
-@dataclass(frozen=True)
-class TurnTakingConfig:
-    barge_in: bool = True
-    interrupt_min_s: float = 0.8  # speech over a reply this long interrupts it (0: any speech, at once)
-    judge: bool = True  # an end-of-turn model is there to ask
-    # Asked once the pause is this long: its P(finished) grows with the silence it hears, and its
-    # authors use it after 200 ms.
-    judge_after_s: float = 0.2
-    threshold: float = 0.5  # P(finished) that releases a held reply
-    hint_wait_s: float = 0.2  # a reply paused on a hint of voice resumes if no speech follows
-    unfinished_wait_s: float = 3.0  # silence after words that stop mid-phrase before it releases the reply
-    rules: Rules = ENGLISH
+from pipeline.turn_protocol import (
+    CancelPreview,
+    Command,
+    Drop,
+    Emit,
+    Floor,
+    Held,
+    Interrupt,
+    Judge,
+    Listening,
+    Outcome,
+    Paused,
+    PauseOutput,
+    Prepare,
+    Release,
+    Respond,
+    ResumeOutput,
+    Speaking,
+    TurnTakingConfig,
+)
 
 
 @dataclass

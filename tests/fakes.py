@@ -23,7 +23,7 @@ from pipeline.events import Event
 from pipeline.playback import PlaybackLedger
 from pipeline.ports import PlaybackListener, Played
 from pipeline.segmenter import SegmenterConfig
-from pipeline.turn_taking import TurnTakingConfig
+from pipeline.turn_protocol import TurnTakingConfig
 
 RATE = 16000
 FRAME = 320  # 20 ms at 16 kHz

@@ -1,0 +1,240 @@
+"""Turn-taking's rules as a table: inputs in, the floor and the commands out. No audio, no engines, no tasks.
+
+Each row is a script of inputs from a fresh machine; it checks the commands the last input returned
+(by kind and turn) and the floor after it. `SPEAKING` and `PAUSED` are scripts that bring the machine
+to a released reply (turn 1) playing, and paused for the user's speech, to build rows on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State
+from pipeline.segmenter import SpeechEnded, SpeechPaused
+from pipeline.turn_protocol import (
+    Command,
+    Drop,
+    Emit,
+    Interrupt,
+    Judge,
+    Listening,
+    Outcome,
+    Paused,
+    PauseOutput,
+    Prepare,
+    Release,
+    Respond,
+    ResumeOutput,
+    Speaking,
+    TurnTakingConfig,
+)
+from pipeline.turn_taking import TurnTaking
+
+Q = "What is the capital of France?"
+
+
+def paused(t_end: float, pcm: bytes = b"a") -> SpeechPaused:
+    return SpeechPaused(pcm=pcm, t_start=0.0, t_end=t_end, t_detected=t_end + 0.2, pcm_start=0.0)
+
+
+def ended(t_end: float, pcm: bytes = b"a") -> SpeechEnded:
+    return SpeechEnded(pcm=pcm, t_start=0.0, t_end=t_end, t_detected=t_end + 1.2, pcm_start=0.0)
+
+
+Step = tuple[Any, ...]
+
+
+def play(m: TurnTaking, steps: list[Step]) -> list[Command]:
+    out: list[Command] = []
+    for name, *args in steps:
+        if name == "started":
+            out = m.started(*args)
+        elif name == "hint":
+            out = m.hint(*args)
+        elif name == "paused":
+            out = m.paused(paused(*args))
+        elif name == "resumed":
+            out = m.resumed(*args)
+        elif name == "ended":
+            out = m.ended(ended(*args))
+        elif name == "tick":
+            out = m.tick(*args)
+        elif name == "text":
+            out = m.text(*args)
+        elif name == "heard":  # a turn's transcript
+            out = m.transcribed(*args)
+        elif name == "judged":
+            out = m.judged(*args)
+        elif name == "done":
+            out = m.turn_done(*args)
+        else:
+            raise ValueError(name)
+    return out
+
+
+def kinds(commands: list[Command]) -> list[str]:
+    """Each command as its kind and turn, events as their type: `Release 1 model`, `Emit speech_stopped`."""
+    out = []
+    for c in commands:
+        if isinstance(c, Emit):
+            out.append(f"Emit {c.event.type}")
+        elif isinstance(c, Release):
+            out.append(f"Release {c.turn} {c.by}")
+        elif isinstance(c, Respond):
+            out.append(f"Respond {c.turn} {c.user_text}")
+        else:
+            out.append(" ".join([type(c).__name__] + ([str(c.turn)] if hasattr(c, "turn") else [])))
+    return out
+
+
+# Turn 1 answers "Q", released by the model at the pause; the user is silent, its reply plays.
+SPEAKING: list[Step] = [("started", 0.0), ("paused", 1.0), ("tick", 1.2, 1.0), ("heard", 1, Q, 1.2), ("judged", 1, 0.9, 1.25)]
+# Then the user speaks over it from t=5, and pauses at 5.5: turn 2 is their words.
+PAUSED: list[Step] = [*SPEAKING, ("started", 5.0), ("paused", 5.5)]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    steps: list[Step]
+    commands: list[str]
+    floor: Any
+    config: TurnTakingConfig = TurnTakingConfig()
+
+
+ROWS = [
+    # -- a held reply at the pause, released by the model, the silence, or neither -----------------
+    Row("a pause prepares a held reply", [("started", 0.0), ("paused", 1.0)], ["CancelPreview", "Prepare 1"], "held"),
+    Row("the model is not asked before 200 ms of pause", [("started", 0.0), ("paused", 1.0), ("tick", 1.19, 1.0)], [], "held"),
+    Row("the model is asked at 200 ms of pause", [("started", 0.0), ("paused", 1.0), ("tick", 1.2, 1.0)], ["Judge 1"], "held"),
+    Row("its words known, a held reply prepares its answer", [("started", 0.0), ("paused", 1.0), ("heard", 1, Q, 1.1)], [f"Respond 1 {Q}"], "held"),
+    Row("the model saying finished releases it", SPEAKING, ["Release 1 model"], Speaking(1)),
+    Row("finished, but not before its words are known", [("started", 0.0), ("paused", 1.0), ("judged", 1, 0.9, 1.25)], [], "held"),
+    Row("the model saying unfinished keeps it held", [("started", 0.0), ("paused", 1.0), ("heard", 1, Q, 1.1), ("judged", 1, 0.1, 1.25)], [], "held"),
+    Row("then the long silence releases it",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, Q, 1.1), ("judged", 1, 0.1, 1.25), ("ended", 1.0)],
+        ["CancelPreview", "Emit speech_stopped", "Release 1 silence"], Speaking(1)),
+    Row("speech again drops it unheard", [("started", 0.0), ("paused", 1.0), ("resumed", 1.5)], ["Drop 1"], Listening()),
+    Row("and the next pause prepares a new one", [("started", 0.0), ("paused", 1.0), ("resumed", 1.5), ("paused", 2.0)],
+        ["CancelPreview", "Prepare 2"], "held"),
+    Row("noise in a held reply's words: no turn, dropped",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "[BLANK_AUDIO]", 1.1)], ["Drop 1"], Listening()),
+    Row("and its silence makes none either",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "", 1.1), ("ended", 1.0)], ["CancelPreview", "Emit speech_stopped"], Listening()),
+    # -- words that stop mid-phrase --------------------------------------------------------------
+    Row("words that stop mid-phrase veto the model",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "What is the capital of", 1.1), ("judged", 1, 0.9, 1.25)], [], "held"),
+    Row("and the long silence does not release them",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "How many legs does?", 1.1), ("ended", 1.0)],
+        ["CancelPreview", "Emit speech_stopped"], "held"),
+    Row("the longer wait does",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "How many legs does?", 1.1), ("ended", 1.0), ("tick", 3.99, None), ("tick", 4.0, None)],
+        ["Release 1 silence"], Speaking(1)),
+    Row("speech before it continues the same question",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "What is the capital of", 1.1), ("ended", 1.0), ("started", 3.0)],
+        ["Drop 1", "Emit speech_started"], Listening()),
+    # -- without pauses (TURN_PAUSE_MS=0), or without an end-of-turn model ------------------------
+    Row("no pause: the silence makes the turn", [("started", 0.0), ("ended", 1.0)], ["CancelPreview", "Emit speech_stopped", "Prepare 1"], "held"),
+    Row("released once its words are known", [("started", 0.0), ("ended", 1.0), ("heard", 1, Q, 2.3)], [f"Respond 1 {Q}", "Release 1 silence"],
+        Speaking(1)),
+    Row("no model: nothing is judged", [("started", 0.0), ("paused", 1.0), ("tick", 1.5, 1.0)], [], "held", TurnTakingConfig(judge=False)),
+    # -- speech over a reply ------------------------------------------------------------------------
+    Row("a hint of voice pauses the reply", [*SPEAKING, ("hint", 5.04)], ["PauseOutput"], Paused(1, onset=None, hinted_at=5.04)),
+    Row("no speech after the hint: it resumes", [*SPEAKING, ("hint", 5.04), ("tick", 5.25, None)], ["ResumeOutput"], Speaking(1)),
+    Row("speech pauses the reply", [*SPEAKING, ("started", 5.0)], ["Emit speech_started", "PauseOutput"], Paused(1, onset=5.0)),
+    Row("speech after a hint keeps it paused", [*SPEAKING, ("hint", 5.04), ("started", 5.0)], ["Emit speech_started"], Paused(1, onset=5.0)),
+    Row("the interruption's pause prepares its turn", PAUSED, ["CancelPreview", "Prepare 2"], "paused+held"),
+    Row("words other than a backchannel interrupt", [*PAUSED, ("heard", 2, "Stop. What about Spain?", 5.6)],
+        ["Interrupt 1", "Emit state", "Respond 2 Stop. What about Spain?"], "held"),
+    Row("a backchannel resumes the reply", [*PAUSED, ("heard", 2, "Mm-hmm.", 5.6)], ["ResumeOutput", "Drop 2"], Speaking(1)),
+    Row("so does a cough (no words)", [*PAUSED, ("heard", 2, "", 5.6)], ["ResumeOutput", "Drop 2"], Speaking(1)),
+    Row("and the backchannel's silence makes no turn", [*PAUSED, ("heard", 2, "Yeah.", 5.6), ("ended", 5.5)],
+        ["CancelPreview", "Emit speech_stopped"], Speaking(1)),
+    Row("speech long enough interrupts before its words are known", [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82)],
+        ["Interrupt 1", "Emit state"], Listening()),
+    Row("not before", [*SPEAKING, ("started", 5.0), ("tick", 5.78, 5.78)], [], Paused(1, onset=5.0)),
+    Row("after a backchannel resumed it, the length counts from the new onset",
+        [*PAUSED, ("heard", 2, "Mm-hmm.", 5.6), ("resumed", 6.0), ("tick", 6.5, 6.5)], [], Paused(1, onset=6.0)),
+    Row("an interruption that cannot be understood resumes the reply", [*PAUSED, ("done", 2, Outcome.FAILED)], ["ResumeOutput"], Speaking(1)),
+    Row("INTERRUPT_MIN_MS=0: speech interrupts at once", [*SPEAKING, ("started", 5.0)], ["Emit speech_started", "Interrupt 1", "Emit state"],
+        Listening(), TurnTakingConfig(interrupt_min_s=0)),
+    Row("BARGE_IN=false: speech over the reply is ignored", [*SPEAKING, ("started", 5.0), ("paused", 5.5), ("ended", 5.5)],
+        ["CancelPreview", "Emit speech_stopped"], Speaking(1), TurnTakingConfig(barge_in=False)),
+    Row("own echo gated: a turn that played to its end", [*SPEAKING, ("done", 1, Outcome.COMPLETED)], ["Emit state"], Listening()),
+    # -- typed text ---------------------------------------------------------------------------------
+    Row("typed text is a turn at once", [("text", "Tell me a joke.", 0.0)], ["Prepare 1", "Release 1 text"], Speaking(1)),
+    Row("typed text interrupts the reply", [*SPEAKING, ("text", "Never mind.", 5.0)], ["Interrupt 1", "Emit state", "Prepare 2", "Release 2 text"],
+        Speaking(2)),
+    Row("typed text drops a held reply", [("started", 0.0), ("paused", 1.0), ("text", "Hi.", 1.1)], ["Drop 1", "Prepare 2", "Release 2 text"],
+        Speaking(2)),
+    # -- failures and cut-offs ------------------------------------------------------------------------
+    Row("a held reply that failed stays held", [("started", 0.0), ("paused", 1.0), ("done", 1, Outcome.FAILED)], [], "held"),
+    Row("and is told when the silence would release it", [("started", 0.0), ("paused", 1.0), ("done", 1, Outcome.FAILED), ("ended", 1.0)],
+        ["CancelPreview", "Emit speech_stopped", "Release 1 silence", "Emit state"], Listening()),
+    Row("a reply cut off before it was heard: its words join the next question",
+        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("done", 1, Outcome.CANCELLED, False), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
+        [f"Respond 2 {Q} and Spain?"], "held", TurnTakingConfig()),
+    Row("one cut off after some of it was heard: they do not",
+        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("done", 1, Outcome.CANCELLED, True), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
+        ["Respond 2 and Spain?"], "held"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_rule(row: Row) -> None:
+    m = TurnTaking(row.config)
+    assert kinds(play(m, row.steps)) == row.commands
+    if row.floor == "held":
+        assert isinstance(m.floor, Listening) and m.floor.held is not None
+    elif row.floor == "paused+held":
+        assert isinstance(m.floor, Paused) and m.floor.held is not None
+    else:
+        assert m.floor == row.floor
+
+
+def test_released_turns_are_numbered_in_order_and_ids_are_unique() -> None:
+    m = TurnTaking()
+    out = play(m, [("started", 0.0), ("paused", 1.0), ("resumed", 1.5), ("paused", 2.0), ("heard", 2, Q, 2.1), ("judged", 2, 0.9, 2.2)])
+    (release,) = [c for c in out if isinstance(c, Release)]
+    assert (release.turn, release.number, release.by) == (2, 1, EndOfTurn.MODEL), "the dropped turn 1 took no number"
+    out = play(m, [("done", 2, Outcome.COMPLETED), ("started", 4.0)])
+    assert [c.event for c in out if isinstance(c, Emit)] == [SpeechStartedEvent(turn=2)]
+    out = play(m, [("text", "Hi.", 5.0)])
+    assert [(c.turn, c.number) for c in out if isinstance(c, Release)] == [(3, 2)]
+
+
+def test_an_utterance_answered_at_its_pause_stops_as_that_turn() -> None:
+    m = TurnTaking()
+    out = play(m, [*SPEAKING, ("resumed", 1.4), ("paused", 1.9), ("ended", 2.0)])
+    assert [c.event for c in out if isinstance(c, Emit)] == [SpeechStoppedEvent(turn=2, duration_ms=2000)], "its words went on: a new turn"
+    m = TurnTaking()
+    out = play(m, [*SPEAKING, ("ended", 1.0)])
+    assert [c.event for c in out if isinstance(c, Emit)] == [SpeechStoppedEvent(turn=1, duration_ms=1000)]
+
+
+def test_the_interrupted_turn_is_named_in_its_listening_state() -> None:
+    m = TurnTaking()
+    out = play(m, [*PAUSED, ("heard", 2, "Stop.", 5.6)])
+    assert [c.event for c in out if isinstance(c, Emit)] == [State("listening", turn=1)]  # type: ignore[arg-type]
+    assert [c for c in out if isinstance(c, Interrupt)] == [Interrupt(1, "the user said something")]
+
+
+def test_words_so_far_are_previewed_only_while_no_reply_is_held_or_out() -> None:
+    m = TurnTaking()
+    play(m, [("started", 0.0)])
+    assert m.previewing
+    play(m, [("paused", 1.0)])
+    assert not m.previewing
+    play(m, [("heard", 1, Q, 1.1), ("judged", 1, 0.9, 1.2)])
+    assert not m.previewing
+    play(m, [("done", 1, Outcome.COMPLETED)])
+    assert m.previewing
+
+
+def test_every_command_kind_is_used() -> None:
+    used = {type(c) for row in ROWS for c in play(TurnTaking(row.config), row.steps)}
+    used |= {type(c) for c in play(TurnTaking(), [*SPEAKING[:3]])}
+    assert {Drop, Emit, Interrupt, Judge, PauseOutput, Prepare, Release, Respond, ResumeOutput} <= used
