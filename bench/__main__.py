@@ -85,27 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer trials and sizes, stand-in engines: about a minute")
     parser.add_argument("--engines", choices=["standin", "local", "both"], default=None, help="default: both; standin with --quick")
     parser.add_argument("--no-probe", action="store_true", help="run server.py itself, without the loop-lag probe (lag then reads n/a)")
-    parser.add_argument(
-        "--llm-model", default="", help="LLM_MODEL of the embedded servers every part starts (default: the product's, auto)"
-    )
-    parser.add_argument(
-        "--save-baseline", action="store_true", help="store this run's headline figures as the baseline later runs compare with"
-    )
-    parser.add_argument(
-        "--baseline", default="", help="the baseline JSON to compare with (default: bench/baseline/quick.json or full.json)"
-    )
-    parser.add_argument(
-        "--full-clients",
-        action="store_true",
-        help="scale part, stand-in sessions: client peers that encode their mic and decode the reply (default: light ones that do neither)",
-    )
-    parser.add_argument(
-        "--client-nice",
-        type=int,
-        default=10,
-        help="scale part, stand-in sessions: nice of the bench's client peers and the stand-in engines, which stand for "
-        "other machines, so the server gets the cores first (0: all equal)",
-    )
+    parser.add_argument("--llm-model", default="", help="LLM_MODEL of the embedded servers (default: the product's)")
+    parser.add_argument("--save-baseline", action="store_true", help="store this run's headline figures as the baseline")
+    parser.add_argument("--baseline", default="", help="baseline JSON to compare with (default: bench/baseline/quick.json or full.json)")
+    parser.add_argument("--full-clients", action="store_true", help="scale: client peers that encode their mic and decode the reply")
+    parser.add_argument("--client-nice", type=int, default=10, help="scale: nice of the client peers and the stand-in (0: as the server)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]

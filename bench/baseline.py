@@ -24,8 +24,10 @@ def path_for(quick: bool) -> Path:
 
 
 def save(path: Path, figures: dict[str, float], machine: dict[str, Any]) -> None:
+    """Store `figures`, keeping the stored ones of parts this run did not measure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"saved": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine, "figures": dict(sorted(figures.items()))}
+    kept = (load(path) or {}).get("figures", {})
+    body = {"saved": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine, "figures": dict(sorted((kept | figures).items()))}
     path.write_text(json.dumps(body, indent=1) + "\n")
 
 
@@ -37,13 +39,13 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def compare(figures: dict[str, float], base: dict[str, Any]) -> str:
-    """One row per figure in either run: now, baseline, now / baseline."""
+    """One row per figure of this run: now, baseline, now / baseline."""
     old: dict[str, float] = base.get("figures", {})
     rows = []
-    for key in sorted(set(figures) | set(old)):
-        now, then = figures.get(key), old.get(key)
-        ratio = f"{now / then:.2f}" if now is not None and then else ("=" if now == then else "-")
-        rows.append([key, "-" if now is None else f"{now:g}", "-" if then is None else f"{then:g}", ratio])
+    for key in sorted(figures):
+        now, then = figures[key], old.get(key)
+        ratio = f"{now / then:.2f}" if then else ("=" if now == then else "-")
+        rows.append([key, f"{now:g}", "-" if then is None else f"{then:g}", ratio])
     machine = base.get("machine", {})
     title = f"Now vs baseline (saved {base.get('saved', '?')} at commit {machine.get('commit', '?')}, {machine.get('cpus', '?')} cores)"
     return table(["figure", "now", "baseline", "now / baseline"], rows, title)

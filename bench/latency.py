@@ -130,31 +130,4 @@ async def run_latency(ctx: Ctx) -> dict[str, Any]:
         ctx.emit(latency_table(r))
         for key in ("voice_to_voice", "endpoint", "stt", "first_sentence", "delivery"):
             ctx.figure(f"latency/{engines}/{key}_p50_ms", (r["client"].get(key) or {}).get("p50"))
-        explain_latency(ctx, r)
     return out
-
-
-def explain_latency(ctx: Ctx, r: dict[str, Any]) -> None:
-    c, s = r["client"], r["server"]
-    if not c:
-        return
-    ep = c.get("endpoint", {})
-    if ep.get("n"):
-        ctx.note(
-            f"{r['engines']}: the end of the turn was decided {ep['p50']:.0f} ms (p50) after the last voiced audio at the client: a prepared "
-            f"reply is released at a short pause once the end-of-turn model says the turn is over, else after {r['vad_silence_ms']} ms of silence; "
-            "the server's endpoint_ms cannot see the uplink (its media clock starts at the first frame's arrival)"
-        )
-    dl = c.get("delivery", {})
-    if dl.get("n") and dl["p50"] > 50:
-        ctx.note(
-            f"{r['engines']}: {dl['p50']:.0f} ms (p50) between the server's first audio frame leaving and it arriving as decoded audio: "
-            "the client's aiortc jitter buffer holds 4 frames (80 ms) before it releases one (a browser's adaptive buffer holds less)"
-        )
-    if r["engines"] == "local":
-        stages = {k: (s.get(k) or {}).get("p50", 0) for k in ("stt", "first_sentence", "tts_first_audio")}
-        slow = max(stages, key=lambda k: stages[k])
-        ctx.note(
-            f"local: after the end of speech, {' + '.join(f'{k} {v:.0f}' for k, v in stages.items())} ms (p50) on 2 shared cores; "
-            f"the largest is {slow}"
-        )

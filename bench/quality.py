@@ -114,38 +114,26 @@ async def run_conversation(url: str, conv: Conversation, group: str, index: int)
     item = ItemResult("conversation", conv.name, group, voices[0][0], conv.split)  # type: ignore[index]
     peer = await _session(url)
     try:
-        pending: asyncio.Task[Turn] | None = None
-        pending_row: tuple[str, Sequence[str]] | None = None
-        for step, made in zip(conv.steps, voices, strict=True):
+        pending: tuple[asyncio.Task[Turn], str, Sequence[str]] | None = None  # a reply the next step talks over
+        for step, made, nxt in zip(conv.steps, voices, [*conv.steps[1:], None], strict=True):
             assert made is not None
-            clip = _clip(step.spoken, made[1])
-            if step.kind == "bargein" and pending is not None:
-                started = time.monotonic()
-                first = await _first_audible(peer, started - 5.0)
+            if pending is not None:
+                first = await _first_audible(peer, time.monotonic() - 5.0)
                 if first is not None:
                     await asyncio.sleep(max(0.0, first + step.delay_s - time.monotonic()))
-                this = asyncio.create_task(peer.ask(clip, timeout=TURN_TIMEOUT_S))
-                interrupted = await pending
-                assert pending_row is not None
-                row = _turn_row(interrupted, *pending_row)
+            task = asyncio.create_task(peer.ask(_clip(step.spoken, made[1]), timeout=TURN_TIMEOUT_S))
+            if pending is not None:
+                old, said, keywords = pending
+                interrupted = await old
+                row = _turn_row(interrupted, said, keywords)
                 row["interrupted"] = any(
                     ev.get("type") == "reply" and ev.get("turn") == interrupted.turn and ev.get("interrupted")
                     for _, ev in peer.client.events
                 )
                 item.steps.append(row)
-                turn = await this
-                item.steps.append(_turn_row(turn, step.spoken, step.keywords))
-                pending = None
-                continue
-            if pending is not None:
-                assert pending_row is not None
-                item.steps.append(_turn_row(await pending, *pending_row))
-            pending = asyncio.create_task(peer.ask(clip, timeout=TURN_TIMEOUT_S))
-            pending_row = (step.spoken, step.keywords)
-            nxt = conv.steps[conv.steps.index(step) + 1] if step is not conv.steps[-1] else None
-            if nxt is None or nxt.kind != "bargein":
-                item.steps.append(_turn_row(await pending, *pending_row))
-                pending = None
+            pending = (task, step.spoken, step.keywords) if nxt is not None and nxt.kind == "bargein" else None
+            if pending is None:
+                item.steps.append(_turn_row(await task, step.spoken, step.keywords))
     except Exception as exc:  # noqa: BLE001
         item.error = reason_of(exc)
     finally:

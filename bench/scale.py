@@ -56,7 +56,7 @@ def jitter_of(
     thread); "decoded": arrival of each decoded frame at the client's application; "wire": the
     kernel's timestamp of each packet to the client's port on loopback (bench/wire.py, `wire`).
     """
-    signed: list[float] = []
+    deviations: list[float] = []
     lost = received = expected = 0
     worst_gap = 0.0
     to_port: dict[int, list[float]] = {}  # the window's packets by destination port, in arrival order
@@ -71,20 +71,14 @@ def jitter_of(
         if len(times) < 2:
             continue
         deltas = [b - a for a, b in zip(times, times[1:], strict=False)]
-        signed += [(d - FRAME_S) * 1000 for d in deltas]
+        deviations += [abs(d - FRAME_S) * 1000 for d in deltas]
         worst_gap = max(worst_gap, max(deltas) * 1000)
         exp = int(round((times[-1] - times[0]) / FRAME_S)) + 1
         expected += exp
         received += len(times)
         lost += max(0, exp - len(times))
-    s = summary(abs(d) for d in signed)
-    mean = sum(signed) / len(signed) if signed else 0.0
-    return {
-        "p50_ms": s.get("p50"),
-        "p99_ms": s.get("p99"),  # of |inter-arrival - 20 ms|
-        "max_ms": s.get("max"),
-        "std_ms": round(math.sqrt(sum((d - mean) ** 2 for d in signed) / len(signed)), 2) if signed else None,
-        "worst_gap_ms": round(worst_gap, 1),
+    s = summary(deviations)  # of |inter-arrival - 20 ms|
+    return {"p50_ms": s.get("p50"), "p99_ms": s.get("p99"), "max_ms": s.get("max"), "worst_gap_ms": round(worst_gap, 1)} | {
         "frames_expected": expected,
         "frames_received": received,
         "frames_lost": lost,
