@@ -2,7 +2,7 @@
 
 48 single questions (facts, arithmetic, yes/no) and 8 short conversations (follow-ups that
 need the history, a follow-up after a barge-in, a question with a thinking pause). Every item
-is spoken in every voice group of `bench.eval_voices` by `python -m bench quality`.
+is spoken in every voice group of `kit.eval_voices` by `python -m bench quality`.
 
 Two halves, fixed by position, not by how well they score: the `tune` half (even positions)
 is the one prompts and settings may be tried on; the `held-out` half (odd positions) is only

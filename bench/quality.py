@@ -1,7 +1,7 @@
 """`python -m bench quality`: the spoken evaluation set through the whole product, embedded engines.
 
 Every item of bench/eval_set.py (48 questions, 8 conversations) is spoken in every voice group of
-bench/eval_voices.py (espeak = seen; flite, festival, and all of them under 15 dB of pink noise =
+kit/eval_voices.py (espeak = seen; flite, festival, and all of them under 15 dB of pink noise =
 held out) by a real aiortc peer into the real server (a subprocess on loopback), and the real
 recordings (pocketsphinx-testdata, asterisk prompts) are spoken too, for their transcripts. Each
 question and each conversation is a fresh session: nothing carries over.

@@ -177,7 +177,7 @@ def pink_noise(n: int, seed: int) -> np.ndarray:
 
 
 def speech_power(samples: np.ndarray) -> float:
-    """Mean power over the voiced span (tests.speech.voiced_bounds), or over all of it if none is voiced."""
+    """Mean power over the voiced span (kit.speech.voiced_bounds), or over all of it if none is voiced."""
     x = np.asarray(samples, dtype=np.float64)
     try:
         first, last = voiced_bounds(samples)

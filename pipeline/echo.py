@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.events import SpeechStartedEvent, SpeechStoppedEvent, State
+from pipeline.events import SpeechStartedEvent, SpeechStoppedEvent, State, StateName
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
 
@@ -16,7 +16,7 @@ class EchoPipeline:
         self._segmenter = Segmenter(segmenter)
         self._turn = 0
         audio.add_listener(self._on_playback)
-        emit(State("listening"))
+        emit(State(StateName.LISTENING))
 
     def on_audio(self, pcm: bytes, t: float) -> None:
         for event in self._segmenter.process(pcm, t):
@@ -36,7 +36,7 @@ class EchoPipeline:
     def _on_playback(self, event: Playback) -> None:
         mark = event.mark
         if isinstance(mark, tuple) and mark[0] == "echo":
-            self._emit(State("speaking" if event.kind == PlaybackKind.START else "listening", turn=mark[1]))
+            self._emit(State(StateName.SPEAKING if event.kind == PlaybackKind.START else StateName.LISTENING, turn=mark[1]))
 
     async def close(self) -> None:
         self._audio.clear()

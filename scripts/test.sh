@@ -7,6 +7,7 @@ scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/lint-imports
+.venv/bin/mypy  # which files, how strictly: pyproject.toml
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
   exec unshare -n bash -c 'ip link set lo up && exec .venv/bin/python -m pytest "$@"' bash "$@"
 fi

@@ -1,4 +1,4 @@
-"""bench.eval_voices: voices render, noise hits its SNR, recordings come with their transcripts."""
+"""kit.eval_voices: voices render, noise hits its SNR, recordings come with their transcripts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The uplink impairment helper (tests/impair.py): its schedule on a fake clock, and on a real peer.
+"""The uplink impairment helper (kit/impair.py): its schedule on a fake clock, and on a real peer.
 
 The schedule tests drive `Impairer` with synthetic 20 ms packets and a fake
 clock, so they are exact and take no time. One test applies it to a real aiortc

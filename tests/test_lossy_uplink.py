@@ -2,7 +2,7 @@
 
 Real aiortc peers on loopback against the real app, with the embedded Whisper as the STT
 (so transcripts are of the audio the server actually reconstructed) and the OpenAI-protocol
-stand-in as LLM and TTS. The client's uplink is impaired in user space (tests/impair.py); the
+stand-in as LLM and TTS. The client's uplink is impaired in user space (kit/impair.py); the
 client sends Opus in-band FEC when the answer asks for it, as browsers do. Each condition is
 held to the transcript the same clip gets on a clean link in the same test.
 """

@@ -81,7 +81,7 @@ def choose_preset(model: str, cpus: int | None = None, quality_installed: bool |
     packages are installed, else `default`.
 
     The rule: the most answers right while voice-to-voice stays within 1.15x of the earlier
-    design's (`python -m bench quality`; figures in docs/measurements/engines.md). On one core the
+    design's (docs/decisions/0005-llm-defaults.md). On one core the
     0.5B is kept: the 1.5B's generation would get slower still, on a budget two cores nearly spend.
     """
     if model not in ("", "auto"):
@@ -193,7 +193,7 @@ class LocalLLM:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         # No busy-polling between tokens (poll=0 by default): on a small machine the spinning threads
-        # take the core the event loop and the other engines need (`python -m bench.llm_poll`).
+        # take the core the event loop and the other engines need (docs/decisions/0001).
         params.cpuparams.poll = params.cpuparams_batch.poll = self.poll
         params.cache_prompt = True
         params.cache_ram_mib = 512  # host copies of other sessions' KV caches; bounded

@@ -13,13 +13,14 @@ all-padding 30 s window, computed once at load, behind it: the decoder still see
 What is 7 times 8? ...") on short windows. Decoding is faster-whisper's own: the same
 prompt, suppressed tokens, temperature fallback and no-speech rule. Utterances that do
 not fit in 30 s, and automatic language detection, take faster-whisper's normal path;
-`window="full"` always does: only benchmarks ask for it (bench/stt_window.py measures both).
+`window="full"` always does: only tests ask for it, to hold `fit` to its transcripts
+(docs/decisions/0004-fitted-whisper-window.md).
 
 `transcribe(..., prompt=...)` gives Whisper an initial prompt (text the utterance
 follows: names, a domain, the conversation so far). The normal path hands it to
 faster-whisper as `initial_prompt`; the fitted path builds the same decoder prompt
 (`with_previous_tokens`): <|startofprev|>, the prompt's last max_length//2 - 1 tokens,
-then the usual start sequence. bench/stt_choice.py measures whether prompts help.
+then the usual start sequence. docs/decisions/0003 says why the product sets none.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ BASE = SplitModel(
 
 DEFAULT_MODEL = "tiny.en"
 
-# The encoder window: fitted to the utterance, or Whisper's full 30 s (for benchmarks to compare).
+# The encoder window: fitted to the utterance, or Whisper's full 30 s (what tests compare it with).
 WINDOWS = ("fit", "full")
 FULL_FRAMES = 3000  # Whisper's 30 s window, in 10 ms mel frames
 FIT_STEP_FRAMES = 100  # fitted windows come in whole seconds...
