@@ -32,7 +32,7 @@ class Settings:
     port: int = _opt(8080, "HTTP port.")
     pipeline: str = _opt(
         "assistant",
-        "What a session runs: `assistant` (STT → LLM → TTS) or `echo` (mic test: plays back what it heard).",
+        "What a session runs: `assistant` (STT → LLM → TTS) or `echo` (mic test: plays back each utterance after half a second of silence).",
         choices=("assistant", "echo"),
     )
     log_level: str = _opt("info", "Logging level.", choices=("debug", "info", "warning", "error"))

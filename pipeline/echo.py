@@ -7,6 +7,8 @@ from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
 
 ECHO_LEAD_S = 0.05
+# A mic test has no thinking pauses to wait through: it plays back at the silence a sentence ends with.
+ECHO_SILENCE_MS = 500
 
 
 class EchoPipeline:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import aclosing
 
-from pipeline.echo import EchoPipeline
+from pipeline.echo import ECHO_SILENCE_MS, EchoPipeline
 from pipeline.engines.base import Engines, Message
 from pipeline.ports import AudioOutput, EventSink, Pipeline
 from pipeline.segmenter import SegmenterConfig
@@ -15,13 +15,14 @@ from settings import Settings
 
 
 def segmenter_config(settings: Settings) -> SegmenterConfig:
+    assistant = settings.pipeline == "assistant"
     return SegmenterConfig(
         aggressiveness=settings.vad_aggressiveness,
         frame_ms=settings.vad_frame_ms,
         start_ms=settings.vad_start_ms,
-        silence_ms=settings.vad_silence_ms,
-        pause_ms=settings.turn_pause_ms if settings.pipeline == "assistant" else 0,
-        hint_ms=settings.interrupt_pause_ms if settings.pipeline == "assistant" else 0,
+        silence_ms=settings.vad_silence_ms if assistant else min(settings.vad_silence_ms, ECHO_SILENCE_MS),
+        pause_ms=settings.turn_pause_ms if assistant else 0,
+        hint_ms=settings.interrupt_pause_ms if assistant else 0,
         prefix_ms=settings.vad_prefix_ms,
         max_utterance_s=settings.vad_max_utterance_s,
         min_level_dbfs=settings.vad_min_level_dbfs,
