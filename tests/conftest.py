@@ -25,6 +25,28 @@ from rtc.ice import use_host_addresses  # noqa: E402
 from rtc.session import SessionLimits  # noqa: E402
 from settings import Settings, load_settings  # noqa: E402
 
+# --- tiers (markers registered in pyproject.toml) -------------------------------------------
+
+HEAVY_TIERS = ("loopback", "models", "browser", "deploy")
+# Fixtures that start a server or peer on loopback: a test using one is `loopback` whatever it says.
+LOOPBACK_FIXTURES = {"start_server", "clients", "assistant", "standin", "aiohttp_server", "aiohttp_client", "aiohttp_raw_server"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the marks added here count
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test gets its tier: `loopback` by the fixtures it uses, `fast` when it needs nothing heavier."""
+    wrong = []
+    for item in items:
+        if LOOPBACK_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("loopback"):
+            item.add_marker(pytest.mark.loopback)
+        heavy = [name for name in HEAVY_TIERS if item.get_closest_marker(name)]
+        if not heavy:
+            item.add_marker(pytest.mark.fast)
+        elif item.get_closest_marker("fast"):
+            wrong.append(f"{item.nodeid} is marked fast but needs {', '.join(heavy)}")
+    if wrong:
+        raise pytest.UsageError("\n".join(wrong))
+
 
 def make_settings(**overrides: Any) -> Settings:
     """Settings from defaults only (never the developer's environment or .env), plus overrides."""

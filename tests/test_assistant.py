@@ -17,6 +17,8 @@ from kit.rtc_client import Client, to_48k
 from kit.speech import concat, silence, speak, voiced_bounds
 from kit.standin import StandinConfig
 
+pytestmark = pytest.mark.loopback
+
 QUESTION = "What is the capital of France?"
 LONG_REPLY = " ".join(f"This is sentence number {i} of a rather long answer that goes on." for i in range(1, 13))
 

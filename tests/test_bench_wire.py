@@ -43,6 +43,7 @@ def test_rtp_of_skips_rtcp_stun_and_other_protocols() -> None:
     assert rtp_of(bytes(tcp)) is None
 
 
+@pytest.mark.loopback
 @pytest.mark.skipif(os.geteuid() != 0, reason="a packet socket needs root")
 def test_the_sniffer_times_each_packet_once_on_the_monotonic_clock(tmp_path: Path) -> None:
     async def run() -> tuple[list[tuple[float, int, int, int, int]], float, float, int]:

@@ -17,7 +17,7 @@ import pytest
 from kit.speech import concat, silence, speak, write_wav
 from tests.browser import REMOTE_SAMPLE_JS, ServerProcess, have_browser, launch_chromium, mean_square, new_page, poll
 
-pytestmark = pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")]
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -22,7 +22,7 @@ if not Path(CHROMIUM).exists():
 
 from playwright import sync_api  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.browser, pytest.mark.models, pytest.mark.timeout(240)]
 
 RATE = 48000
 QUESTION = "What is the capital of France?"

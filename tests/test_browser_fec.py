@@ -24,7 +24,7 @@ from kit.speech import concat, silence, speak, write_wav
 from rtc.opus import OpusDecoder
 from tests.browser import have_browser, launch_chromium, new_page
 
-pytestmark = pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not have_browser(), reason="needs /usr/bin/chromium, espeak-ng and sox")]
 sync_api = pytest.importorskip("playwright.sync_api")
 
 RATE = 48000

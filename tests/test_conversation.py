@@ -15,6 +15,8 @@ from kit.speech import concat, silence, speak, voiced_bounds
 from pipeline.language import is_backchannel, sounds_unfinished
 from tests.fakes import RATE, FakeLLM, Harness
 
+pytestmark = pytest.mark.fast
+
 QUESTION = "What is the capital of France?"
 LONG = " ".join(f"This is sentence number {i} of a long answer." for i in range(1, 9))
 

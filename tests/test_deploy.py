@@ -43,6 +43,8 @@ from settings import SettingsError, load_settings
 from tests.browser import ServerProcess, free_port, get_json, poll
 from tests.test_media import _best_correlation
 
+pytestmark = pytest.mark.deploy
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TURNSERVER = shutil.which("turnserver") or "/usr/bin/turnserver"

@@ -20,6 +20,8 @@ from pipeline.engines.base import EngineBusy, Engines
 from rtc.session import SessionLimits
 from tests.conftest import Running
 
+pytestmark = pytest.mark.loopback
+
 
 class ScriptedSTT:
     """An in-process engine whose behaviour a test scripts: text, an exception, or busy."""

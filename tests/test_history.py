@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
 from pipeline.engines.local_llm import choose_preset
 from pipeline.history import History
 from settings import load_settings
+
+pytestmark = pytest.mark.fast
 
 
 def test_a_finished_turn_is_a_user_and_an_assistant_message() -> None:

@@ -15,7 +15,7 @@ from pipeline.engines.local_stt import LocalSTT
 from pipeline.wiring import warm_up
 from tests.conftest import make_settings
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.models, pytest.mark.loopback, pytest.mark.timeout(240)]
 
 
 async def test_spoken_questions_get_relevant_spoken_answers(start_server, clients):

@@ -201,6 +201,7 @@ async def stt() -> AsyncIterator[LocalSTT]:
     await engine.close()
 
 
+@pytest.mark.models
 @module_loop
 async def test_stt_transcribes_questions(stt: LocalSTT) -> None:
     errors = []
@@ -212,6 +213,7 @@ async def test_stt_transcribes_questions(stt: LocalSTT) -> None:
     assert max(errors) <= 0.35, errors
 
 
+@pytest.mark.models
 @module_loop
 async def test_stt_does_not_block_the_event_loop(stt: LocalSTT) -> None:
     pcm = concat(speak("What is the weather going to be like in Paris tomorrow?"), silence(0.3)).tobytes()
@@ -220,6 +222,7 @@ async def test_stt_does_not_block_the_event_loop(stt: LocalSTT) -> None:
     assert lag < 0.1, f"event loop stalled {lag * 1000:.0f} ms during a transcription"
 
 
+@pytest.mark.models
 @module_loop
 async def test_stt_resamples_other_rates_and_ignores_blips(stt: LocalSTT) -> None:
     pcm = speak("How many legs does a spider have?", rate=22050).tobytes()
@@ -239,6 +242,7 @@ async def llm() -> AsyncIterator[LocalLLM]:
     await engine.close()
 
 
+@pytest.mark.models
 @module_loop
 async def test_llm_answers_and_streams(llm: LocalLLM) -> None:
     deltas = await collect(llm.stream([{"role": "user", "content": "What is the capital of France?"}]))
@@ -246,6 +250,7 @@ async def test_llm_answers_and_streams(llm: LocalLLM) -> None:
     assert "Paris" in "".join(deltas)
 
 
+@pytest.mark.models
 @module_loop
 async def test_llm_reuses_the_kv_cache_across_turns(llm: LocalLLM) -> None:
     messages: list[Any] = [
@@ -259,6 +264,7 @@ async def test_llm_reuses_the_kv_cache_across_turns(llm: LocalLLM) -> None:
     assert llm.last_timings.get("cache_n", 0) >= 20, llm.last_timings
 
 
+@pytest.mark.models
 @module_loop
 async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> None:
     """The product's defaults (temperature 0, its prompt): the same question, asked again in another
@@ -278,6 +284,7 @@ async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> No
     assert "Mercury" in first and again == first
 
 
+@pytest.mark.models
 @module_loop
 async def test_llm_cancel_stops_generation(llm: LocalLLM) -> None:
     before = (await llm.metrics())["tokens_predicted_total"]
@@ -296,6 +303,7 @@ async def test_llm_cancel_stops_generation(llm: LocalLLM) -> None:
     assert time.monotonic() - started < 2 * first_tokens + 3.0, "the worker was free again at once"
 
 
+@pytest.mark.models
 @module_loop
 async def test_llm_task_cancel_mid_stream(llm: LocalLLM) -> None:
     got: list[str] = []
@@ -319,6 +327,7 @@ async def test_llm_task_cancel_mid_stream(llm: LocalLLM) -> None:
     assert generated < len(got) + 10 + llm.last_timings["predicted_n"], generated
 
 
+@pytest.mark.models
 @module_loop
 async def test_llm_http_listener_is_loopback_and_locked(llm: LocalLLM) -> None:
     import aiohttp
@@ -394,6 +403,7 @@ async def tts() -> AsyncIterator[LocalTTS]:
 SENTENCES = "The weather today is sunny and warm. Tomorrow it will rain in the afternoon."
 
 
+@pytest.mark.models
 @module_loop
 async def test_tts_speaks_per_sentence_and_stt_understands_it(tts: LocalTTS, stt: LocalSTT) -> None:
     assert tts.sample_rate == 22050
@@ -414,6 +424,7 @@ async def test_tts_speaks_per_sentence_and_stt_understands_it(tts: LocalTTS, stt
     assert wer(SENTENCES, heard) <= 0.2, heard
 
 
+@pytest.mark.models
 @module_loop
 async def test_tts_speed_setting(tts: LocalTTS) -> None:
     fast = LocalTTS.from_settings(settings(tts_speed=2.0))
@@ -426,6 +437,7 @@ async def test_tts_speed_setting(tts: LocalTTS) -> None:
     assert quick < 0.8 * normal
 
 
+@pytest.mark.models
 @module_loop
 async def test_tts_cancel_frees_the_worker_and_loop_stays_live(tts: LocalTTS) -> None:
     long_text = " ".join(f"This is sentence number {n}, and it goes on for a little while." for n in range(1, 30))
@@ -437,6 +449,7 @@ async def test_tts_cancel_frees_the_worker_and_loop_stays_live(tts: LocalTTS) ->
     assert lag < 0.1, f"event loop stalled {lag * 1000:.0f} ms during synthesis"
 
 
+@pytest.mark.models
 @module_loop
 async def test_espeak_streams_quickly_and_is_understood(stt: LocalSTT) -> None:
     engine = EspeakTTS.from_settings(settings())
@@ -457,6 +470,7 @@ async def test_espeak_streams_quickly_and_is_understood(stt: LocalSTT) -> None:
     await other.close()
 
 
+@pytest.mark.models
 @module_loop
 async def test_unknown_voice_and_model_are_clear_errors() -> None:
     with pytest.raises(EngineError, match="TTS_VOICE"):

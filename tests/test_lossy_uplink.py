@@ -26,6 +26,8 @@ from kit.wer import normalise
 from rtc.inbound import DeadlineInbound
 from rtc.playout import PlayoutCount
 
+pytestmark = [pytest.mark.loopback, pytest.mark.models]
+
 QUESTION = "Who painted the Mona Lisa?"
 
 

@@ -6,10 +6,13 @@ import asyncio
 import time
 
 import numpy as np
+import pytest
 
 from kit.rtc_client import to_48k
 from kit.speech import concat, silence, speak
 from rtc.inbound import FRAME_BYTES, PcmFrame
+
+pytestmark = pytest.mark.loopback
 
 
 async def test_echo_plays_back_what_was_said(start_server, clients):

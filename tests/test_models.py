@@ -164,6 +164,7 @@ def real_pieces() -> list[tuple[Path, Pinned | None]]:
         pytest.skip(f"default LLM model packages not installed: {exc}")
 
 
+@pytest.mark.models
 def test_real_pieces_are_found_through_metadata_with_their_record() -> None:
     sources = real_pieces()
     assert len(sources) == 6
@@ -172,6 +173,7 @@ def test_real_pieces_are_found_through_metadata_with_their_record() -> None:
     assert not any(name.startswith("pandas_sns") for name in sys.modules), "their Python code is never imported"
 
 
+@pytest.mark.models
 def test_tampered_copy_of_a_real_piece_is_refused(tmp_path: Path) -> None:
     sources = real_pieces()
     original, pin = sources[0]
@@ -189,6 +191,7 @@ def test_tampered_copy_of_a_real_piece_is_refused(tmp_path: Path) -> None:
     assert not target.exists()
 
 
+@pytest.mark.models
 def test_truncated_copy_of_a_real_piece_is_refused_before_writing(tmp_path: Path) -> None:
     sources = real_pieces()
     original, pin = sources[5]

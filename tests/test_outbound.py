@@ -7,9 +7,12 @@ import math
 import time
 
 import numpy as np
+import pytest
 
 from pipeline.ports import Playback
 from rtc.outbound import FRAME_SAMPLES, RATE, OutboundAudioTrack
+
+pytestmark = pytest.mark.fast
 
 
 def tone(seconds: float, rate: int, amplitude: int = 8000) -> bytes:

@@ -16,6 +16,8 @@ from rtc.opus import OpusDecoder, version
 from rtc.pcm import FRAME_BYTES
 from rtc.playout import DelayBounds, PlayoutBuffer, RtpAudio
 
+pytestmark = pytest.mark.fast
+
 CONCEALED, RECOVERED = -1, -2
 FRAME = 0.02
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pytest
+
 from pipeline.engines.base import Engines
 from pipeline.events import Event, TranscriptPartial
 from pipeline.preview import Preview
 from tests.fakes import FakeLLM, FakeTTS
+
+pytestmark = pytest.mark.fast
 
 SECOND = b"\0\0" * 16000
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pipeline.engines.base import Engines
 from pipeline.engines.workers import CancelToken, WorkQueue, needed_by
 from pipeline.segmenter import RATE
 from pipeline.turn import Turn
 from tests.fakes import FakeLLM, FakeSTT, MemoryAudio
+
+pytestmark = pytest.mark.fast
 
 
 async def until(condition: Callable[[], bool]) -> None:

@@ -8,6 +8,8 @@ import pytest
 from kit.speech import RATE, concat, noise, silence, speak, voiced_bounds
 from pipeline.segmenter import Segmenter, SegmenterConfig, SpeechEnded, SpeechStarted
 
+pytestmark = pytest.mark.fast
+
 FRAME = 0.02
 
 

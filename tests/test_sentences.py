@@ -6,6 +6,8 @@ import pytest
 
 from pipeline.sentences import SentenceSplitter, speakable
 
+pytestmark = pytest.mark.fast
+
 
 def split(text: str, step: int = 3, **kwargs) -> list[str]:
     splitter = SentenceSplitter(**kwargs)

@@ -90,6 +90,7 @@ def startup_log(*args: str) -> tuple[str, int]:
     return "".join(lines) + rest, server.returncode
 
 
+@pytest.mark.loopback
 def test_server_startup_log_hides_keys_and_missing_key_names_the_variable():
     log, returncode = startup_log("--stt-api-key", "sk-secret-987", "--voice-token", "tok-555")
     assert "STT_API_KEY': 'set'" in log and "sk-secret-987" not in log and "tok-555" not in log

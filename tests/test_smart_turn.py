@@ -33,6 +33,8 @@ from pipeline.engines.smart_turn import MODEL, WINDOW, SmartTurn, features, wind
 from pipeline.engines.workers import CancelToken
 from settings import Settings
 
+pytestmark = pytest.mark.models
+
 PAUSE_S = 0.2
 
 

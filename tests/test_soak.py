@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kit.rtc_client import Client
 from rtc.session import SessionLimits
 from tests.test_hardening import EchoLLM, ScriptedSTT, ToneTTS, engines
+
+pytestmark = pytest.mark.loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 CYCLES = int(os.environ.get("SOAK_CYCLES", "200"))

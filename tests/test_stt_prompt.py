@@ -20,6 +20,8 @@ from pipeline.engines.openai_common import Endpoint
 from pipeline.engines.openai_stt import OpenAISTT
 from tests.test_stt_window import fit, full, module_loop, question  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.models
+
 SOT, PREV = [50257, 50362], 50360  # any ids will do for the pure function
 
 

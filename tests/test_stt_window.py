@@ -27,6 +27,8 @@ from pipeline.engines.local_stt import FIT_MIN_FRAMES, FULL_FRAMES, LocalSTT, fi
 from pipeline.engines.workers import Cancelled, CancelToken
 from settings import Settings
 
+pytestmark = pytest.mark.models
+
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 SAME_QUESTIONS = [

@@ -21,6 +21,8 @@ from kit.rtc_client import Client, to_48k
 from kit.speech import concat, silence, speak
 from tests.browser import ServerProcess, poll
 
+pytestmark = pytest.mark.loopback
+
 
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[ServerProcess]:
