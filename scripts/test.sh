@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite inside a network namespace with only
 # loopback up, so no test can send anything off this machine.
+#   scripts/test.sh [pytest args]          everything (CI)
+#   scripts/test.sh --fast [pytest args]   the lint checks and only the `fast` tier (pyproject.toml's markers), under a minute
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  set -- -m fast "$@"
+fi
+scripts/setup.sh --test  # a few checks once everything is installed
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/lint-imports
