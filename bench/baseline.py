@@ -2,9 +2,9 @@
 
 Every part records its headline figures (`Ctx.figure`: voice-to-voice p50, barge-in stop time,
 talk-overs, lost turns, sessions within limits, answers right ...). `--save-baseline` writes them
-to bench/baseline/<quick|full>.json with the commit and machine they came from; every later run
-of the same kind prints each figure beside the stored one. A ratio compares like with like only
-on the same machine: the JSON says which it was.
+to bench/baseline/<quick|full>.json with the commit and machine they came from (`python -m
+bench.baseline RESULTS.json` stores a past run); every later run of the same kind prints each
+figure beside the stored one. A ratio compares like with like only on the same machine.
 """
 
 from __future__ import annotations
@@ -49,3 +49,10 @@ def compare(figures: dict[str, float], base: dict[str, Any]) -> str:
     machine = base.get("machine", {})
     title = f"Now vs baseline (saved {base.get('saved', '?')} at commit {machine.get('commit', '?')}, {machine.get('cpus', '?')} cores)"
     return table(["figure", "now", "baseline", "now / baseline"], rows, title)
+
+
+if __name__ == "__main__":  # python -m bench.baseline RESULTS.json: store a past run's figures as the baseline
+    import sys
+
+    run = json.loads(Path(sys.argv[1]).read_text())
+    save(path_for(run["options"]["quick"]), run["figures"], run["machine"])

@@ -278,7 +278,7 @@ LOCAL_DESIGNS: list[tuple[str, list[str]]] = [("one worker", []), ("WORKERS=2 (o
 
 async def run_local_design(ctx: Ctx, label: str, extra: list[str], sizes: list[int], rounds: int) -> dict[str, Any]:
     questions = ["What is the capital of France?", "How far away is the moon?"]
-    server = await ctx.server("local", extra=extra, name="scale")
+    server = await ctx.server("local", extra=extra, name="scale", shared=False)  # its memory after warm-up alone
     out: dict[str, Any] = {"design": label, "flags": extra, "levels": [], "health": server.health}
     try:
         clips = [make_clip(q) for q in questions]
