@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from pipeline.engines.base import EngineError, Engines
+from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Reply, State, StateName
 from pipeline.history import History
 from pipeline.ports import AudioOutput, EventSink, Playback
@@ -24,6 +25,7 @@ from pipeline.preview import Preview
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.turn import Turn, failures_of
 from pipeline.turn_protocol import (
+    CheckWords,
     Command,
     Drop,
     Emit,
@@ -159,6 +161,9 @@ class Conversation:
                     continue
                 audio = self._segmenter.utterance_pcm()[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
                 turn.spawn(self._judge(turn, audio), f"turn-{turn.id}-judge")
+            elif isinstance(command, CheckWords):
+                turn = self.turns[command.turn]
+                turn.spawn(self._check_words(self._segmenter.utterance_pcm()), f"turn-{turn.id}-check")
             elif isinstance(command, Respond):
                 self.turns[command.turn].user_text = command.user_text
             elif isinstance(command, Drop):
@@ -236,6 +241,16 @@ class Conversation:
         turn.metrics.turn_detect_ms = round((time.monotonic() - started) * 1000, 1)
         turn.metrics.turn_complete = round(p, 3)
         self._run(self.turn_taking.judged(turn.id, p, self._now))
+
+    async def _check_words(self, pcm: bytes) -> None:
+        text: str | None = None
+        try:
+            with needed_by(time.monotonic()):  # what the paused reply waits for
+                async with failures_of("stt"):
+                    text = await self._engines.stt.transcribe(pcm, RATE, prompt=self.history.user_context())
+        except EngineError as exc:
+            log.warning("the words over the reply could not be transcribed (%s): taken as an interruption", exc.message)
+        self._run(self.turn_taking.words_so_far(text))
 
     async def _drive(self, turn: Turn) -> None:
         outcome, stage = Outcome.CANCELLED, "stt"

@@ -48,6 +48,7 @@ class Paused:
     onset: float | None  # the user's speech over the reply; None while it is only a hint
     hinted_at: float | None = None
     held: Held | None = None  # the interruption's own turn, once it paused
+    checking: bool = False  # its words so far were asked for: it was long enough to interrupt
 
 
 Floor = Listening | Speaking | Paused
@@ -116,11 +117,18 @@ class CancelPreview:
 
 
 @dataclass(frozen=True)
+class CheckWords:
+    """Transcribe the utterance so far: speech over the reply was long enough to interrupt it, unless it is a backchannel."""
+
+    turn: int  # the paused reply
+
+
+@dataclass(frozen=True)
 class Emit:
     event: Event
 
 
-Command = Prepare | Judge | Respond | Release | Drop | Interrupt | PauseOutput | ResumeOutput | CancelPreview | Emit
+Command = Prepare | Judge | Respond | Release | Drop | Interrupt | PauseOutput | ResumeOutput | CancelPreview | CheckWords | Emit
 
 
 @dataclass(frozen=True)

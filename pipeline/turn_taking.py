@@ -26,6 +26,7 @@ from pipeline.language import is_backchannel, meaningful, sounds_unfinished
 from pipeline.segmenter import SpeechEnded, SpeechPaused
 from pipeline.turn_protocol import (
     CancelPreview,
+    CheckWords,
     Command,
     Drop,
     Emit,
@@ -140,9 +141,12 @@ class TurnTaking:
         """The time is `now`; the utterance in progress was voiced until `voiced_until` (None: no utterance)."""
         floor = self.floor
         # Counted from the onset over the reply, not the utterance's: a backchannel that resumed
-        # the reply does not count towards the next interruption.
-        if isinstance(floor, Paused) and floor.onset is not None and (voiced_until or 0.0) - floor.onset >= self.config.interrupt_min_s:
-            self._interrupt("the user kept speaking")
+        # the reply does not count towards the next interruption. A long one ("Mm hmm" drawn out)
+        # is told apart by its words so far, while the reply stays paused.
+        long = isinstance(floor, Paused) and floor.onset is not None and (voiced_until or 0.0) - floor.onset >= self.config.interrupt_min_s
+        if isinstance(floor, Paused) and long and not floor.checking:
+            self.floor = replace(floor, checking=True)
+            self._do(CheckWords(floor.turn))
         elif isinstance(floor, Paused) and floor.hinted_at is not None and now - floor.hinted_at > self.config.hint_wait_s:
             self.floor = Speaking(floor.turn)  # a click, not speech
             self._do(ResumeOutput("no speech followed the hint"))
@@ -190,6 +194,14 @@ class TurnTaking:
         if held is not None and held.turn == turn:
             self._set_held(replace(held, transcript=text))
             self._maybe_release(now)
+        return self._flush()
+
+    def words_so_far(self, text: str | None) -> list[Command]:
+        """What the utterance over the paused reply says so far (None: it could not be transcribed)."""
+        floor = self.floor
+        if isinstance(floor, Paused) and floor.checking:
+            if text is None or (meaningful(text) and not is_backchannel(text, self.config.rules)):
+                self._interrupt("the user kept speaking")
         return self._flush()
 
     def judged(self, turn: int, p_finished: float, now: float) -> list[Command]:

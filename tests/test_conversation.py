@@ -11,6 +11,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from kit.eval_voices import render
 from kit.speech import concat, silence, speak, voiced_bounds
 from pipeline.language import is_backchannel, sounds_unfinished
 from tests.fakes import RATE, FakeLLM, Harness
@@ -156,6 +157,23 @@ async def test_a_cough_or_backchannel_pauses_the_reply_and_it_resumes(sound):
     (reply,) = h.of("reply")
     assert reply["interrupted"] is False and reply["heard"] == LONG
     assert [e["turn"] for e in h.of("transcript")] == [1], "no new turn"
+    await h.close()
+
+
+async def test_a_drawn_out_backchannel_longer_than_an_interruption_resumes_the_reply():
+    said = {"text": QUESTION}
+    h = Harness(stt=lambda s: said["text"], llm=FakeLLM(LONG))
+    await _talking(h)
+    said["text"] = "Mm hmm."
+    hum = render("Mm hmm.", "flite:slt")  # over a second without a pause
+    assert len(hum) / RATE > 1.0
+    t_hum = h.t
+    await h.feed(concat(hum, silence(1.5)))
+    assert len(h.stt.calls) == 3, "the question, the words so far at INTERRUPT_MIN_MS, the backchannel at its pause"
+    assert h.audio.audible(t_hum + 1.2), "resumed"
+    await h.silence(30)
+    (reply,) = h.of("reply")
+    assert reply["interrupted"] is False and reply["heard"] == LONG
     await h.close()
 
 

@@ -15,6 +15,7 @@ import pytest
 from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State
 from pipeline.segmenter import SpeechEnded, SpeechPaused
 from pipeline.turn_protocol import (
+    CheckWords,
     Command,
     Drop,
     Emit,
@@ -66,6 +67,8 @@ def play(m: TurnTaking, steps: list[Step]) -> list[Command]:
             out = m.text(*args)
         elif name == "heard":  # a turn's transcript
             out = m.transcribed(*args)
+        elif name == "so far":
+            out = m.words_so_far(*args)
         elif name == "judged":
             out = m.judged(*args)
         elif name == "done":
@@ -153,8 +156,16 @@ ROWS = [
     Row("so does a cough (no words)", [*PAUSED, ("heard", 2, "", 5.6)], ["ResumeOutput", "Drop 2"], Speaking(1)),
     Row("and the backchannel's silence makes no turn", [*PAUSED, ("heard", 2, "Yeah.", 5.6), ("ended", 5.5)],
         ["CancelPreview", "Emit speech_stopped"], Speaking(1)),
-    Row("speech long enough interrupts before its words are known", [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82)],
+    Row("speech long enough to interrupt: its words so far are asked for", [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82)],
+        ["CheckWords 1"], Paused(1, onset=5.0, checking=True)),
+    Row("words so far other than a backchannel interrupt", [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "I think that")],
         ["Interrupt 1", "Emit state"], Listening()),
+    Row("so does speech that could not be transcribed", [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", None)],
+        ["Interrupt 1", "Emit state"], Listening()),
+    Row("a long backchannel keeps the reply paused for its pause to decide",
+        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "Mm hmm"), ("tick", 6.5, 6.5)], [], Paused(1, onset=5.0, checking=True)),
+    Row("and resumes it there", [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "Mm hmm"), ("paused", 6.1), ("heard", 2, "Mm hmm.", 6.2)],
+        ["ResumeOutput", "Drop 2"], Speaking(1)),
     Row("not before", [*SPEAKING, ("started", 5.0), ("tick", 5.78, 5.78)], [], Paused(1, onset=5.0)),
     Row("after a backchannel resumed it, the length counts from the new onset",
         [*PAUSED, ("heard", 2, "Mm-hmm.", 5.6), ("resumed", 6.0), ("tick", 6.5, 6.5)], [], Paused(1, onset=6.0)),
@@ -175,10 +186,10 @@ ROWS = [
     Row("and is told when the silence would release it", [("started", 0.0), ("paused", 1.0), ("done", 1, Outcome.FAILED), ("ended", 1.0)],
         ["CancelPreview", "Emit speech_stopped", "Release 1 silence", "Emit state"], Listening()),
     Row("a reply cut off before it was heard: its words join the next question",
-        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("done", 1, Outcome.CANCELLED, False), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
+        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "and"), ("done", 1, Outcome.CANCELLED, False), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
         [f"Respond 2 {Q} and Spain?"], "held", TurnTakingConfig()),
     Row("one cut off after some of it was heard: they do not",
-        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("done", 1, Outcome.CANCELLED, True), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
+        [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "and"), ("done", 1, Outcome.CANCELLED, True), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
         ["Respond 2 and Spain?"], "held"),
 ]  # fmt: skip
 
@@ -237,4 +248,4 @@ def test_words_so_far_are_previewed_only_while_no_reply_is_held_or_out() -> None
 def test_every_command_kind_is_used() -> None:
     used = {type(c) for row in ROWS for c in play(TurnTaking(row.config), row.steps)}
     used |= {type(c) for c in play(TurnTaking(), [*SPEAKING[:3]])}
-    assert {Drop, Emit, Interrupt, Judge, PauseOutput, Prepare, Release, Respond, ResumeOutput} <= used
+    assert {CheckWords, Drop, Emit, Interrupt, Judge, PauseOutput, Prepare, Release, Respond, ResumeOutput} <= used
