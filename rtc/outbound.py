@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 import av
 import numpy as np
@@ -38,9 +38,10 @@ TIME_BASE = fractions.Fraction(1, RATE)
 class OutboundAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         super().__init__()
         self._clock = clock
+        self._sleep = sleep  # with `clock`, what the tests replace to pace in virtual time
         self._ledger = PlaybackLedger(RATE)  # what is queued and what of each mark has left
         self._resamplers: dict[int, av.AudioResampler] = {}
         self._start: float | None = None
@@ -127,7 +128,7 @@ class OutboundAudioTrack(MediaStreamTrack):
             self._pts += FRAME_SAMPLES
             due = self._start + self._pts / RATE
             if due > now:
-                await asyncio.sleep(due - now)
+                await self._sleep(due - now)
             elif now - due > FRAME_S:
                 self.late_frames += 1
         samples = self._next_samples()
