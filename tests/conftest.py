@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -46,6 +47,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             wrong.append(f"{item.nodeid} is marked fast but needs {', '.join(heavy)}")
     if wrong:
         raise pytest.UsageError("\n".join(wrong))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Yield to the loop (and worker threads) until `condition` holds: waiting on a state, not a guess of how long it takes."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
 
 
 def make_settings(**overrides: Any) -> Settings:
