@@ -3,8 +3,8 @@
 Per trial, a fresh session: a typed request for a long reply (the stand-in's 12 sentences);
 0.8-1.6 s after `state speaking` (random phase) the client speaks the interruption. The stand-in
 transcribes it as its words, so the product takes it as a real interruption, ends the reply and
-answers it; that answer starts STANDIN_REPLY_DELAY_S late and is told apart by its own
-`speaking` event, so every audible frame counted below is the interrupted reply's.
+answers it; that answer starts STANDIN_REPLY_DELAY_S late, and every audible frame counted below
+arrived before the answer's first `reply_delta` or `speaking` event: the interrupted reply's.
 
     onset    = the interruption clip's send time + offset of its first voiced 10 ms (client media time)
     stop     = last audible frame of the interrupted reply received - onset
@@ -28,10 +28,10 @@ from kit.peers import INTERRUPTION, Clip, Peer, make_clip
 LONG_REQUEST = "Tell me a long story."
 LONG_REPLY = " ".join(f"This is sentence number {i} of a rather long answer that goes on." for i in range(1, 13))
 STANDIN_REPLY = "Okay, I stopped."
-STANDIN_REPLY_DELAY_S = 0.3  # the interruption's own answer starts late, so its audio is not counted as the old reply's
+STANDIN_REPLY_DELAY_S = 1.0  # the interruption's own answer starts late, so its audio is not counted as the old reply's
 STALE_AFTER_S = 0.12
 GAP_S = 0.10
-OBSERVE_S = 2.0  # after the interruption: how long its own reply may take to start
+OBSERVE_S = 3.0  # after the interruption: how long its own reply may take to start
 
 
 async def until(peer: Peer, index: int, timeout: float, pred: Any) -> tuple[float, dict[str, Any]] | None:
@@ -69,10 +69,10 @@ async def interrupt(ctx: Ctx, peer: Peer, clip: Clip, rng: random.Random) -> dic
     old = await until(peer, index, 10.0, lambda t, ev: ev.get("type") == "reply" and ev.get("turn") == turn)
     cap = sent + clip.last_voiced + OBSERVE_S
 
-    def new_speaking(t: float, ev: dict[str, Any]) -> bool:
-        return t > onset and speaking(t, ev) and ev.get("turn") != turn
+    def answer(t: float, ev: dict[str, Any]) -> bool:  # its text is sent before its audio is made
+        return t > onset and ev.get("turn") != turn and (ev.get("type") == "reply_delta" or speaking(t, ev))
 
-    new = await until(peer, index, max(0.0, cap - time.monotonic()), new_speaking)
+    new = await until(peer, index, max(0.0, cap - time.monotonic()), answer)
     await asyncio.sleep(0.3)
     t_new = min(new[0], cap) if new is not None else cap  # frames before it are the old reply's
     audible = peer.audible(t_sp - 0.5, t_new)
