@@ -60,7 +60,7 @@ BACKCHANNEL_AFTER_S = 1.5
 SURVIVE_WINDOW_S = 4.0
 STOPPED_GAP_S = 1.5
 ECHO_WINDOW_S = 5.0
-SILENCE_S = Settings().vad_silence_ms / 1000  # a held reply may be released this late
+SILENCE_S = Settings().unfinished_silence_ms / 1000  # the longest silence after which a held reply is still released
 
 
 @dataclass
