@@ -116,6 +116,7 @@ async def order_after_contention() -> list[str]:
     for name, reply in (("a", "A one is here. A two is here. A three is here."), ("b", "B one is here.")):
         engines = Engines(stt=FakeSTT(lambda s: ""), llm=FakeLLM(reply=reply), tts=tts)
         turns[name] = Turn(1, engines, MemoryAudio(), lambda event: None)  # nobody plays: audio stays queued
+        turns[name].release(1, time.monotonic())  # the user has finished: no reply is held back
     a, b = turns["a"], turns["b"]
 
     a.start(a.respond([{"role": "user", "content": "Tell me a story."}], "Tell me a story."))
