@@ -18,8 +18,9 @@ class Rules:
     # Words a finished sentence rarely ends with: the speaker paused mid-phrase.
     dangling: frozenset[str]
     lead_ins: frozenset[tuple[str, ...]]  # endings that announce the question rather than ask it
-    # A question word first and an auxiliary last with no subject before it: the subject has not come
-    # yet ("How many legs does"), unlike an embedded clause ("What do you think it is").
+    # A question word first and its only auxiliary last, with no subject before it: the subject has
+    # not come yet ("How many legs does"). Not when an auxiliary came before ("How many moons does
+    # Jupiter have": the main verb) or a subject did ("Do you know who he is").
     question_words: frozenset[str] = frozenset()
     auxiliaries: frozenset[str] = frozenset()
     subjects: frozenset[str] = frozenset()
@@ -44,7 +45,7 @@ ENGLISH = Rules(
     lead_ins=frozenset({("tell", "me"), ("show", "me"), ("give", "me"), ("remind", "me"), ("teach", "me"), ("tell", "us"),
                         ("show", "us"), ("to", "know"), ("wondering",), ("wonder",)}),
     question_words=frozenset({"what", "who", "whom", "whose", "which", "where", "when", "why", "how"}),
-    auxiliaries=frozenset({"does", "did", "is", "are", "was", "were", "can", "could", "will", "would", "should", "has", "have", "had"}),
+    auxiliaries=frozenset({"do", "does", "did", "is", "are", "was", "were", "can", "could", "will", "would", "should", "has", "have", "had"}),
     subjects=frozenset({"i", "you", "he", "she", "it", "we", "they", "this", "that", "there", "these", "those", "one"}),
 )  # fmt: skip
 
@@ -81,4 +82,5 @@ def sounds_unfinished(text: str, rules: Rules = ENGLISH) -> bool:
         return False
     if words[-1] in rules.dangling or tuple(words[-2:]) in rules.lead_ins or tuple(words[-1:]) in rules.lead_ins:
         return True
-    return len(words) >= 2 and words[0] in rules.question_words and words[-1] in rules.auxiliaries and words[-2] not in rules.subjects
+    question = len(words) >= 2 and words[0] in rules.question_words
+    return question and words[-1] in rules.auxiliaries and words[-2] not in rules.subjects and not rules.auxiliaries & set(words[1:-1])

@@ -13,7 +13,6 @@ import pytest
 
 from kit.eval_voices import render
 from kit.speech import concat, silence, speak, voiced_bounds
-from pipeline.language import is_backchannel, sounds_unfinished
 from tests.fakes import RATE, FakeLLM, Harness
 
 pytestmark = pytest.mark.fast
@@ -298,18 +297,6 @@ async def test_close_frees_every_turn():
     assert not h.audio.busy and h.conversation.turns == {}
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Mm-hmm.", True), ("Uh-huh.", True), ("Yeah.", True), ("Okay, okay.", True), ("Right.", True),
-        ("MMMM.", True), ("Hmm.", True), ("I see.", True), ("Mm-mm.", True), ("Mhm.", True), ("Uh.", False), ("Um, what?", False),
-        ("Yeah, but what about Spain?", False), ("Stop.", False), ("No.", False), ("Okay, tell me more about that.", False),
-    ],
-)  # fmt: skip
-def test_backchannels(text, expected):
-    assert is_backchannel(text) is expected
-
-
 async def test_words_that_stop_mid_phrase_veto_the_end_of_turn_model():
     h = Harness(stt=lambda s: "What is the capital of" if s < 2.0 else "What is the capital of Japan?", turn=lambda s: 0.9)
     await h.feed(concat(silence(0.2), voiced("What is the capital of"), silence(1.0)))
@@ -319,17 +306,6 @@ async def test_words_that_stop_mid_phrase_veto_the_end_of_turn_model():
     await h.silence(5)
     assert [e["text"] for e in h.of("transcript")] == ["What is the capital of Japan?"]
     await h.close()
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("What is the capital of", True), ("What is the capital of?", True), ("I would like to know...", True), ("Tell me about the", True),
-     ("What is the capital of Japan?", False), ("Who wrote Hamlet.", False), ("How far is the moon?", False),
-     ("Hello, can you hear me?", False), ("How are you?", False), ("What do you do?", False), ("Do you know what day it is?", False),
-     ("What does it look like?", False), ("Can you tell me", True), ("I would like to know.", True), ("Can you help me?", False)],
-)  # fmt: skip
-def test_unfinished_text(text, expected):
-    assert sounds_unfinished(text) is expected
 
 
 async def test_carried_words_are_answered_even_if_the_rest_is_lost_in_noise():
