@@ -36,9 +36,8 @@ class History:
     def user_context(self, max_chars: int = STT_CONTEXT_CHARS) -> str:
         """The user's earlier words, oldest first, at most `max_chars` (whole utterances): Whisper's
         prompt for the next utterance, so a follow-up is heard in the light of what came before
-        ("two" after "three apples", "continent" after "Japan"). `python -m bench.stt_choice`: on
-        conversation follow-ups 14 -> 10 word errors of 268 for +7 ms; a fixed domain prompt made it
-        worse (23), so there is none."""
+        ("two" after "three apples", "continent" after "Japan"). A fixed domain prompt made it
+        worse, so there is none (docs/decisions/0003)."""
         parts: list[str] = []
         size = 0
         for entry in reversed(self.entries):
@@ -55,9 +54,7 @@ class History:
 
         A reply the user cut off is what they heard of it, ending in a dash, followed by a
         system note that says so and quotes it: the model then neither assumes it finished
-        nor loses the thread when asked "what were you telling me about?". Chosen over the
-        heard part alone, the old "… (interrupted by the user)" suffix, a bracketed mark and a
-        note in the user's message by `python -m bench.llm_choice --part interruptions`.
+        nor loses the thread when asked "what were you telling me about?" (docs/decisions/0005).
         """
         out: list[Message] = [{"role": "system", "content": self.system_prompt}]
         for entry in self.entries:
