@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 
@@ -282,7 +282,7 @@ class Settings:
         return out
 
 
-def _convert(f: Any, raw: str) -> Any:
+def _convert(f: Field[Any], raw: str) -> Any:
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     if kind == "bool":
         if raw.strip().lower() in ("1", "true", "yes", "on"):
