@@ -116,7 +116,7 @@ async def test_fitted_window_for_short_audio_full_window_past_30_s(fit: LocalSTT
 
     full_frames = spy_encode(full, monkeypatch)
     await full.transcribe(short.tobytes())
-    assert full_frames == [FULL_FRAMES], "STT_WINDOW=full keeps Whisper's 30 s window"
+    assert full_frames == [FULL_FRAMES], "window='full' keeps Whisper's 30 s window"
 
     # 33 s: one question, half a minute of silence, another: two normal 30 s windows.
     long = concat(question("What is the capital of Italy?"), silence(30.0), question("How many legs does a spider have?"))

@@ -20,7 +20,7 @@ not fit in 30 s, and automatic language detection, take faster-whisper's normal 
 follows: names, a domain, the conversation so far). The normal path hands it to
 faster-whisper as `initial_prompt`; the fitted path builds the same decoder prompt
 (`with_previous_tokens`): <|startofprev|>, the prompt's last max_length//2 - 1 tokens,
-then the usual start sequence. docs/decisions/0003 says why the product sets none.
+then the usual start sequence. docs/decisions/0003 says which prompt the product gives.
 """
 
 from __future__ import annotations
