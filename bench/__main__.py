@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import baseline
+from bench import baseline, procs
 from bench.context import Ctx, Options
 from bench.procs import RESULTS, ROOT, Standin, kill_all
 from bench.stats import LoopLag
@@ -35,9 +35,10 @@ async def _part(name: str, ctx: Ctx) -> dict[str, Any]:
 
 
 def _machine() -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    root = procs.product
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
     dirty = bool(
-        subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
     )
     return {
         "cpus": os.cpu_count(),
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="", help="baseline JSON to compare with (default: bench/baseline/quick.json or full.json)")
     parser.add_argument("--full-clients", action="store_true", help="scale: client peers that encode their mic and decode the reply")
     parser.add_argument("--client-nice", type=int, default=10, help="scale: nice of the client peers and the stand-in (0: as the server)")
+    parser.add_argument("--product", default="", help="measure the server.py of this checkout (e.g. a worktree of an older commit)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         full_clients=args.full_clients,
         client_nice=args.client_nice,
     )
+    if args.product:
+        procs.product = Path(args.product).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "all" if "all" in args.parts else "-".join(parts)
     label += "-quick" if args.quick else ""

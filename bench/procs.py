@@ -24,6 +24,9 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# The checkout whose server.py is measured (--product): another commit's worktree gives its
+# figures through this same harness, e.g. a baseline of the product before a change.
+product = ROOT
 LOGS = RESULTS / "logs"
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -67,12 +70,12 @@ signal.signal(signal.SIGTERM, _on_sigterm)
 signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops the bench even if started with SIGINT ignored
 
 
-def spawn(args: list[str], log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
+def spawn(args: list[str], log_name: str, cwd: Path = ROOT) -> tuple[subprocess.Popen[bytes], Path]:
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{log_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     with open(log_path, "wb") as log:
         # Own session: a Ctrl-C in the terminal reaches the bench, which then stops these cleanly.
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _children.append(proc)
     return proc, log_path
 
@@ -290,7 +293,7 @@ class Server:
         entry = ["-m", "bench.probe_server"] if probe else ["server.py"]
         self.args = [PYTHON, *entry, "--port", str(self.port), "--host", HOST, "--ice-hosts", HOST, "--log-level", "warning"]
         self.args += BENCH_LIMITS + engine_flags + (extra or [])
-        self.proc, self.log = spawn(self.args, name)
+        self.proc, self.log = spawn(self.args, name, cwd=product)
         self.started = time.monotonic()
         self.ready_s: float | None = None
         self.warmed = False  # a first spoken turn has run: one-off work (lazy imports, cold pages) is done
