@@ -11,6 +11,7 @@ import pytest
 from kit.rtc_client import to_48k
 from kit.speech import concat, silence, speak
 from rtc.inbound import FRAME_BYTES, PcmFrame
+from tests.conftest import until
 
 pytestmark = pytest.mark.loopback
 
@@ -27,7 +28,23 @@ async def test_echo_plays_back_what_was_said(start_server, clients):
 
     speech = speak("Testing one two three, can you hear me?")
     clip = concat(silence(0.3), speech, silence(0.2))
-    sent_at = await client.mic.say(to_48k(clip))
+    # The pts of the frame the clip starts in: the client may send it late (a busy loop), but its
+    # media time is when it was due on the client's clock, and that is what the server keeps.
+    mic, said, frames, clip_pts = client.mic, None, [], []
+    real_recv = mic.recv
+
+    async def recv():
+        frame = await real_recv()
+        frames.append(frame.pts)
+        if said is not None and said.done() and not clip_pts:
+            clip_pts.append(frame.pts)
+        return frame
+
+    mic.recv = recv
+    await until(lambda: frames)  # the frame in flight before the patch has gone
+    said = mic.say(to_48k(clip))
+    await until(lambda: clip_pts)
+    due_at = mic._start + clip_pts[0] / 48000
     t_stop, _ = await client.wait_event("speech_stopped", timeout=15)
     await client.wait_event("state", state="listening", after=t_stop, timeout=15)
 
@@ -43,10 +60,12 @@ async def test_echo_plays_back_what_was_said(start_server, clients):
     speech_media_t = received[0].t + lag / 16000
     # (the inbound media clock is the sender's RTP clock anchored at the first packet's arrival,
     # so it may read a fraction of a millisecond before the client's own send time)
-    assert -0.005 <= speech_media_t - (sent_at + 0.3) < 0.15
+    assert -0.005 <= speech_media_t - (due_at + 0.3) < 0.15
 
     # Echo: what came back correlates with what was sent.
-    echo = client.audio(start=t_stop)[::3]  # 48 kHz -> 16 kHz is enough for a correlation
+    # (from when the speech's last frame was due to leave the client: the echo cannot come before
+    # it, while the speech_stopped event may reach the client after the echo's first packets)
+    echo = client.audio(start=due_at + 0.3 + len(speech) / 16000)[::3]  # 48 kHz -> 16 kHz is enough for a correlation
     assert _best_correlation(echo, speech)[0] > 0.6
 
 
@@ -102,12 +121,16 @@ async def _inbound_delay(start_server, clients, jitter_frames: int | None = None
     original = session.pipeline.on_audio
     session.pipeline.on_audio = lambda pcm, t: (arrivals.append((time.monotonic(), pcm)), original(pcm, t))[1]
     delays = []
+
+    def loud(since: float) -> list[float]:
+        return [t for t, pcm in arrivals if t > since and np.abs(np.frombuffer(pcm, dtype=np.int16)).max() > 6000]
+
     for _ in range(3):
         burst = (12000 * np.sin(2 * np.pi * 1000 * np.arange(4800) / 48000)).astype(np.int16)  # 100 ms, 1 kHz
         sent = await client.mic.say(burst)
-        await asyncio.sleep(0.4)
-        loud = [t for t, pcm in arrivals if t > sent and np.abs(np.frombuffer(pcm, dtype=np.int16)).max() > 6000]
-        delays.append(loud[0] - sent)
+        await until(lambda sent=sent: len(loud(sent)) > 0)
+        delays.append(loud(sent)[0] - sent)
+        await asyncio.sleep(0.3)  # the burst's tail is through before the next one is said
     return float(np.median(delays))
 
 
