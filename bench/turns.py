@@ -61,6 +61,7 @@ SURVIVE_WINDOW_S = 4.0
 STOPPED_GAP_S = 1.5
 ECHO_WINDOW_S = 5.0
 SILENCE_S = Settings().unfinished_silence_ms / 1000  # the longest silence after which a held reply is still released
+GROUPS = {"seen": "espeak-ng", "held-out": "flite, held-out phrasings", "fresh": "festival, fresh phrasings"}
 
 
 @dataclass
@@ -71,16 +72,17 @@ class Plan:
     coughs: int
     echo: int  # at -ECHO_DB
     echo_loud: int  # at -ECHO_LOUD_DB
+    fresh: int = 0  # of tc.FRESH_PAUSE_QUESTIONS, each at every pause, and as many fresh backchannels
     pauses: tuple[float, ...] = tuple(tc.PAUSES_S)
 
 
 def plan(ctx: Ctx, engines: str) -> Plan:
     if ctx.opts.quick:
-        return Plan(plain=1, pause_phrases=1, backchannels=1, coughs=0, echo=1, echo_loud=0, pauses=(1.0,))
+        return Plan(plain=1, pause_phrases=1, backchannels=1, coughs=0, echo=1, echo_loud=0, fresh=1, pauses=(1.0,))
     if engines == "standin":
-        return Plan(plain=5, pause_phrases=3, backchannels=5, coughs=2, echo=8, echo_loud=4)
+        return Plan(plain=5, pause_phrases=3, backchannels=5, coughs=2, echo=8, echo_loud=4, fresh=6)
     # embedded engines: each trial costs STT + LLM + TTS on 2 shared cores; talk-overs there mostly follow v2v
-    return Plan(plain=4, pause_phrases=1, backchannels=3, coughs=1, echo=3, echo_loud=1)
+    return Plan(plain=4, pause_phrases=1, backchannels=3, coughs=1, echo=3, echo_loud=1, fresh=6, pauses=(0.8, 1.0))
 
 
 def build_clips(p: Plan) -> dict[str, list[tc.TurnClip]]:
@@ -99,7 +101,15 @@ def build_clips(p: Plan) -> dict[str, list[tc.TurnClip]]:
             first, second = tc.HELD_OUT_PAUSE_QUESTIONS[j % len(tc.HELD_OUT_PAUSE_QUESTIONS)]
             for k, pause in enumerate(p.pauses):
                 out["pause"].append(tc.with_pause(first, second, pause, held[(j + k) % len(held)]))
+    fresh = tc.voices("fresh")
+    for j in range(p.fresh if fresh else 0):
+        first, second = tc.FRESH_PAUSE_QUESTIONS[j % len(tc.FRESH_PAUSE_QUESTIONS)]
+        for k, pause in enumerate(p.pauses):
+            out["pause"].append(tc.with_pause(first, second, pause, fresh[(j + k) % len(fresh)]))
     survive = [tc.backchannel(tc.BACKCHANNELS[i % len(tc.BACKCHANNELS)], seen[i % len(seen)]) for i in range(p.backchannels)]
+    survive += [
+        tc.backchannel(tc.FRESH_BACKCHANNELS[i % len(tc.FRESH_BACKCHANNELS)], fresh[i % len(fresh)]) for i in range(p.fresh if fresh else 0)
+    ]
     for i in range(p.coughs):  # spread the coughs among the backchannels
         survive.insert(min(len(survive), (i + 1) * 2 + i), tc.cough(seed=i))
     out["survive"] = survive
@@ -304,7 +314,7 @@ async def survive_trial(lane: Lane, clip: tc.TurnClip) -> dict[str, Any]:
     )
     index = len(peer.client.events)
     started = await _long_reply(lane, peer, index)
-    out: dict[str, Any] = {"text": clip.text, "voice": clip.voice, "kind": clip.kind}
+    out: dict[str, Any] = {"text": clip.text, "voice": clip.voice, "kind": clip.kind, "group": clip.group}
     if isinstance(started, str):
         return out | {"error": started}
     turn, t_sp, t_first = started
@@ -430,12 +440,13 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     s["released_by_model"] = (sum(1 for t in plain if t["released_by"][-1:] == ["model"]), len(plain))
     s["plain_talkover"] = _count(r.get("plain", []), "talkover_frames")
     for pause in tc.PAUSES_S:
-        for group in ("seen", "held-out"):
+        for group in GROUPS:
             trials = [t for t in r.get("pause", []) if t["pause_s"] == pause and t["group"] == group]
             s[f"talkover_{pause}_{group}"] = _count(trials, "talkover_frames")
     for kind in ("backchannel", "cough"):
         trials = [t for t in r.get("survive", []) if t["kind"] == kind and not t.get("error")]
-        s[f"ended_{kind}"] = _count(trials, "ended")
+        s[f"ended_{kind}"] = _count([t for t in trials if t["group"] != "fresh"], "ended")
+    s["ended_backchannel_fresh"] = _count([t for t in r.get("survive", []) if t["group"] == "fresh" and not t.get("error")], "ended")
     for db in (ECHO_DB, ECHO_LOUD_DB):
         s[f"echo_self_{db:g}"] = _count([t for t in r.get("echo", []) if t["echo_db"] == db and not t.get("error")], "self_interrupted")
     s["problems"] = [
@@ -464,7 +475,7 @@ def turns_table(r: dict[str, Any]) -> str:
         ["  released by the end-of-turn model", _frac(s["released_by_model"]), "metrics event released_by; else by silence"],
     ]
     for pause in tc.PAUSES_S:
-        for group, voices in (("seen", "espeak-ng"), ("held-out", "flite, held-out phrasings")):
+        for group, voices in GROUPS.items():
             hits, n = s[f"talkover_{pause}_{group}"]
             if n:
                 rows.append(
@@ -477,6 +488,7 @@ def turns_table(r: dict[str, Any]) -> str:
             _frac(s["ended_backchannel"]),
             f"interrupted, or silent > {STOPPED_GAP_S:g} s within {SURVIVE_WINDOW_S:g} s",
         ],
+        ["replies ended by a backchannel, fresh", _frac(s["ended_backchannel_fresh"]), "same, drawn-out ones in festival voices"],
         ["replies ended by a cough", _frac(s["ended_cough"]), "same; 250 ms band-passed noise burst"],
         [f"self-interruptions under echo, -{ECHO_DB:g} dB", _frac(s[f"echo_self_{ECHO_DB:g}"]), "client silent, echo 50-100 ms late"],
         [f"self-interruptions under echo, -{ECHO_LOUD_DB:g} dB", _frac(s[f"echo_self_{ECHO_LOUD_DB:g}"]), "same, a louder speaker"],
@@ -503,6 +515,6 @@ async def run_turns(ctx: Ctx) -> dict[str, Any]:
             ctx.figure(f"turns/{engines}/v2v_{group}_p50_ms", s[f"v2v_{group}"].get("p50"))
         talkovers = [s[k] for k in s if k.startswith("talkover_")]
         ctx.figure(f"turns/{engines}/talkovers", sum(h for h, _ in talkovers))
-        ctx.figure(f"turns/{engines}/replies_ended", s["ended_backchannel"][0] + s["ended_cough"][0])
+        ctx.figure(f"turns/{engines}/replies_ended", s["ended_backchannel"][0] + s["ended_cough"][0] + s["ended_backchannel_fresh"][0])
         ctx.figure(f"turns/{engines}/self_interruptions", s[f"echo_self_{ECHO_DB:g}"][0] + s[f"echo_self_{ECHO_LOUD_DB:g}"][0])
     return out
