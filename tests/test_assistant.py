@@ -16,6 +16,7 @@ import pytest
 from kit.rtc_client import Client, to_48k
 from kit.speech import concat, silence, speak, voiced_bounds
 from kit.standin import StandinConfig
+from tests.conftest import until
 
 pytestmark = pytest.mark.loopback
 
@@ -120,7 +121,7 @@ async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, cli
     session.pipeline._emit = recording_send
     await ask(client)
     t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
-    await asyncio.sleep(2.0)  # let a couple of sentences play
+    await until(lambda: len([t for t in client.audible_times() if t > t_speaking]) >= 100)  # 2 s of it played
     config.llm_reply = "You said: {last_user}. Madrid."
     await ask(client, "And what about Spain?")
 
@@ -129,11 +130,12 @@ async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, cli
     _, reply2 = await client.wait_event("reply", turn=2, timeout=20)
     t_speaking2, _ = await client.wait_event("state", state="speaking", turn=2)
 
-    # On the server, turn 1's audio stopped with the frame after speech_started (within 40 ms) ...
+    # On the server, turn 1's audio stopped within two frames of speech_started (counted, not timed:
+    # a busy loop sends the frames due meanwhile at once) ...
     t_barge_server = started_at[1]
     turn2_first = min(t for t, loud in sent if loud and t > t_barge_server + 0.5)
-    late = [t - t_barge_server for t, loud in sent if loud and t_barge_server + 0.04 < t < turn2_first]
-    assert late == [], f"audible frames sent {late} s after speech_started"
+    late = [t - t_barge_server for t, loud in sent if loud and t_barge_server < t < turn2_first]
+    assert len(late) <= 2, f"audible frames sent {late} s after speech_started"
     # ... and at the client no audio of it arrived later than 100 ms after the event, plus what
     # was already in flight: aiortc's receive jitter buffer holds 4 frames (80 ms) before playing.
     audible = client.audible_times()
@@ -177,8 +179,7 @@ async def test_barge_in_can_be_switched_off(assistant, clients):
     t_speaking, _ = await client.wait_event("state", state="speaking", timeout=15)
     await ask(client, "Stop talking please.")
     t_stop, _ = await client.wait_event("speech_stopped", after=t_speaking, timeout=10)
-    await asyncio.sleep(0.5)
-    assert [t for t in client.audible_times() if t > t_stop + 0.3], "the reply went on"
+    await until(lambda: [t for t in client.audible_times() if t > t_stop + 0.3] != [])  # the reply went on
     assert events_of(client, "reply") == [] and events_of(client, "transcript") == [
         {"type": "transcript", "text": "Talk to me.", "turn": 1, "source": "text"}
     ]
