@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.engines.base import EngineError, Engines
 from pipeline.engines.workers import needed_by
-from pipeline.events import Error, Event, Reply, State, StateName
+from pipeline.events import Error, Event, Reply, Stage, State, StateName
 from pipeline.history import History
 from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
@@ -253,7 +253,8 @@ class Conversation:
         self._run(self.turn_taking.words_so_far(text))
 
     async def _drive(self, turn: Turn) -> None:
-        outcome, stage = Outcome.CANCELLED, "stt"
+        outcome: Outcome = Outcome.CANCELLED
+        stage: Stage = "stt"
         try:
             text = await turn.transcribe()
             self._run(self.turn_taking.transcribed(turn.id, text, self._now))

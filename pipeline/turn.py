@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.engines.base import EngineError, Engines, Message
 from pipeline.engines.workers import needed_by
-from pipeline.events import Error, Event, Metrics, ReplyDelta, State, StateName, Transcript, TranscriptPartial
+from pipeline.events import Error, Event, Metrics, ReplyDelta, Stage, State, StateName, Transcript, TranscriptPartial
 from pipeline.language import meaningful
 from pipeline.loops import find_loop
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
@@ -37,7 +37,7 @@ log = logging.getLogger("pipeline.turn")
 
 
 @asynccontextmanager
-async def failures_of(stage: str) -> AsyncIterator[None]:
+async def failures_of(stage: Stage) -> AsyncIterator[None]:
     """An engine's unexpected exception (a bug, a native crash) becomes that stage's EngineError."""
     try:
         yield

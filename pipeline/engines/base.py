@@ -12,6 +12,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, TypedDict, TypeVar, runtime_checkable
 
+from pipeline.events import Stage
+
 T = TypeVar("T")
 
 
@@ -26,9 +28,9 @@ class EngineError(Exception):
     `stage` is "stt", "llm", "tts" or "turn"; the message must never contain a key.
     """
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: Stage, message: str) -> None:
         super().__init__(message)
-        self.stage = stage
+        self.stage: Stage = stage
         self.message = message
 
 
@@ -124,7 +126,7 @@ class Engines:
         return out
 
 
-async def each_within(stream: AsyncIterator[T], timeout_s: float, stage: str, what: str = "response") -> AsyncGenerator[T, None]:
+async def each_within(stream: AsyncIterator[T], timeout_s: float, stage: Stage, what: str = "response") -> AsyncGenerator[T, None]:
     """The items of `stream`, each of which must arrive within `timeout_s` (the first included).
 
     The source is closed however the iteration ends, which is what cancels its work.

@@ -33,11 +33,12 @@ from typing import Any
 from pipeline.engines.base import EngineError, Message, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from pipeline.events import Stage
 from settings import Settings
 
 log = logging.getLogger(__name__)
 
-STAGE = "llm"
+STAGE: Stage = "llm"
 
 PRESETS: dict[str, SplitModel] = {
     "default": SplitModel(

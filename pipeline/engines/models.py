@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pipeline.engines.base import EngineError
+from pipeline.events import Stage
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def cache_dir(configured: str = "") -> Path:
     return Path(base) / "voice-assistant"
 
 
-def package_file(dist: str, filename: str, stage: str) -> tuple[Path, Pinned | None]:
+def package_file(dist: str, filename: str, stage: Stage) -> tuple[Path, Pinned | None]:
     """The installed file `filename` of distribution `dist`, and what its RECORD says it was.
 
     The RECORD entry (size and hash as installed from the hash-pinned wheel) lets a
@@ -137,7 +138,7 @@ def _write_stamp(path: Path, pin: Pinned, cache: Path) -> None:
         log.warning("cannot write verification stamp %s: %s", stamp, exc)
 
 
-def _mismatch(path: Path, pin: Pinned, size: int, sha: str | None, stage: str) -> ModelIntegrityError:
+def _mismatch(path: Path, pin: Pinned, size: int, sha: str | None, stage: Stage) -> ModelIntegrityError:
     if size != pin.size:
         detail = f"size {size:,} bytes, expected {pin.size:,}"
     else:
@@ -145,7 +146,7 @@ def _mismatch(path: Path, pin: Pinned, size: int, sha: str | None, stage: str) -
     return ModelIntegrityError(stage, f"model file {path} failed verification ({pin.name}): {detail}; refusing to load it")
 
 
-def verify_file(path: Path, pin: Pinned, stage: str, cache: Path) -> None:
+def verify_file(path: Path, pin: Pinned, stage: Stage, cache: Path) -> None:
     """Raise ModelIntegrityError unless `path` has the pinned size and hash.
 
     The size is always checked; the hash only when the file changed since the last
@@ -167,7 +168,7 @@ def verify_file(path: Path, pin: Pinned, stage: str, cache: Path) -> None:
     log.info("verified %s (%s bytes, sha256 ok) in %.2f s", path, f"{size:,}", time.monotonic() - started)
 
 
-def concatenate_verified(sources: Sequence[tuple[Path, Pinned | None]], target: Path, pin: Pinned, stage: str, cache: Path) -> Path:
+def concatenate_verified(sources: Sequence[tuple[Path, Pinned | None]], target: Path, pin: Pinned, stage: Stage, cache: Path) -> Path:
     """Concatenate the pieces into `target` atomically, hashing as it writes.
 
     Nothing is left at `target` unless the whole matches `pin`. Pieces that come with
@@ -214,7 +215,7 @@ def concatenate_verified(sources: Sequence[tuple[Path, Pinned | None]], target: 
     return target
 
 
-def ensure_split_model(model: SplitModel, stage: str, cache: Path, subdir: str = "") -> Path:
+def ensure_split_model(model: SplitModel, stage: Stage, cache: Path, subdir: str = "") -> Path:
     """The assembled, verified file of `model` in the cache (assembled on first use)."""
     folder = cache / subdir if subdir else cache
     target = folder / model.target.name
@@ -234,7 +235,7 @@ def ensure_split_model(model: SplitModel, stage: str, cache: Path, subdir: str =
     return concatenate_verified(sources, target, model.target, stage, cache)
 
 
-def verify_package_files(dist: str, pins: Iterable[Pinned], stage: str, cache: Path) -> dict[str, Path]:
+def verify_package_files(dist: str, pins: Iterable[Pinned], stage: Stage, cache: Path) -> dict[str, Path]:
     """Locate and verify the pinned files of one installed model package."""
     out: dict[str, Path] = {}
     for pin in pins:
@@ -244,7 +245,7 @@ def verify_package_files(dist: str, pins: Iterable[Pinned], stage: str, cache: P
     return out
 
 
-def check_gguf(path: Path, stage: str) -> None:
+def check_gguf(path: Path, stage: Stage) -> None:
     """A user-supplied GGUF has no pinned hash; at least refuse what is not a GGUF file."""
     try:
         with open(path, "rb") as f:

@@ -30,11 +30,12 @@ from pipeline.engines.base import EngineError
 from pipeline.engines.local_stt import pcm_to_float
 from pipeline.engines.models import Pinned, cache_dir, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue
+from pipeline.events import Stage
 from settings import Settings
 
 log = logging.getLogger(__name__)
 
-STAGE = "turn"
+STAGE: Stage = "turn"
 RATE = 16000
 WINDOW_S = 8
 WINDOW = WINDOW_S * RATE  # samples the model sees

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pipeline.engines.base import EngineBusy, EngineError
+from pipeline.events import Stage
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class _Job:
 class WorkQueue:
     """`concurrency` worker threads fed by a bounded queue of blocking jobs, most urgent first."""
 
-    def __init__(self, stage: str, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1) -> None:
+    def __init__(self, stage: Stage, name: str, max_waiting: int = DEFAULT_QUEUE_SIZE, *, concurrency: int = 1) -> None:
         self.stage = stage
         self.name = name
         self.max_waiting = max(0, max_waiting)
