@@ -95,9 +95,12 @@ async def converses(client: Client, text: str = "Testing one two three, can you 
     sent = await client.mic.say(to_48k(concat(silence(0.3), speech, silence(0.2))))
     t_stop, _ = await client.wait_event("speech_stopped", after=sent, timeout=15)
     await client.wait_event("state", state="listening", after=t_stop, timeout=15)  # the playback has ended
-    await asyncio.sleep(0.3)  # its last packets are on their way
-    echo = client.audio(start=t_stop)[::3]  # 48 kHz -> 16 kHz is enough for a correlation
-    corr = _best_correlation(echo, speech)[0]
+    # The echo comes after the speech's end left the client (the speech_stopped event may reach the
+    # client after the echo's first packets); its last packets may still be on their way.
+    since = sent + 0.3 + len(speech) / 16000
+    deadline = time.monotonic() + 5
+    while (corr := _best_correlation(client.audio(start=since)[::3], speech)[0]) <= 0.6 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     assert corr > 0.6, f"what came back does not match what was said (correlation {corr:.2f})"
 
 
