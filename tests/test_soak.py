@@ -110,4 +110,4 @@ async def test_soak_cycles_and_killed_clients_leave_nothing_behind(start_server)
     )
     assert fds1 <= fds0 + 5
     assert rss1 <= rss0 + 40, (rss0, rss1)
-    assert noticed_s < 2.0 + 3.0  # the no-media watchdog, not aiortc's ~30 s
+    assert noticed_s < 10.0  # the no-media watchdog (2 s, plus a loaded machine's delays), not aiortc's ~30 s
