@@ -297,7 +297,8 @@ async def test_idle_session_says_goodbye_and_closes(start_server, clients):
     t0, _ = await client.wait_event("state", state="listening")
     t_bye, bye = await client.wait_event("goodbye", timeout=6)
     # idle counts from the session's start, a little before its channel opened; the watchdog ticks every 0.5 s
-    assert "goodbye" in bye["reason"] and 1.0 < t_bye - t0 < 3.0
+    # (the upper bound is loose: both events reach the client through a loop a busy machine may delay)
+    assert "goodbye" in bye["reason"] and 1.0 < t_bye - t0 < 5.0
     deadline = time.monotonic() + 5
     while server.sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
