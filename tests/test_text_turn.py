@@ -22,7 +22,7 @@ PAIRS = [
     ("How many legs does a cat have?", "How many legs does?"),
     ("Who invented the telephone?", "Who invented the?"),
 ]
-FINISHED_AT_LEAST = 0.1
+FINISHED_AT_LEAST = 0.3  # measured 0.57 at the least (both presets); the halves 0
 CUT_AT_MOST = 0.01
 
 
@@ -80,4 +80,5 @@ def test_returns_a_probability_for_text(turn: TextTurn) -> None:
 def test_a_finished_question_scores_far_above_its_cut_off_half(turn: TextTurn, finished: str, cut: str) -> None:
     done, half = turn.complete_sync(finished), turn.complete_sync(cut)
     assert done >= FINISHED_AT_LEAST and half <= CUT_AT_MOST, (done, half)
-    assert turn.complete_sync(finished) == pytest.approx(done, abs=0.02)  # the same again, from the cache
+    # Again, from the cache: only batch shapes differ (llama.cpp evaluates the last token alone), a few hundredths.
+    assert turn.complete_sync(finished) == pytest.approx(done, abs=0.05)

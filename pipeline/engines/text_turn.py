@@ -12,8 +12,8 @@ lower-cased and stripped of punctuation first, as LiveKit does, since Whisper of
 after a cut-off half ("How many legs does?") that would otherwise vote for an end.
 
 The model file is the reply engine's (`TextTurn.beside(llm)`), loaded a second time with a small
-context and a single slot: llama.cpp maps the weights, so the two share their pages, and this
-request never evicts a conversation's KV cache or waits behind a reply in its slot.
+context and a single slot: llama.cpp maps the file, so the two share its pages, and a judgement
+never evicts a conversation's KV cache or waits for a slot behind a reply.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engines.base import EngineError
+from pipeline.engines.local_llm import LocalLLM, resolve_model
+from pipeline.events import Stage
 
 log = logging.getLogger(__name__)
 
-STAGE = "turn"
+STAGE: Stage = "turn"
 TOP_K = 20  # probabilities llama.cpp returns; the end tokens, when likely, are among them
 CONTEXT = 512  # tokens: the previous reply's tail and the user's words
 PREVIOUS_CHARS = 300  # of the last reply: its end is what the user answers
@@ -93,10 +95,8 @@ class TextTurn:
         self.last_ms = 0.0  # time the last judgement took
 
     @classmethod
-    def beside(cls, llm: Any) -> TextTurn:
+    def beside(cls, llm: LocalLLM) -> TextTurn:
         """On the model file and threads of a LocalLLM (which need not be started)."""
-        from pipeline.engines.local_llm import resolve_model
-
         path, _ = resolve_model(llm.model_name, llm.cache)
         return cls(path, threads=llm.threads)
 
@@ -124,6 +124,9 @@ class TextTurn:
         params.n_predict = 1
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = self.threads
         params.cpuparams.poll = params.cpuparams_batch.poll = 0  # no spinning between calls (as LocalLLM)
+        # The weights straight from the mapped file, shared with the reply engine's mapping; llama.cpp's
+        # repacked CPU copy would be a second private copy of most of them, for no gain on short prompts.
+        params.no_extra_bufts = True
         params.cache_prompt = True  # a growing transcript evaluates only its new words
         params.hostnames = ["127.0.0.1"]
         params.port = 0
@@ -131,10 +134,19 @@ class TextTurn:
         params.ui = False
         params.endpoint_slots = False
         params.verbosity = 1
+        started = time.monotonic()
         try:
-            return xllamacpp.Server(params)
+            server = xllamacpp.Server(params)
         except Exception as exc:
             raise EngineError(STAGE, f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        log.info(
+            "text turn: loaded %s (n_ctx %d, %d threads) in %.2f s",
+            self.model_path.name,
+            self.context,
+            self.threads,
+            time.monotonic() - started,
+        )
+        return server
 
     def top_sync(self, prompt: str) -> list[dict[str, Any]]:
         """Blocking: the next token's top-k after `prompt` (llama.cpp's top_logprobs)."""
