@@ -275,6 +275,8 @@ def report_model(preset: str, threads: int) -> None:
         wrong = [f"{t!r} {p:.2f}" for t, p in zip(finished, fin_p, strict=True) if p < threshold]
         wrong += [f"{t!r} {p:.2f}" for t, p in zip(cut, cut_p, strict=True) if p >= threshold]
         print(f"      wrong: {'; '.join(wrong) or 'none'}")
+        rule_wrong = [t for t in finished if sounds_unfinished(t)] + [t for t in cut if not sounds_unfinished(t)]
+        print(f"      the word rule wrong: {'; '.join(map(repr, rule_wrong)) or 'none'}")
     for previous in (GREETING, REPLY):
         opts = VARIANTS[label.split(",")[0]]
         punctuation = "end token only" not in label
@@ -298,10 +300,10 @@ def report_model(preset: str, threads: int) -> None:
     alone = timed(every)
     prefixes = [" ".join(GROWING.split()[:n]) for n in range(1, len(GROWING.split()) + 1)]
     growing = timed(prefixes * 3, REPLY)
-    first_after_reply = timed([every[0]], REPLY + " (new)")
+    first_after_reply = [timed([every[0]], f"{REPLY} ({n} of 5)")[0] for n in range(5)]
     print(f"    ms per judgement: alone p50 {statistics.median(alone):.0f} p95 {pct(alone, 0.95):.0f} (n={len(alone)})")
     print(f"      growing word by word after a reply: p50 {statistics.median(growing):.0f} p95 {pct(growing, 0.95):.0f}")
-    print(f"      first judgement after a new reply (its tail evaluated once): {first_after_reply[0]:.0f}")
+    print(f"      first judgement after a new reply (its tail evaluated once): p50 {statistics.median(first_after_reply):.0f} of 5")
 
     stop = threading.Event()
 
@@ -331,6 +333,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     print(f"sets: tune {len(TUNE_FINISHED)}+{len(TUNE_CUT)}, held-out {len(HELD_OUT_FINISHED)}+{len(HELD_OUT_CUT)} (finished+cut off)")
+    print(f"word rule: {sounds_unfinished.__module__}.sounds_unfinished")
     for preset in args.models.split(","):
         if installed(preset):
             report_model(preset, args.threads)
