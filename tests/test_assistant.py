@@ -96,7 +96,9 @@ async def test_audio_starts_before_the_reply_is_written(assistant, clients):
 async def test_barge_in_stops_audio_and_keeps_only_what_was_heard(assistant, clients):
     # One sentence: "Stop. What about Spain?" has a pause after "Stop.", a finished turn of its own
     # that the end-of-turn model may rightly answer before the rest is said.
-    config = StandinConfig(stt_script=[QUESTION, "And what about Spain?"], llm_reply=LONG_REPLY)
+    # The interruption is transcribed twice: its words so far once it is long enough to end the
+    # reply (INTERRUPT_MIN_MS), and the whole at its pause.
+    config = StandinConfig(stt_script=[QUESTION, "And what about Spain?", "And what about Spain?"], llm_reply=LONG_REPLY)
     server, standin = await assistant(config)
     client = await clients(server.url)
     await client.wait_event("state", state="listening")
