@@ -53,7 +53,7 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     # -- writer side (the pipeline) ------------------------------------------
 
-    def add_listener(self, listener: PlaybackListener) -> None:
+    def add_listener(self, listener: PlaybackListener) -> None:  # type: ignore[override]  # the AudioOutput port's, shadowing pyee's
         self._ledger.add_listener(listener)
 
     def write(self, pcm: bytes, sample_rate: int, mark: Hashable = None) -> None:
@@ -166,10 +166,11 @@ class OpusPacketTrack(MediaStreamTrack):
         self.source = source
         self._encoder = OpusEncoder(bitrate=bitrate, rate=RATE)
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         frame = await self.source.recv()
         packet = av.Packet(self._encoder.encode(frame.to_ndarray().tobytes()))
         packet.pts = frame.pts
+        assert frame.time_base is not None  # the source track sets it on every frame
         packet.time_base = frame.time_base
         return packet
 
