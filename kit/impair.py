@@ -190,12 +190,17 @@ class Impairer:
                 self.stats.dropped += 1
                 self.stats.dropped_indexes.append(index)
                 return
-            if release <= now:
+            if release <= now and not self._queue and not self._tasks:
                 self._account(index)
                 await _maybe_await(send(data))
                 return
-            self.stats.delayed += 1
+            # Something is still held or on its way (a stall's burst whose timer a busy loop fired
+            # late): this packet queues behind it, as on a link, instead of overtaking it.
+            if release > now:
+                self.stats.delayed += 1
             heapq.heappush(self._queue, (release, index, send, data))
+            if release <= now:
+                self._send_due(now)
             self._arm()
 
         return impaired_send
@@ -218,9 +223,12 @@ class Impairer:
         self._timer = self._loop.call_later(max(0.0, first - self._loop.time()), self._release)
 
     def _release(self) -> None:
-        """Send on everything due, in (release time, send order) order."""
         self._timer = None
-        limit = max(self._loop.time(), self._timer_at)  # timers may fire a hair early
+        self._send_due(max(self._loop.time(), self._timer_at))  # timers may fire a hair early
+        self._arm()
+
+    def _send_due(self, limit: float) -> None:
+        """Send on everything due by `limit`, in (release time, send order) order."""
         pending: list[Awaitable[None]] = []
         while self._queue and self._queue[0][0] <= limit:
             _, index, send, data = heapq.heappop(self._queue)
@@ -234,7 +242,6 @@ class Impairer:
             task = asyncio.ensure_future(_send_all(pending))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._arm()
 
     def close(self) -> None:
         """Drop what is held and pass everything from now on (the connection is going away)."""

@@ -174,6 +174,20 @@ async def test_a_stall_holds_packets_then_releases_them_together_in_order():
             assert abs(t - seq_of(d) * INTERVAL - 0.01) < 1e-9  # the rest go out at once
 
 
+async def test_a_packet_sent_after_a_stall_never_overtakes_the_held_burst_when_its_timer_is_late():
+    # A busy loop fires the stall's timer late; the sender's next packet comes first. On a link it
+    # queues behind the burst (CI once saw it overtake, and the server concealed the whole burst).
+    link = Link(Impairment(stall_at_s=1.0, stall_ms=300))
+    for i in range(65):  # packet i leaves at i * 20 ms + 10 ms; 50..64 are held until 1.3 s
+        link.loop.advance_to(i * INTERVAL + 0.01)
+        await link.send(rtp(i))
+    link.loop.now = 1.31  # past the stall's end, its timer not yet fired
+    await link.send(rtp(65))
+    link.loop.advance_to(5.0)
+    assert link.seqs == list(range(66)) and link.stats.reordered == 0
+    assert link.stats.pending == 0
+
+
 async def test_rtcp_dtls_and_stun_pass_untouched_and_at_once():
     link = Link(Impairment(loss=0.9, delay_ms=200, jitter_ms=50, stall_at_s=0.0, stall_ms=1000, seed=5))
     others = [
