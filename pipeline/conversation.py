@@ -16,6 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+from pipeline import turn_protocol as tp
 from pipeline.engines.base import EngineError, Engines
 from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Reply, Stage, State, StateName
@@ -24,21 +25,7 @@ from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.turn import Turn, failures_of
-from pipeline.turn_protocol import (
-    CheckWords,
-    Command,
-    Drop,
-    Emit,
-    Interrupt,
-    Judge,
-    Outcome,
-    PauseOutput,
-    Prepare,
-    Release,
-    Respond,
-    ResumeOutput,
-    TurnTakingConfig,
-)
+from pipeline.turn_protocol import Outcome, TurnTakingConfig
 from pipeline.turn_taking import TurnTaking
 from settings import Settings
 
@@ -147,42 +134,42 @@ class Conversation:
 
     # -- commands ----------------------------------------------------------------
 
-    def _run(self, commands: list[Command]) -> None:
+    def _run(self, commands: list[tp.Command]) -> None:
         for command in commands:
-            if isinstance(command, Emit):
+            if isinstance(command, tp.Emit):
                 self._emit(command.event)
-            elif isinstance(command, Prepare):
+            elif isinstance(command, tp.Prepare):
                 self._prepare(command)
-            elif isinstance(command, Release):
+            elif isinstance(command, tp.Release):
                 self._release(command)
-            elif isinstance(command, Judge):
+            elif isinstance(command, tp.Judge):
                 turn = self.turns[command.turn]
                 if turn.done:
                     continue
                 audio = self._segmenter.utterance_pcm()[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
                 turn.spawn(self._judge(turn, audio), f"turn-{turn.id}-judge")
-            elif isinstance(command, CheckWords):
+            elif isinstance(command, tp.CheckWords):
                 turn = self.turns[command.turn]
                 turn.spawn(self._check_words(self._segmenter.utterance_pcm()), f"turn-{turn.id}-check")
-            elif isinstance(command, Respond):
+            elif isinstance(command, tp.Respond):
                 self.turns[command.turn].user_text = command.user_text
-            elif isinstance(command, Drop):
+            elif isinstance(command, tp.Drop):
                 log.debug("turn %d dropped unheard", command.turn)
                 self.turns[command.turn].cancel()
                 if self.turns[command.turn].done:  # a failed turn kept for its release
                     del self.turns[command.turn]
-            elif isinstance(command, Interrupt):
+            elif isinstance(command, tp.Interrupt):
                 log.info("turn %d interrupted: %s", command.turn, command.why)
                 self.turns[command.turn].interrupt()
-            elif isinstance(command, PauseOutput):
+            elif isinstance(command, tp.PauseOutput):
                 self._audio.pause()
-            elif isinstance(command, ResumeOutput):
+            elif isinstance(command, tp.ResumeOutput):
                 log.info("reply resumed: %s", command.why)
                 self._audio.resume()
             else:
                 self._preview.cancel()
 
-    def _prepare(self, command: Prepare) -> None:
+    def _prepare(self, command: tp.Prepare) -> None:
         if self._closed:
             return
         voice = command.pcm is not None
@@ -200,7 +187,7 @@ class Conversation:
         self.turns[turn.id] = turn
         turn.start(self._drive(turn))  # scheduled, not run: the commands after this one come first
 
-    def _release(self, command: Release) -> None:
+    def _release(self, command: tp.Release) -> None:
         turn = self.turns.get(command.turn)
         if turn is None:
             return

@@ -280,7 +280,7 @@ async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> No
     """The product's defaults (temperature 0, its prompt): the same question, asked again in another
     session after other questions, gets the same words. (An identical prompt asked twice in a row is
     the exception: llama.cpp then reuses the whole cached prompt and recomputes only its last token,
-    whose logits differ in the last bits from a whole-batch evaluation; see the README.)"""
+    whose logits differ in the last bits from a whole-batch evaluation; see docs/models.md.)"""
     from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
 
     assert LocalLLM.from_settings(settings()).temperature == 0.0

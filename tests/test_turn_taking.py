@@ -12,25 +12,20 @@ from typing import Any
 
 import pytest
 
+from pipeline import turn_protocol as tp
 from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State
 from pipeline.segmenter import SpeechEnded, SpeechPaused
 from pipeline.turn_protocol import (
-    CheckWords,
-    Command,
     Drop,
     Emit,
     Interrupt,
-    Judge,
     Listening,
     Outcome,
     Paused,
-    PauseOutput,
     Prepare,
     Release,
-    Respond,
     ResumeOutput,
     Speaking,
-    TurnTakingConfig,
 )
 from pipeline.turn_taking import TurnTaking
 
@@ -48,8 +43,8 @@ def ended(t_end: float, pcm: bytes = b"a") -> SpeechEnded:
 Step = tuple[Any, ...]
 
 
-def play(m: TurnTaking, steps: list[Step]) -> list[Command]:
-    out: list[Command] = []
+def play(m: TurnTaking, steps: list[Step]) -> list[tp.Command]:
+    out: list[tp.Command] = []
     for name, *args in steps:
         if name == "started":
             out = m.started(*args)
@@ -78,7 +73,7 @@ def play(m: TurnTaking, steps: list[Step]) -> list[Command]:
     return out
 
 
-def kinds(commands: list[Command]) -> list[str]:
+def kinds(commands: list[tp.Command]) -> list[str]:
     """Each command as its kind and turn, events as their type: `Release 1 model`, `Emit speech_stopped`."""
     out = []
     for c in commands:
@@ -86,7 +81,7 @@ def kinds(commands: list[Command]) -> list[str]:
             out.append(f"Emit {c.event.type}")
         elif isinstance(c, Release):
             out.append(f"Release {c.turn} {c.by}")
-        elif isinstance(c, Respond):
+        elif isinstance(c, tp.Respond):
             out.append(f"Respond {c.turn} {c.user_text}")
         else:
             out.append(" ".join([type(c).__name__] + ([str(c.turn)] if hasattr(c, "turn") else [])))
@@ -105,7 +100,7 @@ class Row:
     steps: list[Step]
     commands: list[str]
     floor: Any
-    config: TurnTakingConfig = TurnTakingConfig()
+    config: tp.TurnTakingConfig = tp.TurnTakingConfig()
 
 
 ROWS = [
@@ -143,7 +138,7 @@ ROWS = [
     Row("no pause: the silence makes the turn", [("started", 0.0), ("ended", 1.0)], ["CancelPreview", "Emit speech_stopped", "Prepare 1"], "held"),
     Row("released once its words are known", [("started", 0.0), ("ended", 1.0), ("heard", 1, Q, 2.3)], [f"Respond 1 {Q}", "Release 1 silence"],
         Speaking(1)),
-    Row("no model: nothing is judged", [("started", 0.0), ("paused", 1.0), ("tick", 1.5, 1.0)], [], "held", TurnTakingConfig(judge=False)),
+    Row("no model: nothing is judged", [("started", 0.0), ("paused", 1.0), ("tick", 1.5, 1.0)], [], "held", tp.TurnTakingConfig(judge=False)),
     # -- speech over a reply ------------------------------------------------------------------------
     Row("a hint of voice pauses the reply", [*SPEAKING, ("hint", 5.04)], ["PauseOutput"], Paused(1, onset=None, hinted_at=5.04)),
     Row("no speech after the hint: it resumes", [*SPEAKING, ("hint", 5.04), ("tick", 5.25, None)], ["ResumeOutput"], Speaking(1)),
@@ -171,9 +166,9 @@ ROWS = [
         [*PAUSED, ("heard", 2, "Mm-hmm.", 5.6), ("resumed", 6.0), ("tick", 6.5, 6.5)], [], Paused(1, onset=6.0)),
     Row("an interruption that cannot be understood resumes the reply", [*PAUSED, ("done", 2, Outcome.FAILED)], ["ResumeOutput"], Speaking(1)),
     Row("INTERRUPT_MIN_MS=0: speech interrupts at once", [*SPEAKING, ("started", 5.0)], ["Emit speech_started", "Interrupt 1", "Emit state"],
-        Listening(), TurnTakingConfig(interrupt_min_s=0)),
+        Listening(), tp.TurnTakingConfig(interrupt_min_s=0)),
     Row("BARGE_IN=false: speech over the reply is ignored", [*SPEAKING, ("started", 5.0), ("paused", 5.5), ("ended", 5.5)],
-        ["CancelPreview", "Emit speech_stopped"], Speaking(1), TurnTakingConfig(barge_in=False)),
+        ["CancelPreview", "Emit speech_stopped"], Speaking(1), tp.TurnTakingConfig(barge_in=False)),
     Row("own echo gated: a turn that played to its end", [*SPEAKING, ("done", 1, Outcome.COMPLETED)], ["Emit state"], Listening()),
     # -- typed text ---------------------------------------------------------------------------------
     Row("typed text is a turn at once", [("text", "Tell me a joke.", 0.0)], ["Prepare 1", "Release 1 text"], Speaking(1)),
@@ -187,7 +182,7 @@ ROWS = [
         ["CancelPreview", "Emit speech_stopped", "Release 1 silence", "Emit state"], Listening()),
     Row("a reply cut off before it was heard: its words join the next question",
         [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "and"), ("done", 1, Outcome.CANCELLED, False), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
-        [f"Respond 2 {Q} and Spain?"], "held", TurnTakingConfig()),
+        [f"Respond 2 {Q} and Spain?"], "held", tp.TurnTakingConfig()),
     Row("one cut off after some of it was heard: they do not",
         [*SPEAKING, ("started", 5.0), ("tick", 5.82, 5.82), ("so far", "and"), ("done", 1, Outcome.CANCELLED, True), ("paused", 6.0), ("heard", 2, "and Spain?", 6.1)],
         ["Respond 2 and Spain?"], "held"),
@@ -248,4 +243,4 @@ def test_words_so_far_are_previewed_only_while_no_reply_is_held_or_out() -> None
 def test_every_command_kind_is_used() -> None:
     used = {type(c) for row in ROWS for c in play(TurnTaking(row.config), row.steps)}
     used |= {type(c) for c in play(TurnTaking(), [*SPEAKING[:3]])}
-    assert {CheckWords, Drop, Emit, Interrupt, Judge, PauseOutput, Prepare, Release, Respond, ResumeOutput} <= used
+    assert {tp.CheckWords, Drop, Emit, Interrupt, tp.Judge, tp.PauseOutput, Prepare, Release, tp.Respond, ResumeOutput} <= used
