@@ -2,7 +2,8 @@
 
 Three questions are asked of a transcript: is it words at all (`meaningful`), is it a listener's
 signal rather than a turn (`is_backchannel`), and does it visibly stop mid-phrase
-(`sounds_unfinished`). Adding a language is adding a `Rules` row to `RULES`.
+(`sounds_unfinished`). Adding a language is adding a `Rules` row to `RULES`. Chinese and Japanese
+are written without spaces, so their tables hold words matched inside the text, not split from it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class Rules:
     question_words: frozenset[str] = frozenset()
     auxiliaries: frozenset[str] = frozenset()
     subjects: frozenset[str] = frozenset()
-    max_backchannel_words: int = 4
+    max_backchannel_words: int = 4  # in characters where the language has no spaces
+    spaced: bool = True  # words are separated by spaces
+    # What Whisper writes on silence or noise in this language (subtitle credits of its training data).
+    silence_phrases: frozenset[str] = frozenset()
 
 
 ENGLISH = Rules(
@@ -49,7 +53,42 @@ ENGLISH = Rules(
     subjects=frozenset({"i", "you", "he", "she", "it", "we", "they", "this", "that", "there", "these", "those", "one"}),
 )  # fmt: skip
 
-RULES: dict[str, Rules] = {"en": ENGLISH}
+CHINESE = Rules(
+    backchannels=frozenset({
+        "嗯", "嗯嗯", "嗯哼", "对", "对的", "对啊", "是", "是的", "是啊", "好", "好的", "好吧", "行", "哦", "噢", "喔", "啊",
+        "哇", "没错", "明白", "明白了", "知道了", "懂了", "真的", "原来如此", "ok", "okay",
+    }),
+    hum=re.compile(r"^[嗯呣唔]+$"),
+    # Conjunctions, prepositions and fillers a finished sentence does not end with.
+    dangling=frozenset({
+        "和", "跟", "与", "或者", "还是", "但是", "可是", "因为", "所以", "如果", "而且", "然后", "虽然", "就是", "比如",
+        "那个", "这个", "把", "被", "对于", "关于", "除了", "呃", "额",
+    }),
+    lead_ins=frozenset({("告诉我",), ("我想知道",), ("我想问",), ("请问",), ("你知道",), ("我想问一下",)}),
+    max_backchannel_words=6,
+    spaced=False,
+    silence_phrases=frozenset({
+        "字幕由amara.org社群提供", "小编字幕由amara.org社区提供", "请不吝点赞订阅转发打赏支持明镜与点点栏目",
+        "谢谢观看", "谢谢大家观看", "感谢观看", "字幕志愿者", "中文字幕", "优优独播剧场", "请订阅我的频道",
+    }),
+)  # fmt: skip
+
+PORTUGUESE = Rules(
+    backchannels=frozenset({
+        "sim", "tá", "ta", "é", "ok", "certo", "claro", "entendi", "isso", "exato", "exatamente", "beleza", "pois é",
+        "tá bom", "tá certo", "ah", "ó", "nossa", "sério", "legal", "uhum", "aham", "hum", "ah tá", "entendo", "verdade",
+    }),
+    hum=re.compile(r"^(?:[hmu]*m+|uhum|aham|hum+)$"),
+    dangling=frozenset({
+        "o", "a", "os", "as", "um", "uma", "de", "do", "da", "dos", "das", "em", "no", "na", "nos", "nas", "para", "pra",
+        "por", "pelo", "pela", "com", "e", "ou", "mas", "porque", "se", "meu", "minha", "seu", "sua", "que", "tipo", "éé",
+    }),
+    lead_ins=frozenset({("me", "diz"), ("me", "diga"), ("me", "fala"), ("me", "conta"), ("quero", "saber"), ("queria", "saber")}),
+    question_words=frozenset({"qual", "quais", "quem", "onde", "quando", "como", "quanto", "quantos", "quantas", "porque"}),
+    silence_phrases=frozenset({"legendas pela comunidade amara.org", "obrigado por assistir", "obrigada por assistir"}),
+)  # fmt: skip
+
+RULES: dict[str, Rules] = {"en": ENGLISH, "zh": CHINESE, "pt": PORTUGUESE}
 
 
 def rules_for(language: str) -> Rules:
@@ -58,12 +97,24 @@ def rules_for(language: str) -> Rules:
 
 
 def meaningful(text: str) -> bool:
-    """False for empty or noise-only transcripts such as "", "...", "[BLANK_AUDIO]", "(wind)"."""
-    return bool(re.sub(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[^\w]", "", text))
+    """False for empty or noise-only transcripts such as "", "...", "[BLANK_AUDIO]", "(wind)", and
+    for what Whisper writes on silence in any language ("字幕由Amara.org社群提供")."""
+    words = re.sub(r"\[[^\]]*\]|\([^)]*\)|（[^）]*）|\*[^*]*\*|[^\w]", "", text)
+    return bool(words) and _compact(text) not in _SILENCE
+
+
+def _compact(text: str) -> str:
+    """Lower case without punctuation or spaces, except inside a web address ("amara.org")."""
+    return re.sub(r"[^\w.]|(?<!\w)\.|\.(?!\w)", "", text.lower())
+
+
+_SILENCE = frozenset(_compact(phrase) for rules in RULES.values() for phrase in rules.silence_phrases)
 
 
 def is_backchannel(text: str, rules: Rules = ENGLISH) -> bool:
-    """True for "mm-hmm", "Yeah.", "Okay, okay.", "Uh-huh." …: a listener's signal, not a turn."""
+    """True for "mm-hmm", "Yeah.", "Okay, okay.", "Uh-huh.", "嗯嗯。", "对对对" …: a listener's signal, not a turn."""
+    if not rules.spaced:
+        return _unspaced_backchannel(text, rules)
     words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
     if not words or len(words) > rules.max_backchannel_words:
         return False
@@ -72,11 +123,26 @@ def is_backchannel(text: str, rules: Rules = ENGLISH) -> bool:
     return all(w in rules.backchannels or rules.hum.match(w) for w in words)
 
 
+def _unspaced_backchannel(text: str, rules: Rules) -> bool:
+    """The text, without punctuation, is a run of backchannels or hums ("对对对", "嗯好的")."""
+    compact = re.sub(r"[^\w]", "", text.lower())
+    if not compact or len(compact) > rules.max_backchannel_words:
+        return False
+    if rules.hum.match(compact):
+        return True
+    tokens = sorted(rules.backchannels, key=len, reverse=True)
+    return re.fullmatch("(?:" + "|".join(map(re.escape, tokens)) + ")+", compact) is not None
+
+
 def sounds_unfinished(text: str, rules: Rules = ENGLISH) -> bool:
     """True when a transcript visibly stops mid-phrase: a trailing ellipsis, comma or dash, or a dangling word."""
     stripped = text.strip()
-    if stripped.endswith(("...", "…", ",", "-", "—")):
+    if stripped.endswith(("...", "…", ",", "，", "、", "-", "—")):
         return True
+    if not rules.spaced:
+        compact = re.sub(r"[^\w]", "", stripped.lower())
+        endings = rules.dangling | {"".join(lead) for lead in rules.lead_ins}
+        return any(compact.endswith(word) for word in endings)
     words = re.sub(r"[^\w\s']", " ", stripped.lower()).split()
     if not words:
         return False

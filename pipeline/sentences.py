@@ -5,6 +5,10 @@ after abbreviations, initials, numbers (3.14 has no space; "1." opening a
 list item is not an end) and inside ellipses. Over-long runs are cut at a
 comma or space.
 
+Chinese and Japanese put no space after a sentence: there a sentence ends at 。！？；… (or
+an ASCII . ! ? ; right after a Han or kana character) as soon as anything follows it, and
+lengths count two characters as a word.
+
 The first piece may end sooner, so speech starts while the model is still
 writing the rest of the sentence: at a comma after a short clause, or where a
 phrase begins ("Mercury is the closest planet | to the sun."), a boundary a
@@ -21,8 +25,11 @@ ABBREVIATIONS = {
     "no", "vol", "fig", "inc", "ltd", "co", "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
     "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "a.m", "p.m", "ca", "cf", "dept", "est", "min", "max",
 }  # fmt: skip
-_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)|\n")
-_CLAUSE = re.compile(r"[,;:]\s|\s[-–—]\s")
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and Han
+_CLOSE = "\"')\\]」』”’）"
+_END = re.compile(rf"[.!?]+[{_CLOSE}]*(?=\s)|(?:[。！？；]+|(?<=[{_CJK}])(?:[.!?;]+|…+))[{_CLOSE}]*(?=[^{_CLOSE}])|\n")
+_CLAUSE = re.compile(r"[,;:]\s|\s[-–—]\s|[，、：]")
+_CJK_CHAR = re.compile(f"[{_CJK}]")
 _WORD_BEFORE = re.compile(r"([\w.]+)[.]$")
 # Words that open a phrase a sentence can be cut in front of: prepositions, subordinators and
 # relatives. Not "of" (it binds to the noun before it) nor "and"/"or" (titles, names, lists).
@@ -64,15 +71,16 @@ class SentenceSplitter:
             return self._take(end)
         if self._first:
             for match in _CLAUSE.finditer(text):
-                if len(text[: match.start()].split()) >= self._first_clause_words:
+                if _words(text[: match.start()]) >= self._first_clause_words:
                     return self._take(match.end())
             if self._first_phrase_words:
                 for match in _PHRASE.finditer(text):
-                    if len(text[: match.start()].split()) >= self._first_phrase_words:
+                    if _words(text[: match.start()]) >= self._first_phrase_words:
                         return self._take(match.start() + 1)
-        if len(text) > self._max_chars:
-            cut = max(text.rfind(", ", 0, self._max_chars), text.rfind(" ", 0, self._max_chars))
-            return self._take(cut + 1 if cut > 0 else self._max_chars)
+        limit = _chars_within(text, self._max_chars)
+        if limit < len(text):
+            cut = max(text.rfind(", ", 0, limit), text.rfind(" ", 0, limit), text.rfind("，", 0, limit))
+            return self._take(cut + 1 if cut > 0 else limit)
         return None
 
     def _take(self, end: int) -> str:
@@ -83,6 +91,8 @@ class SentenceSplitter:
     @staticmethod
     def _is_boundary(text: str, start: int, end: int) -> bool:
         punct = text[start:end]
+        if _CJK_CHAR.match(text, start - 1) if start else False:
+            return True
         if "." in punct and not any(c in punct for c in "!?"):
             if punct.startswith("..") and end < len(text) and text[end:].lstrip()[:1].islower():
                 return False  # an ellipsis mid-sentence
@@ -96,6 +106,22 @@ class SentenceSplitter:
             if word.isdigit() and text[line_start:start].strip() == word:
                 return False  # "1." opening a list item
         return True
+
+
+def _words(text: str) -> int:
+    """Words, where a Chinese or Japanese word is taken as two characters."""
+    han = len(_CJK_CHAR.findall(text))
+    return len(_CJK_CHAR.sub(" ", text).split()) + (han + 1) // 2
+
+
+def _chars_within(text: str, budget: int) -> int:
+    """How much of `text` fits in `budget` characters of English: a Han or kana character, a syllable, counts three."""
+    used = 0
+    for i, char in enumerate(text):
+        used += 3 if _CJK_CHAR.match(char) else 1
+        if used > budget:
+            return i
+    return len(text)
 
 
 _MARKUP = re.compile(r"[*_#`~]+|^\s*[-•]\s+|\[(.*?)\]\(.*?\)", re.MULTILINE)

@@ -32,10 +32,43 @@ def test_unfinished_text(text, expected):
     assert sounds_unfinished(text) is expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("", False), ("...", False), ("[BLANK_AUDIO]", False), ("(wind)", False), ("Hi.", True)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", False), ("...", False), ("[BLANK_AUDIO]", False), ("(wind)", False), ("Hi.", True), ("Thank you.", True),
+     ("字幕由Amara.org社群提供", False), ("请不吝点赞 订阅 转发 打赏支持明镜与点点栏目", False), ("（音乐）", False), ("谢谢。", True),
+     ("Obrigado por assistir.", False), ("Obrigado!", True), ("北京", True)],
+)  # fmt: skip
 def test_meaningful(text, expected):
     assert meaningful(text) is expected
 
 
 def test_a_language_without_its_own_rules_uses_english():
     assert rules_for("en-US") is rules_for("xx") is rules_for("en")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("嗯。", True), ("嗯嗯", True), ("对对对", True), ("好的，好的。", True), ("嗯，对。", True), ("是的", True), ("OK。", True),
+     ("好的，那北京呢？", False), ("对，为什么？", False), ("停", False), ("不是", False), ("中国的首都是哪里？", False)],
+)  # fmt: skip
+def test_chinese_backchannels_without_spaces(text, expected):
+    assert is_backchannel(text, rules_for("zh")) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("中国的首都是哪里？", False), ("我想知道", True), ("请问", True), ("北京和", True), ("中国的首都是，", True), ("因为……", True),
+     ("你去过北京吗", False), ("我喜欢吃饺子", False), ("这是我的", False)],
+)  # fmt: skip
+def test_chinese_unfinished_text(text, expected):
+    assert sounds_unfinished(text, rules_for("zh")) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "backchannel", "unfinished"),
+    [("Tá bom.", True, False), ("Uhum.", True, False), ("Sim, sim.", True, False), ("Qual é a capital do", False, True),
+     ("Qual é a capital do Brasil?", False, False), ("Me diz", False, True), ("Tudo bem?", False, False)],
+)  # fmt: skip
+def test_portuguese_rules(text, backchannel, unfinished):
+    rules = rules_for("pt-BR")
+    assert (is_backchannel(text, rules), sounds_unfinished(text, rules)) == (backchannel, unfinished)

@@ -93,3 +93,53 @@ def test_a_word_that_may_still_grow_is_not_a_boundary():
     splitter = SentenceSplitter()
     assert splitter.feed("The first person to") == []  # "to" or "today"?
     assert splitter.feed(" walk") == ["The first person"]
+
+
+REPLY_ZH = "中国的首都是北京。北京是一座历史悠久的城市，有三千多年的历史。你去过北京吗？"
+
+
+@pytest.mark.parametrize("step", [1, 2, 1000])
+def test_chinese_sentences_end_without_a_space_as_they_stream(step):
+    assert split(REPLY_ZH, step, first_clause_words=99) == [
+        "中国的首都是北京。",
+        "北京是一座历史悠久的城市，有三千多年的历史。",
+        "你去过北京吗？",
+    ]
+
+
+def test_a_chinese_sentence_is_out_before_the_reply_is_written():
+    splitter = SentenceSplitter()
+    pieces = [piece for char in REPLY_ZH[:12] for piece in splitter.feed(char)]
+    assert pieces == ["中国的首都是北京。"]
+
+
+def test_half_width_marks_after_chinese_and_closing_quotes_end_it_too():
+    assert split("北京很大!你好吗?他说“好。”然后走了。", 1, first_clause_words=99) == ["北京很大!", "你好吗?", "他说“好。”", "然后走了。"]
+
+
+def test_the_first_chinese_clause_counts_characters_not_spaces():
+    # Eight characters are about four words: long enough to cut at the full-width comma.
+    assert split("北京是中国的首都，也是一座历史悠久的城市。", 1, first_clause_words=4)[0] == "北京是中国的首都，"
+    assert split("北京很大，也是一座历史悠久的城市。", 1, first_clause_words=4) == ["北京很大，也是一座历史悠久的城市。"]
+
+
+def test_an_over_long_chinese_run_is_cut_by_speaking_time():
+    pieces = split("中" * 200, 1, max_chars=60)
+    assert pieces[0] == "中" * 20 and "".join(pieces) == "中" * 200
+
+
+def test_portuguese_splits_as_english_does():
+    text = "A capital do Brasil é Brasília. Ela foi fundada em 1960! Quer saber mais?"
+    assert split(text, 1, first_clause_words=99, first_phrase_words=0) == [
+        "A capital do Brasil é Brasília.",
+        "Ela foi fundada em 1960!",
+        "Quer saber mais?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [("**北京**是中国的首都。", "北京是中国的首都。"), ("- 第一：北京", "第一：北京"), ("**É** Brasília.", "É Brasília.")],
+)
+def test_speakable_chinese_and_portuguese(text, spoken):
+    assert speakable(text) == spoken
