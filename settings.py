@@ -152,10 +152,17 @@ class Settings:
     stt_api_key: str = _opt("", "STT API key (openai engine).", secret=True)
     stt_model: str = _opt(
         "",
-        "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default.",
+        "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default (local: `tiny.en` for English alone, `base` for any other `LANGUAGES`).",
     )
-    stt_language: str = _opt("en", "Spoken language (ISO code).")
+    languages: str = _opt(
+        "en",
+        "Languages the assistant listens and answers in: comma-separated ISO 639-1 codes (`en,zh`). Each utterance is heard as one of them and answered in it; the first is assumed until the user speaks another. One language: the recogniser is told it (fastest). Several need a multilingual STT model (local: `STT_MODEL=base`). (`STT_LANGUAGE`, its older name, is still read.)",
+    )
     stt_timeout_s: float = _opt(15.0, "Timeout of one transcription.")
+    repeat_below_logprob: float = _opt(
+        float("-inf"),
+        "An utterance whose transcript's mean token log-probability (Whisper's, local STT) is below this is not answered: the assistant asks, in the user's language, to hear it again. `-inf`: never.",
+    )
     stt_beam_size: int = _opt(5, "Beam size of the local Whisper decoder (1 = greedy).")
     stt_threads: int = _opt(0, "CPU threads for local Whisper; 0 = all available cores.")
     # engines: language model
@@ -188,6 +195,10 @@ class Settings:
     tts_api_key: str = _opt("", "TTS API key (openai engine).", secret=True)
     tts_model: str = _opt("", "TTS model (openai: e.g. `tts-1`). Empty: the engine's default.")
     tts_voice: str = _opt("", "TTS voice (openai: e.g. `alloy`; local: a piper voice name or .onnx path). Empty: the engine's default.")
+    tts_voices: str = _opt(
+        "",
+        "Voices for the other languages in `LANGUAGES`, `code=voice` comma-separated (`zh=cmn,pt=pt-br`): for `local`, a piper voice (.onnx path) or an espeak-ng voice; for `espeak`, an espeak-ng voice; for `openai`, a voice name. A language without one: `local` and `espeak` speak it with espeak-ng's voice for it, `openai` with `TTS_VOICE`.",
+    )
     tts_format: str = _opt(
         "pcm",
         "Audio format asked of the openai TTS endpoint; non-PCM formats are decoded as they stream.",
@@ -215,6 +226,15 @@ class Settings:
         "Convenience: with an `openai` stage and no base URL/key of its own, use OpenAI (`whisper-1`, `gpt-4o-mini`, `tts-1`).",
         secret=True,
     )
+
+    @property
+    def language_list(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(code.strip().lower() for code in self.languages.split(",") if code.strip()))
+
+    @property
+    def voice_map(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.tts_voices.split(",") if item.strip())
+        return {code.strip().lower(): voice.strip() for code, voice in pairs}
 
     @property
     def ice_host_list(self) -> list[str]:
@@ -268,6 +288,10 @@ class Settings:
             raise SettingsError("RTP_JITTER_FRAMES must be 0..8")
         if not (self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 64)):
             raise SettingsError(f"WORKERS must be a number from 1 to 64 or auto; got {self.workers!r}")
+        if not self.language_list or not all(re.fullmatch(r"[a-z]{2}", code) for code in self.language_list):
+            raise SettingsError(f"LANGUAGES must be comma-separated two-letter ISO 639-1 codes (en,zh); got {self.languages!r}")
+        if any("=" not in item for item in self.tts_voices.split(",") if item.strip()):
+            raise SettingsError(f"TTS_VOICES must be code=voice pairs, comma-separated (zh=cmn); got {self.tts_voices!r}")
         if not 1 <= self.llm_parallel <= 16:
             raise SettingsError("LLM_PARALLEL must be 1..16")
         if not 0 <= self.port < 65536:
@@ -308,8 +332,11 @@ def load_settings(argv: list[str] | None = None, env: dict[str, str] | None = No
     parser = argparse.ArgumentParser(description="Real-time voice assistant server")
     for f in fields(Settings):
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, help=f.metadata["help"])
+    parser.add_argument("--stt-language", dest="stt_language", default=None, help=argparse.SUPPRESS)  # LANGUAGES' older name
     args = parser.parse_args(argv if argv is not None else [])
     values: dict[str, Any] = {}
+    if args.languages is None and "LANGUAGES" not in env and (old := args.stt_language or env.get("STT_LANGUAGE")):
+        values["languages"] = old
     for f in fields(Settings):
         raw = getattr(args, f.name)
         if raw is None:

@@ -58,6 +58,7 @@ class Transcription:
     duration_s: float
     pcm: bytes
     text: str = ""
+    response_format: str = "json"
 
 
 @dataclass
@@ -77,6 +78,8 @@ class StandinLog:
     tts_disconnects: int = 0
     tts_bytes_sent: int = 0  # by the latest speech response
     tts_finished_at: list[float] = field(default_factory=list)  # time.monotonic() when each body's last byte was written
+    tts_started_at: list[float] = field(default_factory=list)  # when each speech request arrived
+    llm_completed_at: list[float] = field(default_factory=list)  # when each stream reached [DONE]
 
     @property
     def transcription_count(self) -> int:
@@ -113,6 +116,8 @@ class StandinConfig:
     stt_delay: float = 0.0
     stt_status: int = 200
     stt_malformed: bool = False  # answer 200 with a body that is not JSON
+    # verbose_json's `language`, as OpenAI names it ("chinese"); empty: by the transcript's script
+    stt_language_name: str = ""
     # language model
     llm_reply: str | Callable[[list[dict[str, Any]]], str] = (
         DEFAULT_LLM_REPLY  # template ({last_user}, {n_messages}, {n_user}) or callable(messages)
@@ -278,6 +283,7 @@ class _Server:
         if not isinstance(upload, web.FileField):
             return _error(400, "file is required")
         record = _read_upload(upload, str(form.get("model", "")), str(form.get("language", "")))
+        record.response_format = str(form.get("response_format", "json"))
         cfg.log.transcriptions.append(record)
         if cfg.stt_delay:
             await asyncio.sleep(cfg.stt_delay)
@@ -295,6 +301,12 @@ class _Server:
             record.text = next((str(text) for limit, text in cfg.stt_by_duration if record.duration_s <= float(limit)), cfg.stt_text)
         else:
             record.text = cfg.stt_text
+        if record.response_format == "verbose_json":
+            han = any("\u4e00" <= char <= "\u9fff" for char in record.text)
+            language = cfg.stt_language_name or ("chinese" if han else "english")
+            return web.json_response({"task": "transcribe", "language": language, "duration": record.duration_s, "text": record.text})
+        if record.response_format not in ("json", ""):
+            return _error(400, f"unsupported response_format {record.response_format!r}")
         return web.json_response({"text": record.text})
 
     # -- language model
@@ -309,7 +321,11 @@ class _Server:
             return _error(cfg.llm_status, "stand-in model failure")
         messages = body.get("messages") or []
         reply = _reply_text(cfg.llm_reply, messages)
-        tokens = re.findall(r"\s*\S+", reply)
+        # Words with their leading space; Chinese and Japanese, written without spaces, a character at a time.
+        tokens = re.findall(
+            r"\s*[\u3040-\u30ff\u3400-\u9fff\uff00-\uffef\u3000-\u303f]|\s*[^\s\u3040-\u30ff\u3400-\u9fff\uff00-\uffef\u3000-\u303f]+",
+            reply,
+        )
         finish = "stop"
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(max_tokens, int) and 0 < max_tokens < len(tokens):
@@ -363,6 +379,7 @@ class _Server:
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             cfg.log.llm_streams_completed += 1
+            cfg.log.llm_completed_at.append(time.monotonic())
         except ConnectionResetError:
             cfg.log.llm_disconnects += 1
         except asyncio.CancelledError:
@@ -390,6 +407,7 @@ class _Server:
             samples = speech_like(text, float(body.get("speed") or 1.0), cfg.tts_ms_per_char, cfg.tts_max_s)
             audio = await asyncio.to_thread(encode, samples, fmt)
         cfg.log.tts_streams_started += 1
+        cfg.log.tts_started_at.append(time.monotonic())
         cfg.log.tts_bytes_sent = 0
         resp = web.StreamResponse(headers={"Content-Type": _CONTENT_TYPES[fmt]})
         await resp.prepare(request)

@@ -17,10 +17,12 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from pipeline import turn_protocol as tp
-from pipeline.engines.base import EngineError, Engines
+from pipeline.engines.base import EngineError, Engines, Heard
 from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Reply, Stage, State, StateName
+from pipeline.hearing import misheard
 from pipeline.history import History
+from pipeline.language import meaningful, next_language, rules_for, script_language
 from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
@@ -53,6 +55,8 @@ class ConversationConfig:
     log_content: bool = False  # transcripts and replies in the logs
     echo_gate_db: float = 20.0  # 0: off
     partial_every_ms: int = 1000  # a pass over the words so far after each this much speech (0: off)
+    languages: tuple[str, ...] = ("en",)  # accepted; the first until the user speaks another
+    repeat_below_logprob: float = float("-inf")  # a transcript less sure than this is asked again, not answered
     turn_taking: TurnTakingConfig = field(default_factory=TurnTakingConfig)
 
     @classmethod
@@ -66,6 +70,8 @@ class ConversationConfig:
             log_content=settings.log_content,
             echo_gate_db=settings.echo_gate_db,
             partial_every_ms=settings.partial_every_ms,
+            languages=settings.language_list,
+            repeat_below_logprob=settings.repeat_below_logprob,
             turn_taking=TurnTakingConfig(
                 barge_in=settings.barge_in,
                 interrupt_min_s=settings.interrupt_min_ms / 1000,
@@ -90,6 +96,7 @@ class Conversation:
         self.turns: dict[int, Turn] = {}  # every turn not finished yet, by id
         self._previous: Turn | None = None  # the turn that answered before: its history comes first
         self._now = 0.0  # media time of the end of the latest frame
+        self.language = config.languages[0]  # what the user speaks now
         self._closed = False
         self._turn_starts: deque[float] = deque()
         self._preview = Preview(engines, self._emit, config.partial_every_ms / 1000)
@@ -230,33 +237,50 @@ class Conversation:
         self._run(self.turn_taking.judged(turn.id, p, self._now))
 
     async def _check_words(self, pcm: bytes) -> None:
-        text: str | None = None
+        heard: Heard | None = None
         try:
             with needed_by(time.monotonic()):  # what the paused reply waits for
                 async with failures_of("stt"):
-                    text = await self._engines.stt.transcribe(pcm, RATE, prompt=self.history.user_context())
+                    heard = await self._engines.stt.transcribe(pcm, RATE, prompt=self.history.user_context())
         except EngineError as exc:
             log.warning("the words over the reply could not be transcribed (%s): taken as an interruption", exc.message)
-        self._run(self.turn_taking.words_so_far(text))
+        if heard is None:
+            self._run(self.turn_taking.words_so_far(None))
+        else:
+            self._run(self.turn_taking.words_so_far(heard.text, heard.language or self.language))
+
+    def _language_of(self, heard: Heard) -> str:
+        """The language an utterance (or typed text) is answered in: sticky, see pipeline/language.py."""
+        languages = self.config.languages
+        said = heard.language or script_language(heard.text, languages)
+        return next_language(self.language, heard.text, said, languages) if meaningful(heard.text) else self.language
 
     async def _drive(self, turn: Turn) -> None:
         outcome: Outcome = Outcome.CANCELLED
         stage: Stage = "stt"
         try:
-            text = await turn.transcribe()
-            self._run(self.turn_taking.transcribed(turn.id, text, self._now))
+            heard = await turn.transcribe()
+            turn.misheard = turn.pcm is not None and misheard(heard, self.config.repeat_below_logprob)
+            turn.language = self._language_of(heard)
+            self._run(self.turn_taking.transcribed(turn.id, heard.text, self._now, turn.language))
             if not turn.user_text:
                 outcome = Outcome.COMPLETED
                 return
+            self.language = turn.language
             previous, self._previous = self._previous, turn
             if previous is not None:
                 await previous.wait()  # an interrupted reply commits its history first
             if self.config.log_content:
                 log.info("turn %d: user said %r", turn.id, turn.user_text)
             stage = "llm"
-            await turn.respond(self.history.messages(turn.user_text), turn.user_text)
+            rules = rules_for(turn.language)
+            instruction = rules.answer_in if len(self.config.languages) > 1 else ""
+            # Words it most likely misheard are not answered: the user is asked to say them again.
+            said = rules.repeat if turn.misheard else None
+            await turn.respond(self.history.messages(turn.user_text, instruction), turn.user_text, said)
             reply = turn.reply.strip()
-            self.history.add_turn(turn.user_text, reply)
+            if not turn.misheard:
+                self.history.add_turn(turn.user_text, reply)
             turn.emit(Reply(reply, interrupted=False, heard=reply))
             outcome = Outcome.COMPLETED
         except asyncio.CancelledError:
@@ -288,7 +312,7 @@ class Conversation:
         if self._closed or turn.held or not turn.user_text:
             return  # a held turn leaves no trace; one cut off before it answered may carry on (turn-taking)
         heard = turn.heard()
-        if turn.heard_any:
+        if turn.heard_any and not turn.misheard:
             self.history.add_turn(turn.user_text, heard, interrupted=True)
         # Every turn whose transcript was sent ends with a reply event, an empty one if it was
         # cut off before any reply, so a client can close the turn it opened.

@@ -63,6 +63,7 @@ class Transcript(Event):
     text: str
     turn: int | None = None
     source: str = "voice"  # voice | text
+    language: str = "en"  # ISO 639-1: what the reply is in too
 
 
 @dataclass

@@ -49,14 +49,16 @@ class History:
             size += len(entry.text) + 1
         return " ".join(reversed(parts))
 
-    def messages(self, user: str) -> list[Message]:
+    def messages(self, user: str, instruction: str = "") -> list[Message]:
         """What the LLM is sent for a new user message.
 
         A reply the user cut off is what they heard of it, ending in a dash, followed by a
         system note that says so and quotes it: the model then neither assumes it finished
         nor loses the thread when asked "what were you telling me about?" (docs/decisions/0005).
+        `instruction` is added to the system prompt (the language to answer in).
         """
-        out: list[Message] = [{"role": "system", "content": self.system_prompt}]
+        system = f"{self.system_prompt} {instruction}" if instruction else self.system_prompt
+        out: list[Message] = [{"role": "system", "content": system}]
         for entry in self.entries:
             if entry.interrupted:
                 out.append({"role": "assistant", "content": f"{entry.text} —" if entry.text else "—"})

@@ -9,6 +9,7 @@ are written without spaces, so their tables hold words matched inside the text, 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -29,6 +30,8 @@ class Rules:
     spaced: bool = True  # words are separated by spaces
     # What Whisper writes on silence or noise in this language (subtitle credits of its training data).
     silence_phrases: frozenset[str] = frozenset()
+    answer_in: str = ""  # told to the LLM where several languages are accepted
+    repeat: str = "Sorry, I didn't catch that. Could you say it again?"  # what it says when it likely misheard
 
 
 ENGLISH = Rules(
@@ -51,6 +54,7 @@ ENGLISH = Rules(
     question_words=frozenset({"what", "who", "whom", "whose", "which", "where", "when", "why", "how"}),
     auxiliaries=frozenset({"do", "does", "did", "is", "are", "was", "were", "can", "could", "will", "would", "should", "has", "have", "had"}),
     subjects=frozenset({"i", "you", "he", "she", "it", "we", "they", "this", "that", "there", "these", "those", "one"}),
+    answer_in="The user is speaking English: answer in English.",
 )  # fmt: skip
 
 CHINESE = Rules(
@@ -67,6 +71,8 @@ CHINESE = Rules(
     lead_ins=frozenset({("告诉我",), ("我想知道",), ("我想问",), ("请问",), ("你知道",), ("我想问一下",)}),
     max_backchannel_words=6,
     spaced=False,
+    answer_in="The user is speaking Mandarin Chinese: answer in Simplified Chinese (简体中文), in plain sentences.",
+    repeat="抱歉，我没听清楚。您能再说一遍吗？",
     silence_phrases=frozenset({
         "字幕由amara.org社群提供", "小编字幕由amara.org社区提供", "请不吝点赞订阅转发打赏支持明镜与点点栏目",
         "谢谢观看", "谢谢大家观看", "感谢观看", "字幕志愿者", "中文字幕", "优优独播剧场", "请订阅我的频道",
@@ -86,6 +92,8 @@ PORTUGUESE = Rules(
     lead_ins=frozenset({("me", "diz"), ("me", "diga"), ("me", "fala"), ("me", "conta"), ("quero", "saber"), ("queria", "saber")}),
     question_words=frozenset({"qual", "quais", "quem", "onde", "quando", "como", "quanto", "quantos", "quantas", "porque"}),
     silence_phrases=frozenset({"legendas pela comunidade amara.org", "obrigado por assistir", "obrigada por assistir"}),
+    answer_in="The user is speaking Portuguese: answer in Brazilian Portuguese.",
+    repeat="Desculpe, não entendi. Pode repetir?",
 )  # fmt: skip
 
 RULES: dict[str, Rules] = {"en": ENGLISH, "zh": CHINESE, "pt": PORTUGUESE}
@@ -150,3 +158,49 @@ def sounds_unfinished(text: str, rules: Rules = ENGLISH) -> bool:
         return True
     question = len(words) >= 2 and words[0] in rules.question_words
     return question and words[-1] in rules.auxiliaries and words[-2] not in rules.subjects and not rules.auxiliaries & set(words[1:-1])
+
+
+# Language names some endpoints answer with (OpenAI's verbose_json says "chinese"), to ISO codes.
+_CODES = {
+    "english": "en", "chinese": "zh", "mandarin": "zh", "cantonese": "zh", "portuguese": "pt", "spanish": "es",
+    "french": "fr", "german": "de", "italian": "it", "japanese": "ja", "korean": "ko", "russian": "ru",
+}  # fmt: skip
+_HAN_OR_KANA = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
+_KANA = re.compile(r"[\u3040-\u30ff]")
+
+
+def code_of(language: str) -> str:
+    """An ISO 639-1 code for a language as an endpoint names it ("chinese", "zh", "zh-CN"); "" if unknown."""
+    name = language.strip().lower()
+    if name in _CODES:
+        return _CODES[name]
+    code = name.split("-")[0].split("_")[0]
+    return code if re.fullmatch(r"[a-z]{2}", code) else ""
+
+
+def script_language(text: str, accepted: Sequence[str]) -> str:
+    """The accepted language `text` is most likely in by its script alone; the first accepted one otherwise."""
+    if _HAN_OR_KANA.search(text):
+        guess = "ja" if _KANA.search(text) else "zh"
+        if guess in accepted:
+            return guess
+    latin = [code for code in accepted if code not in ("zh", "ja")]
+    return latin[0] if latin and not _HAN_OR_KANA.search(text) else accepted[0]
+
+
+SWITCH_MIN_LETTERS = 5  # a transcript this long (a Han or kana character counts three) may change the language
+
+
+def next_language(current: str, text: str, heard: str, accepted: Sequence[str]) -> str:
+    """The conversation's language after an utterance the recogniser heard as `heard`.
+
+    Sticky: a short utterance ("ok", "嗯") or a backchannel keeps the current one, as a
+    recogniser's guess on a syllable or two is often wrong (LiveKit keeps it under 5 characters).
+    """
+    if heard == current or heard not in accepted:
+        return current
+    compact = re.sub(r"[^\w]", "", text)
+    letters = len(compact) + 2 * len(_HAN_OR_KANA.findall(compact))
+    if letters < SWITCH_MIN_LETTERS or is_backchannel(text, rules_for(heard)):
+        return current
+    return heard

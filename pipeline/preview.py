@@ -74,7 +74,7 @@ class Preview:
     async def _pass(self, pcm: bytes, prompt: str) -> None:
         try:
             with needed_by(time.monotonic() + SLACK_S):
-                words = (await self._stt.transcribe(pcm, RATE, prompt=prompt)).strip()
+                words = (await self._stt.transcribe(pcm, RATE, prompt=prompt)).text.strip()
         except EngineError as exc:  # only a preview: the turn's own pass reports what matters
             log.debug("preview pass failed: %s", exc.message)
             return

@@ -18,13 +18,13 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Hashable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import numpy as np
 
-from pipeline.engines.base import EngineError, Engines, Message
+from pipeline.engines.base import EngineError, Engines, Heard, Message
 from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Metrics, ReplyDelta, Stage, State, StateName, Transcript, TranscriptPartial
 from pipeline.language import meaningful
@@ -82,6 +82,8 @@ class Turn:
         self.user_text = ""  # what the reply answers, once it answers
         self.reply = ""
         self.transcript: str | None = None  # the STT pass (or the typed text), once done
+        self.language = "en"  # what the user spoke and the reply is in, once known
+        self.misheard = False  # its words were too unsure to answer: the user is asked to repeat
         self._engines = engines
         self._audio = audio
         self._emit = emit
@@ -201,29 +203,30 @@ class Turn:
 
     # -- the work ----------------------------------------------------------------
 
-    async def transcribe(self) -> str:
+    async def transcribe(self) -> Heard:
         """The user's words: typed, or from STT (shown at once as a partial transcript)."""
         if self.pcm is None:
-            text = self.typed or ""
+            heard = Heard(self.typed or "", "")
         else:
             started = time.monotonic()
             with needed_by(started):  # gates this turn's first audio
                 async with failures_of("stt"):
-                    text = (await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)).strip()
+                    heard = await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
+        text = heard.text.strip()
         self.transcript = text
         if self.pcm is not None and meaningful(text):
             # The user's own words so far: shown live, whether or not this pass is answered.
             self._emit(TranscriptPartial(text))
-        return text
+        return dataclasses.replace(heard, text=text)
 
-    async def respond(self, messages: list[Message], user_text: str) -> None:
-        """Stream the reply for `messages`, voice it sentence by sentence, and wait until it played."""
+    async def respond(self, messages: list[Message], user_text: str, said: str | None = None) -> None:
+        """Stream the reply for `messages` (or say `said` instead), voice it sentence by sentence, and wait until it played."""
         self.user_text = user_text
-        self.emit(Transcript(user_text, source="voice" if self.pcm is not None else "text"))
+        self.emit(Transcript(user_text, source="voice" if self.pcm is not None else "text", language=self.language))
         self.emit(State(StateName.THINKING))
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        writer = self.spawn(self._write_reply(messages, sentences), f"turn-{self.id}-llm")
+        writer = self.spawn(self._write_reply(messages, sentences, said), f"turn-{self.id}-llm")
         speaker = self.spawn(self._speak(sentences), f"turn-{self.id}-tts")
         try:
             await asyncio.gather(writer, speaker)
@@ -235,7 +238,7 @@ class Turn:
         if self._wrote_audio:
             await self._audio.wait_for_playout()
 
-    async def _write_reply(self, messages: list[Message], sentences: asyncio.Queue[str | None]) -> None:
+    async def _write_reply(self, messages: list[Message], sentences: asyncio.Queue[str | None], said: str | None = None) -> None:
         metrics = self.metrics
         asked = time.monotonic()
         splitter = SentenceSplitter()
@@ -246,7 +249,8 @@ class Turn:
             sentences.put_nowait(sentence)
 
         with needed_by(asked):  # the first sentence gates the first audio
-            async with failures_of("llm"), aclosing(self._engines.llm.stream(messages)) as stream:
+            source = _said(said) if said is not None else self._engines.llm.stream(messages)
+            async with failures_of("llm"), aclosing(source) as stream:
                 async for delta in stream:
                     if not delta:
                         continue
@@ -289,7 +293,7 @@ class Turn:
             # the audio queued ahead of it has played.
             when = started if index == 1 else started + self._audio.queued_seconds
             with needed_by(when):
-                async with failures_of("tts"), aclosing(tts.stream(spoken)) as chunks:
+                async with failures_of("tts"), aclosing(tts.stream(spoken, self.language)) as chunks:
                     async for chunk in chunks:
                         if not self._wrote_audio:
                             # Voices start with a breath of silence; before the reply's first
@@ -308,3 +312,8 @@ class Turn:
                 self._cut[played.mark] = played
         self._held_audio.clear()
         self.emit(Error(exc.stage, exc.message))
+
+
+async def _said(text: str) -> AsyncGenerator[str, None]:
+    """A fixed reply, streamed as a model's would be."""
+    yield text

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pipeline.events import EndOfTurn, Event
-from pipeline.language import ENGLISH, Rules
 
 
 class Outcome(StrEnum):
@@ -142,4 +141,3 @@ class TurnTakingConfig:
     threshold: float = 0.5  # P(finished) that releases a held reply
     hint_wait_s: float = 0.2  # a reply paused on a hint of voice resumes if no speech follows
     unfinished_wait_s: float = 3.0  # silence after words that stop mid-phrase before it releases the reply
-    rules: Rules = ENGLISH

@@ -22,7 +22,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
-from pipeline.language import is_backchannel, meaningful, sounds_unfinished
+from pipeline.language import is_backchannel, meaningful, rules_for, sounds_unfinished
 from pipeline.segmenter import SpeechEnded, SpeechPaused
 from pipeline.turn_protocol import (
     CancelPreview,
@@ -54,6 +54,7 @@ class _Turn:
     number: int | None = None  # once released
     user_text: str | None = None  # once it answers
     failed: bool = False
+    language: str = "en"  # of its words, once they are known
 
 
 class TurnTaking:
@@ -169,14 +170,15 @@ class TurnTaking:
 
     # -- inputs: what the turns report ---------------------------------------------------------
 
-    def transcribed(self, turn: int, text: str, now: float) -> list[Command]:
+    def transcribed(self, turn: int, text: str, now: float, language: str = "en") -> list[Command]:
         info = self._turns.get(turn)
         if info is None:
             return self._flush()
+        info.language = language
         floor = self.floor
         if isinstance(floor, Paused) and floor.onset is not None and floor.turn != turn:
             # Spoken over the paused reply: a backchannel or noise resumes it and is no turn.
-            if not meaningful(text) or is_backchannel(text, self.config.rules):
+            if not meaningful(text) or is_backchannel(text, rules_for(language)):
                 self._resume("a backchannel or noise")
                 self._forget(turn)
                 return self._flush()
@@ -196,11 +198,11 @@ class TurnTaking:
             self._maybe_release(now)
         return self._flush()
 
-    def words_so_far(self, text: str | None) -> list[Command]:
+    def words_so_far(self, text: str | None, language: str = "en") -> list[Command]:
         """What the utterance over the paused reply says so far (None: it could not be transcribed)."""
         floor = self.floor
         if isinstance(floor, Paused) and floor.checking:
-            if text is None or (meaningful(text) and not is_backchannel(text, self.config.rules)):
+            if text is None or (meaningful(text) and not is_backchannel(text, rules_for(language))):
                 self._interrupt("the user kept speaking")
         return self._flush()
 
@@ -265,7 +267,7 @@ class TurnTaking:
         if held is None or held.transcript is None:
             return  # decided once its words are known, and never over a paused reply
         info = self._turns[held.turn]
-        complete = info.failed or not sounds_unfinished(held.transcript, self.config.rules)
+        complete = info.failed or not sounds_unfinished(held.transcript, rules_for(info.language))
         if held.finished and complete:
             self._release(held.turn, EndOfTurn.MODEL, now)
         elif held.silence and (complete or (held.wait_until is not None and now >= held.wait_until)):

@@ -18,7 +18,7 @@ import numpy as np
 
 from kit.speech import speak
 from pipeline.conversation import Conversation, ConversationConfig
-from pipeline.engines.base import EngineError, Engines, Message
+from pipeline.engines.base import EngineError, Engines, Heard, Message
 from pipeline.events import Event
 from pipeline.playback import PlaybackLedger
 from pipeline.ports import PlaybackListener, Played
@@ -104,22 +104,23 @@ class MemoryAudio:
 
 @dataclass
 class FakeSTT:
-    """Transcribes by `script(seconds of audio) -> text`; `fail` raises an EngineError instead."""
+    """Transcribes by `script(seconds of audio) -> text` (or a `Heard`); `fail` raises an EngineError instead."""
 
-    script: Callable[[float], str]
+    script: Callable[[float], str | Heard]
     name: str = "fake-stt"
     partials: bool = True
     calls: list[float] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
     fail: bool = False
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
         await asyncio.sleep(0)
         self.calls.append(len(pcm) / 2 / sample_rate)
         self.prompts.append(prompt)
         if self.fail:
             raise EngineError("stt", "the stand-in STT failed")
-        return self.script(len(pcm) / 2 / sample_rate)
+        result = self.script(len(pcm) / 2 / sample_rate)
+        return result if isinstance(result, Heard) else Heard(result)
 
 
 @dataclass
@@ -147,8 +148,10 @@ class FakeTTS:
 
     name: str = "fake-tts"
     sample_rate: int = RATE
+    spoken: list[tuple[str, str]] = field(default_factory=list)  # (language, text) of each request
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    async def stream(self, text: str, language: str = "en") -> AsyncIterator[bytes]:
+        self.spoken.append((language, text))
         await asyncio.sleep(0)
         samples = speak(text, voice="en-us+m3", wpm=200)
         for i in range(0, len(samples), 3200):
@@ -174,7 +177,7 @@ class Harness:
 
     def __init__(
         self,
-        stt: Callable[[float], str] = lambda s: "What is the capital of France?",
+        stt: Callable[[float], str | Heard] = lambda s: "What is the capital of France?",
         turn: Callable[[float], float] | None = lambda s: 0.9,
         llm: FakeLLM | None = None,
         echo_db: float | None = None,  # mix what is played back into the mic, this many dB down, 60 ms late
@@ -188,7 +191,8 @@ class Harness:
         self.stt = FakeSTT(stt, partials=stt_partials)
         self.llm = llm or FakeLLM()
         self.detector = FakeTurnDetector(turn) if turn is not None else None
-        self.engines = Engines(stt=self.stt, llm=self.llm, tts=FakeTTS(), turn=self.detector)
+        self.tts = FakeTTS()
+        self.engines = Engines(stt=self.stt, llm=self.llm, tts=self.tts, turn=self.detector)
         seg = SegmenterConfig(**({"silence_ms": 1200, "pause_ms": 200, "hint_ms": 40} | (segmenter or {})))
         # Passes while the user speaks only where a test asks for them: the others count STT calls.
         config = {"partial_every_ms": 0} | config

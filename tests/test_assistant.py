@@ -183,7 +183,7 @@ async def test_barge_in_can_be_switched_off(assistant, clients):
     t_stop, _ = await client.wait_event("speech_stopped", after=t_speaking, timeout=10)
     await until(lambda: [t for t in client.audible_times() if t > t_stop + 0.3] != [])  # the reply went on
     assert events_of(client, "reply") == [] and events_of(client, "transcript") == [
-        {"type": "transcript", "text": "Talk to me.", "turn": 1, "source": "text"}
+        {"type": "transcript", "text": "Talk to me.", "turn": 1, "source": "text", "language": "en"}
     ]
 
 
@@ -287,3 +287,32 @@ async def test_a_backchannel_during_a_reply_leaves_it_uninterrupted(assistant, c
     assert reply["interrupted"] is False and reply["heard"] == reply["text"] == LONG_REPLY
     assert [t for t in client.audible_times() if t > t_bc + 1.5], "the reply went on after the backchannel"
     assert [e["turn"] for e in events_of(client, "transcript")] == [1], "the backchannel started no turn"
+
+
+REPLY_ZH = "中国的首都是北京。北京是一座历史悠久的城市，有三千多年的历史。你去过北京吗？"
+
+
+async def test_a_mandarin_question_is_heard_answered_sentence_by_sentence_and_then_english_again(assistant, clients):
+    # OpenAI-compatible engines with LANGUAGES=en,zh: the endpoint detects the language (it is not
+    # forced to English), the reply streamed a character at a time reaches TTS sentence by sentence.
+    config = StandinConfig(stt_text="中国的首都是哪里？", llm_reply=REPLY_ZH, llm_token_delay=0.03)
+    server, standin = await assistant(config, languages="en,zh")
+    client = await clients(server.url)
+    await client.wait_event("state", state="listening")
+    await ask(client, "Zhong guo de shou du shi na li?")
+    _, transcript = await client.wait_event("transcript", timeout=15)
+    assert (transcript["text"], transcript["language"]) == ("中国的首都是哪里？", "zh")
+    _, reply = await client.wait_event("reply", timeout=20)
+    assert reply["text"] == REPLY_ZH and not reply["interrupted"]
+    assert {(t.language, t.response_format) for t in standin.log.transcriptions} == {("", "verbose_json")}
+    assert "Simplified Chinese" in standin.log.chat_requests[0]["messages"][0]["content"]
+    spoken = [request["input"] for request in standin.log.speech_requests]
+    assert spoken == ["中国的首都是北京。", "北京是一座历史悠久的城市，有三千多年的历史。", "你去过北京吗？"]
+    assert standin.log.tts_started_at[0] < standin.log.llm_completed_at[0], "the first sentence was voiced while the rest was written"
+
+    config.stt_text, config.llm_reply = QUESTION, "Paris is the capital of France."
+    sent = (await ask(client))[1]
+    _, transcript = await client.wait_event("transcript", after=sent, timeout=15)
+    assert (transcript["text"], transcript["language"]) == (QUESTION, "en")
+    await client.wait_event("reply", after=sent, timeout=20)
+    assert "answer in English" in standin.log.chat_requests[-1]["messages"][0]["content"]

@@ -13,6 +13,7 @@ import pytest
 
 from kit.eval_voices import render
 from kit.speech import concat, silence, speak, voiced_bounds
+from pipeline.engines.base import Heard
 from tests.fakes import RATE, FakeLLM, Harness
 
 pytestmark = pytest.mark.fast
@@ -286,7 +287,13 @@ async def test_typed_text_interrupts_and_is_answered():
     h.conversation.on_text("Never mind. Tell me a joke.")
     await h.silence(0.5)
     assert h.of("reply")[0]["interrupted"] is True
-    assert h.of("transcript")[-1] == {"type": "transcript", "text": "Never mind. Tell me a joke.", "turn": 2, "source": "text"}
+    assert h.of("transcript")[-1] == {
+        "type": "transcript",
+        "text": "Never mind. Tell me a joke.",
+        "turn": 2,
+        "source": "text",
+        "language": "en",
+    }
     await h.close()
 
 
@@ -351,7 +358,7 @@ async def test_words_are_shown_while_the_user_speaks():
     assert during[0] == "Tell me about the history"
     assert partials[-1][1] == STORY, "the turn's own pass has the last word"
     t_transcript, transcript = h.first("transcript")
-    assert t_transcript > end and transcript == {"type": "transcript", "text": STORY, "turn": 1, "source": "voice"}
+    assert t_transcript > end and transcript == {"type": "transcript", "text": STORY, "turn": 1, "source": "voice", "language": "en"}
     assert len(h.llm.requests) == 1 and len(h.of("reply")) == 1, "a pass is no turn"
     await h.close()
 
@@ -363,4 +370,55 @@ async def test_no_passes_while_the_user_speaks_with_a_remote_stt():
     await h.silence(3.0)
     assert all(t > end for t, e in h.events if e["type"] == "transcript_partial")
     assert len(h.stt.calls) == 1
+    await h.close()
+
+
+async def test_each_turn_is_answered_and_voiced_in_the_language_it_was_spoken_in():
+    said = {"heard": Heard(QUESTION, "en")}
+    h = Harness(stt=lambda s: said["heard"], llm=FakeLLM("北京。北京很大。"), languages=("en", "zh"))
+    script = [Heard("中国的首都是哪里？", "zh"), Heard("嗯。", "zh"), Heard(QUESTION, "en")]
+    for heard in [said["heard"], *script]:
+        said["heard"] = heard
+        await ask(h)
+        await h.silence(6.0)
+    transcripts = [(e["text"], e["language"]) for e in h.of("transcript")]
+    # "嗯" is a syllable: heard as Chinese, it changes nothing (and, alone, it is answered in the current one).
+    assert transcripts == [(QUESTION, "en"), ("中国的首都是哪里？", "zh"), ("嗯。", "zh"), (QUESTION, "en")]
+    systems = [request[0]["content"] for request in h.llm.requests]
+    assert [("Simplified Chinese" in s, "answer in English" in s) for s in systems] == [
+        (False, True),
+        (True, False),
+        (True, False),
+        (False, True),
+    ]
+    assert [language for language, text in h.tts.spoken if text == "北京。"] == ["en", "zh", "zh", "en"]
+    await h.close()
+
+
+async def test_one_language_adds_nothing_to_the_prompt():
+    h = Harness()
+    await ask(h)
+    await h.silence(6.0)
+    assert h.llm.requests[0][0]["content"] == h.conversation.config.system_prompt
+    assert h.of("transcript")[0]["language"] == "en" and {language for language, _ in h.tts.spoken} == {"en"}
+    await h.close()
+
+
+async def test_words_it_most_likely_misheard_are_asked_again_in_the_users_language_not_answered():
+    said = {"heard": Heard("Selfies are the best way to the moon.", "en", avg_logprob=-1.4)}
+    h = Harness(stt=lambda s: said["heard"], languages=("en", "zh"), repeat_below_logprob=-0.9)
+    await ask(h)
+    await h.silence(6.0)
+    said["heard"] = Heard("中国的首都是哪里？", "zh", avg_logprob=-1.2)
+    await ask(h)
+    await h.silence(6.0)
+    said["heard"] = Heard(QUESTION, "en", avg_logprob=-0.3)
+    await ask(h)
+    await h.silence(6.0)
+    replies = [e["text"] for e in h.of("reply")]
+    assert replies[:2] == ["Sorry, I didn't catch that. Could you say it again?", "抱歉，我没听清楚。您能再说一遍吗？"]
+    assert len(h.llm.requests) == 1 and h.llm.requests[0][-1]["content"] == QUESTION, "only the clear question was answered"
+    assert [entry.text for entry in h.conversation.history.entries] == [QUESTION, replies[2]], [
+        (e.role, e.text, e.interrupted) for e in h.conversation.history.entries
+    ]
     await h.close()

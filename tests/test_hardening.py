@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from kit.rtc_client import Client
 from kit.standin import speech_like
-from pipeline.engines.base import EngineBusy, Engines
+from pipeline.engines.base import EngineBusy, Engines, Heard
 from rtc.session import SessionLimits
 from tests.conftest import Running
 
@@ -32,15 +32,15 @@ class ScriptedSTT:
     def __init__(self) -> None:
         self.outcomes: list[Any] = []
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
         outcome = self.outcomes.pop(0) if self.outcomes else "Hello."
         if isinstance(outcome, BaseException):
             # Raised on a worker thread, like a local engine's native code failing.
             def fail() -> str:
                 raise outcome
 
-            return await asyncio.to_thread(fail)
-        return outcome
+            return Heard(await asyncio.to_thread(fail))
+        return Heard(outcome)
 
 
 class EchoLLM:
@@ -58,7 +58,7 @@ class ToneTTS:
     def __init__(self) -> None:
         self.outcomes: list[Any] = []
 
-    async def stream(self, text):
+    async def stream(self, text, language="en"):
         if self.outcomes:
             raise self.outcomes.pop(0)
         yield speech_like(text).tobytes()

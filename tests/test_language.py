@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.language import is_backchannel, meaningful, rules_for, sounds_unfinished
+from pipeline.language import code_of, is_backchannel, meaningful, next_language, rules_for, script_language, sounds_unfinished
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,43 @@ def test_chinese_unfinished_text(text, expected):
 def test_portuguese_rules(text, backchannel, unfinished):
     rules = rules_for("pt-BR")
     assert (is_backchannel(text, rules), sounds_unfinished(text, rules)) == (backchannel, unfinished)
+
+
+@pytest.mark.parametrize(
+    ("current", "text", "heard", "expected"),
+    [
+        ("en", "中国的首都是哪里？", "zh", "zh"),  # a question in another accepted language switches
+        ("zh", "What is the capital of France?", "en", "en"),  # and back
+        ("en", "嗯。", "zh", "en"),  # a syllable does not
+        ("zh", "OK.", "en", "zh"),
+        ("zh", "Yeah, yeah.", "en", "zh"),  # nor a backchannel
+        ("en", "你好", "zh", "zh"),  # two Han characters are two syllables: enough
+        ("en", "Bonjour, ça va bien?", "fr", "en"),  # a language not accepted keeps the current one
+        ("en", "Tudo bem? Como vai?", "pt", "pt"),
+        ("pt", "Tá bom.", "pt", "pt"),
+    ],
+)
+def test_the_language_is_sticky_across_short_utterances(current, text, heard, expected):
+    assert next_language(current, text, heard, ("en", "zh", "pt")) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("chinese", "zh"), ("Chinese", "zh"), ("zh", "zh"), ("zh-CN", "zh"), ("english", "en"), ("pt_BR", "pt"), ("klingon", "")],
+)
+def test_language_names_endpoints_answer_with(name, code):
+    assert code_of(name) == code
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted", "expected"),
+    [
+        ("北京", ("en", "zh"), "zh"),
+        ("Paris", ("zh", "en"), "en"),
+        ("Paris", ("en", "pt"), "en"),
+        ("東京です", ("en", "ja"), "ja"),
+        ("北京", ("en",), "en"),
+    ],
+)
+def test_script_language(text, accepted, expected):
+    assert script_language(text, accepted) == expected

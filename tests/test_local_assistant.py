@@ -24,7 +24,7 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
     # "…and friends?" once through Opus), one word past this test's tolerance; that known error is
     # in the closing note and bench.stt_window's figures, and the Chromium test runs the default.
     settings = make_settings(llm_temperature=0.0)
-    stt = LocalSTT(model=settings.stt_model, language=settings.stt_language, window="full")
+    stt = LocalSTT(model=settings.stt_model, languages=settings.language_list, window="full")
     engines = Engines(stt=stt, llm=build_llm(settings), tts=build_tts(settings), turn=build_turn_detector(settings))
     await engines.start()
     await warm_up(engines, settings)  # as server.py does at start

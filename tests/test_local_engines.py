@@ -217,7 +217,7 @@ async def test_stt_transcribes_questions(stt: LocalSTT) -> None:
     errors = []
     for question in QUESTIONS:
         pcm = concat(silence(0.3), speak(question), silence(0.3)).tobytes()
-        text = await stt.transcribe(pcm)
+        text = (await stt.transcribe(pcm)).text
         errors.append(wer(question, text))
     assert sum(errors) / len(errors) <= 0.15, errors
     assert max(errors) <= 0.35, errors
@@ -227,8 +227,8 @@ async def test_stt_transcribes_questions(stt: LocalSTT) -> None:
 @module_loop
 async def test_stt_does_not_block_the_event_loop(stt: LocalSTT) -> None:
     pcm = concat(speak("What is the weather going to be like in Paris tomorrow?"), silence(0.3)).tobytes()
-    text, lag = await max_loop_lag(stt.transcribe(pcm))
-    assert "paris" in text.lower()
+    heard, lag = await max_loop_lag(stt.transcribe(pcm))
+    assert "paris" in heard.text.lower()
     assert lag < 0, f"event loop stalled {lag * 1000:.0f} ms beyond a busy machine's allowance during a transcription"
 
 
@@ -236,8 +236,8 @@ async def test_stt_does_not_block_the_event_loop(stt: LocalSTT) -> None:
 @module_loop
 async def test_stt_resamples_other_rates_and_ignores_blips(stt: LocalSTT) -> None:
     pcm = speak("How many legs does a spider have?", rate=22050).tobytes()
-    assert wer("How many legs does a spider have?", await stt.transcribe(pcm, sample_rate=22050)) <= 0.2
-    assert await stt.transcribe(b"\x00\x00" * 800) == ""
+    assert wer("How many legs does a spider have?", (await stt.transcribe(pcm, sample_rate=22050)).text) <= 0.2
+    assert (await stt.transcribe(b"\x00\x00" * 800)).text == ""
 
 
 # --- LLM -------------------------------------------------------------------------------
@@ -433,7 +433,7 @@ async def test_tts_speaks_per_sentence_and_stt_understands_it(tts: LocalTTS, stt
     assert 3.0 < seconds < 9.0, seconds  # 14 words at a normal pace
     assert np.abs(audio).max() > 8000, "audible"
     assert first_at is not None and first_at < 3.0
-    heard = await stt.transcribe(b"".join(chunks), sample_rate=tts.sample_rate)
+    heard = (await stt.transcribe(b"".join(chunks), sample_rate=tts.sample_rate)).text
     assert wer(SENTENCES, heard) <= 0.2, heard
 
 
@@ -472,7 +472,7 @@ async def test_espeak_streams_quickly_and_is_understood(stt: LocalSTT) -> None:
     chunks = await collect(engine.stream("What is the capital of France?"))
     assert time.monotonic() - start < 1.0
     assert len(chunks) > 1, "streamed in pieces"
-    assert wer("What is the capital of France?", await stt.transcribe(b"".join(chunks), sample_rate=engine.sample_rate)) <= 0.2
+    assert wer("What is the capital of France?", (await stt.transcribe(b"".join(chunks), sample_rate=engine.sample_rate)).text) <= 0.2
     async with aclosing(engine.stream("word " * 400)) as stream:
         await anext(stream)
     assert await collect(engine.stream("ok")), "free again after a cancel"

@@ -94,9 +94,9 @@ def tone(seconds: float, rate: int = 16000) -> bytes:
 
 async def test_transcribe_sends_a_wav_and_returns_the_text(standin: Standin) -> None:
     standin.config.stt_text = "  What time is it?  "
-    stt = standin.stt("whisper-x", language="en")
+    stt = standin.stt("whisper-x", languages=("en",))
     pcm = tone(1.5)
-    assert await stt.transcribe(pcm) == "What time is it?"
+    assert (await stt.transcribe(pcm)).text == "What time is it?"
     (got,) = standin.config.log.transcriptions
     assert (got.model, got.language, got.content_type) == ("whisper-x", "en", "audio/wav")
     assert (got.sample_rate, got.channels, got.sample_width) == (16000, 1, 2)
@@ -105,12 +105,38 @@ async def test_transcribe_sends_a_wav_and_returns_the_text(standin: Standin) -> 
     assert stt.name == "openai:whisper-x"
 
 
+@pytest.mark.parametrize(
+    ("languages", "text", "sent", "heard"),
+    [
+        (("en",), "What time is it?", ("en", "json"), "en"),
+        (("zh",), "中国的首都是哪里？", ("zh", "json"), "zh"),  # one language: Whisper is told it, never forced to English
+        (("en", "zh"), "中国的首都是哪里？", ("", "verbose_json"), "zh"),  # several: the endpoint detects it
+        (("en", "zh"), "What time is it?", ("", "verbose_json"), "en"),
+        (("en", "pt"), "Qual é a capital do Brasil?", ("", "verbose_json"), "pt"),
+    ],
+)
+async def test_the_request_names_the_language_only_when_one_is_accepted(
+    standin: Standin, languages: tuple[str, ...], text: str, sent: tuple[str, str], heard: str
+) -> None:
+    standin.config.stt_text = text
+    standin.config.stt_language_name = "portuguese" if heard == "pt" else ""
+    got = await standin.stt(languages=languages).transcribe(tone(1.0))
+    (request,) = standin.config.log.transcriptions
+    assert (request.language, request.response_format) == sent
+    assert (got.text, got.language) == (text, heard)
+
+
+async def test_a_detected_language_outside_the_accepted_ones_is_taken_by_its_script(standin: Standin) -> None:
+    standin.config.stt_text, standin.config.stt_language_name = "北京。", "japanese"
+    assert (await standin.stt(languages=("en", "zh")).transcribe(tone(1.0))).language == "zh"
+
+
 async def test_transcript_script_then_callable(standin: Standin) -> None:
     standin.config.stt_script = ["first"]
     standin.config.stt_reply = lambda t: f"{t.duration_s:.1f} seconds"
     stt = standin.stt()
-    assert await stt.transcribe(tone(0.5)) == "first"
-    assert await stt.transcribe(tone(0.8, rate=8000), sample_rate=8000) == "0.8 seconds"
+    assert (await stt.transcribe(tone(0.5))).text == "first"
+    assert (await stt.transcribe(tone(0.8, rate=8000), sample_rate=8000)).text == "0.8 seconds"
 
 
 async def test_stt_http_500_is_an_engine_error(standin: Standin) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.engines.base import Engines
+from pipeline.engines.base import Engines, Heard
 from pipeline.events import Event, TranscriptPartial
 from pipeline.preview import Preview
 from tests.fakes import FakeLLM, FakeTTS
@@ -26,9 +26,9 @@ class SharedSTT:
     name: str = "shared"
     calls: int = 0
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
         self.calls += 1
-        return "the words so far"
+        return Heard("the words so far")
 
 
 @dataclass
@@ -81,10 +81,10 @@ async def test_a_pause_cancels_the_pass_unshown() -> None:
     gate = asyncio.Event()
 
     class SlowSTT(SharedSTT):
-        async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
+        async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
             self.calls += 1
             await gate.wait()
-            return "too late"
+            return Heard("too late")
 
     s = Session(SlowSTT())
     s.speak(1.0)

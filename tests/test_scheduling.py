@@ -98,7 +98,7 @@ class QueuedTTS:
     def let(self, text: str) -> None:
         self._gates[text].set()
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    async def stream(self, text: str, language: str = "en") -> AsyncIterator[bytes]:
         def synthesize(token: CancelToken, emit: Callable[[Any], None]) -> None:
             self.ran.append(text)
             self._gates[text].wait(10)

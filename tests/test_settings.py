@@ -117,3 +117,19 @@ def test_json_logs_are_one_object_per_line_with_a_session_field():
     log, _ = startup_log("--log-format", "json")
     entries = [json.loads(line) for line in log.splitlines() if line]
     assert entries and all({"time", "level", "logger", "session", "message"} <= set(e) for e in entries)
+
+
+def test_languages_parse_and_the_older_name_is_still_read():
+    assert load_settings([], env={}, dotenv_path=None).language_list == ("en",)
+    assert load_settings(["--languages", " en, ZH ,en"], env={}, dotenv_path=None).language_list == ("en", "zh")
+    assert load_settings([], env={"STT_LANGUAGE": "zh"}, dotenv_path=None).language_list == ("zh",)
+    assert load_settings([], env={"STT_LANGUAGE": "zh", "LANGUAGES": "en,pt"}, dotenv_path=None).language_list == ("en", "pt")
+    for bad in ("", "english", "en;zh"):
+        with pytest.raises(SettingsError, match="LANGUAGES"):
+            load_settings(["--languages", bad], env={}, dotenv_path=None)
+
+
+def test_tts_voices_are_code_voice_pairs():
+    assert load_settings(["--tts-voices", "zh=cmn, pt = pt-br"], env={}, dotenv_path=None).voice_map == {"zh": "cmn", "pt": "pt-br"}
+    with pytest.raises(SettingsError, match="TTS_VOICES"):
+        load_settings(["--tts-voices", "cmn"], env={}, dotenv_path=None)

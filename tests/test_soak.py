@@ -25,7 +25,7 @@ KILLED = 20
 
 
 class ShortTTS(ToneTTS):
-    async def stream(self, text):
+    async def stream(self, text, language="en"):
         t = np.arange(int(0.2 * self.sample_rate)) / self.sample_rate
         yield (8000 * np.sin(2 * np.pi * 300 * t)).astype(np.int16).tobytes()
 

@@ -52,12 +52,13 @@ async def test_decoder_prompt_is_faster_whispers_and_encoded_once(fit: LocalSTT,
     assert fit._loaded is not None and fit._loaded.fitted is not None
     model, fitted = fit._loaded.model, fit._loaded.fitted
     tokenizer = fitted.tokenizer
-    assert fitted.decoder_prompt("") is fitted.prompt and fitted.decoder_prompt("   ") is fitted.prompt
+    start = fitted.starts["en"]
+    assert fitted.decoder_prompt("en", "") is start and fitted.decoder_prompt("en", "   ") is start
     long = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)  # > 223 tokens
     for text in (NAME_PROMPT, f"  {NAME_PROMPT} ", long):
         expected = model.get_prompt(tokenizer, tokenizer.encode(" " + text.strip()), without_timestamps=True)
-        assert fitted.decoder_prompt(text) == expected
-    assert len(fitted.decoder_prompt(long)) == 1 + model.max_length // 2 - 1 + len(fitted.prompt)
+        assert fitted.decoder_prompt("en", text) == expected
+    assert len(fitted.decoder_prompt("en", long)) == 1 + model.max_length // 2 - 1 + len(start)
 
     encoded: list[str] = []
     original = tokenizer.encode
@@ -68,7 +69,7 @@ async def test_decoder_prompt_is_faster_whispers_and_encoded_once(fit: LocalSTT,
 
     monkeypatch.setattr(tokenizer, "encode", encode)
     for _ in range(3):
-        fitted.decoder_prompt("A person asks a voice assistant a question.")
+        fitted.decoder_prompt("en", "A person asks a voice assistant a question.")
     assert encoded == [" A person asks a voice assistant a question."], "encoded once, then cached"
 
 
@@ -76,8 +77,8 @@ async def test_decoder_prompt_is_faster_whispers_and_encoded_once(fit: LocalSTT,
 async def test_prompt_steers_both_windows(fit: LocalSTT, full: LocalSTT) -> None:  # noqa: F811
     pcm = question(CALL).tobytes()
     for engine in (fit, full):
-        plain = (await engine.transcribe(pcm)).lower()
-        steered = (await engine.transcribe(pcm, prompt=NAME_PROMPT)).lower()
+        plain = (await engine.transcribe(pcm)).text.lower()
+        steered = (await engine.transcribe(pcm, prompt=NAME_PROMPT)).text.lower()
         assert "aoife" not in plain, (engine.window, plain)
         assert "aoife" in steered and "tomorrow" in steered, (engine.window, steered)
         assert "friend" not in steered, "the prompt is not part of the transcript"
@@ -86,7 +87,7 @@ async def test_prompt_steers_both_windows(fit: LocalSTT, full: LocalSTT) -> None
 @module_loop
 async def test_prompt_on_the_normal_path_past_30_s(fit: LocalSTT) -> None:  # noqa: F811
     long = concat(question(CALL), silence(30.0), question("What is the capital of Italy?"))
-    text = (await fit.transcribe(long.tobytes(), prompt=NAME_PROMPT)).lower()
+    text = (await fit.transcribe(long.tobytes(), prompt=NAME_PROMPT)).text.lower()
     assert "aoife" in text and "italy" in text, text
 
 
@@ -107,9 +108,9 @@ async def test_openai_prompt_field_only_when_given(aiohttp_server: Any) -> None:
     stt = OpenAISTT(Endpoint(base_url=str(server.make_url("/v1")), api_key="sk-test", model="whisper-x"), language="en")
     try:
         pcm = b"\x00\x01" * 8000
-        assert await stt.transcribe(pcm, prompt=f"  {NAME_PROMPT} ") == "Aoife"
-        assert await stt.transcribe(pcm) == "Aoife"
-        assert await stt.transcribe(pcm, prompt="  ") == "Aoife"
+        assert (await stt.transcribe(pcm, prompt=f"  {NAME_PROMPT} ")).text == "Aoife"
+        assert (await stt.transcribe(pcm)).text == "Aoife"
+        assert (await stt.transcribe(pcm, prompt="  ")).text == "Aoife"
     finally:
         await stt.close()
     with_prompt, *without = forms

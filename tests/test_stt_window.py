@@ -102,7 +102,7 @@ async def test_fit_transcribes_like_full(fit: LocalSTT, full: LocalSTT) -> None:
     differences = []
     for text in SAME_QUESTIONS:
         pcm = question(text).tobytes()
-        fitted, normal = await fit.transcribe(pcm), await full.transcribe(pcm)
+        fitted, normal = (await fit.transcribe(pcm)).text, (await full.transcribe(pcm)).text
         differences.append((edit_distance(words(normal), words(fitted)), fitted, normal))
     assert sum(d for d, _, _ in differences) <= 1, differences
 
@@ -111,7 +111,7 @@ async def test_fit_transcribes_like_full(fit: LocalSTT, full: LocalSTT) -> None:
 async def test_fitted_window_for_short_audio_full_window_past_30_s(fit: LocalSTT, full: LocalSTT, monkeypatch: pytest.MonkeyPatch) -> None:
     short = question("How many legs does a spider have?")
     frames = spy_encode(fit, monkeypatch)
-    assert "spider" in (await fit.transcribe(short.tobytes())).lower()
+    assert "spider" in (await fit.transcribe(short.tobytes())).text.lower()
     assert frames == [fitted_frames(len(short) // 160)] and frames[0] < FULL_FRAMES
 
     full_frames = spy_encode(full, monkeypatch)
@@ -121,7 +121,7 @@ async def test_fitted_window_for_short_audio_full_window_past_30_s(fit: LocalSTT
     # 33 s: one question, half a minute of silence, another: two normal 30 s windows.
     long = concat(question("What is the capital of Italy?"), silence(30.0), question("How many legs does a spider have?"))
     frames.clear()
-    text = (await fit.transcribe(long.tobytes())).lower()
+    text = (await fit.transcribe(long.tobytes())).text.lower()
     assert frames and all(f == FULL_FRAMES for f in frames), frames
     assert "italy" in text and "spider" in text, text
 
@@ -152,8 +152,8 @@ async def test_cancel_stops_before_decoding_and_frees_the_worker(fit: LocalSTT, 
     release.set()  # the encoder finishes; the job must notice the cancel before decoding
 
     # The worker is free for the next request (FIFO: it runs once the cancelled job has ended).
-    text = await asyncio.wait_for(fit.transcribe(question("What is the capital of Italy?").tobytes()), 30)
-    assert "italy" in text.lower()
+    heard = await asyncio.wait_for(fit.transcribe(question("What is the capital of Italy?").tobytes()), 30)
+    assert "italy" in heard.text.lower()
     assert len(frames) == 2 and decodes == [1], "the cancelled job stopped after its encoder step"
 
     token = CancelToken()
@@ -174,4 +174,4 @@ async def test_timeout_still_applies(fit: LocalSTT, monkeypatch: pytest.MonkeyPa
     finally:
         release.set()
     monkeypatch.setattr(fit, "timeout_s", 15.0)
-    assert "italy" in (await fit.transcribe(question("What is the capital of Italy?").tobytes())).lower()
+    assert "italy" in (await fit.transcribe(question("What is the capital of Italy?").tobytes())).text.lower()

@@ -157,8 +157,27 @@
       t.assistant = bubble("assistant", "");
       t.assistant.classList.add("streaming");
       t.assistant.dataset.turn = String(turn);
+      if (t.language) t.assistant.lang = t.language;  // the reply is in the user's language
     }
     return t.assistant;
+  }
+
+  // The turn's language (transcript.language): a badge on the user's words, and `lang` on both
+  // bubbles so the browser picks a font and line breaking for it (Chinese has no spaces).
+  const LANGUAGE_NAMES = { en: "English", zh: "中文", pt: "Português", ja: "日本語", es: "Español", fr: "Français", de: "Deutsch" };
+  function showLanguage(t, language) {
+    if (!language) return;
+    t.language = language;
+    t.user.lang = language;
+    if (t.assistant) t.assistant.lang = language;
+    let badge = t.user.querySelector(".lang");
+    if (!badge) {
+      badge = document.createElement("span");
+      badge.className = "lang";
+      t.user.prepend(badge);
+    }
+    badge.textContent = LANGUAGE_NAMES[language] || language;
+    badge.title = "heard as " + language;
   }
 
   function ms(v) {
@@ -229,6 +248,7 @@
           t.user.querySelector(".text").textContent = ev.text || "";
         }
         t.user.dataset.turn = String(turn);
+        showLanguage(t, ev.language);
         renderMetrics(turn);
         break;
       }

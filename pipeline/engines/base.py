@@ -38,6 +38,23 @@ class EngineBusy(EngineError):
     """The engine's bounded queue is full: the turn is rejected, not delayed."""
 
 
+@dataclass(frozen=True)
+class Heard:
+    """What a recogniser made of one utterance: its words, their language, and how sure it was.
+
+    The figures are Whisper's where the engine has them (None where it does not): the mean token
+    log-probability, the probability that the window held no speech, the text's gzip compression
+    ratio (a looping decode compresses well), and the language's probability among those accepted.
+    """
+
+    text: str
+    language: str = ""  # ISO 639-1 code; "" where the engine does not say
+    language_p: float | None = None
+    avg_logprob: float | None = None
+    no_speech_p: float | None = None
+    compression_ratio: float | None = None
+
+
 @runtime_checkable
 class STT(Protocol):
     name: str
@@ -45,8 +62,8 @@ class STT(Protocol):
     # embedded model), so the words can be shown while the user speaks (see pipeline/preview.py).
     partials: bool
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> str:
-        """Text of one utterance (16 kHz mono int16 by default).
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
+        """What was said in one utterance (16 kHz mono int16 by default), in one of the accepted languages.
 
         `prompt`, when not empty, is text the utterance follows (Whisper's initial
         prompt: a domain, names, the conversation so far); it steers spelling and
@@ -70,8 +87,9 @@ class TTS(Protocol):
     name: str
     sample_rate: int  # the rate of every chunk `stream` yields
 
-    def stream(self, text: str) -> AsyncGenerator[bytes, None]:
-        """Speech for `text` as PCM chunks at `sample_rate`, first chunk ASAP (an async generator, as LLM's)."""
+    def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
+        """Speech for `text` in `language` (its voice for it) as PCM chunks at `sample_rate`, first
+        chunk ASAP (an async generator, as LLM's)."""
         ...
 
 

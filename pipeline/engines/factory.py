@@ -6,6 +6,8 @@ imports the local model runtimes (and vice versa).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pipeline.engines.base import LLM, STT, TTS, Engines, TurnDetector
 from settings import Settings, SettingsError
 
@@ -49,6 +51,31 @@ def build_llm(settings: Settings) -> LLM:
 
 
 def build_tts(settings: Settings) -> TTS:
+    first = settings.language_list[0]
+    own = first == "en" or settings.tts_voice or settings.tts_engine == "openai"  # the default voices are English
+    default = build_voice(settings) if own else voice_for(settings, first) or build_voice(settings)
+    others = {code: voice for code in settings.language_list[1:] if (voice := voice_for(settings, code)) is not None}
+    if not others:
+        return default
+    from pipeline.engines.voices import Voices
+
+    return Voices(default, others)
+
+
+def voice_for(settings: Settings, language: str) -> TTS | None:
+    """A voice of its own for `language`; None where the first language's speaks it too (openai's are multilingual)."""
+    voice = settings.voice_map.get(language, "")
+    if settings.tts_engine == "openai":
+        return build_voice(replace(settings, tts_voice=voice)) if voice else None
+    if settings.tts_engine == "local" and voice.endswith(".onnx"):
+        return build_voice(replace(settings, tts_voice=voice))
+    from pipeline.engines.local_tts import ESPEAK_VOICES, EspeakTTS
+
+    return EspeakTTS.from_settings(replace(settings, tts_voice=voice or ESPEAK_VOICES.get(language, language)))
+
+
+def build_voice(settings: Settings) -> TTS:
+    """The TTS_ENGINE's voice for TTS_VOICE."""
     if settings.tts_engine == "openai":
         from pipeline.engines.openai_tts import OpenAITTS
 

