@@ -210,3 +210,33 @@ def is_right(reply: str, keywords: Sequence[str]) -> bool:
             return hits[0][1] in expected
         keywords = [w for w in keywords if w not in polar]
     return any(_find(text, form) >= 0 for keyword in keywords for form in _number_forms(keyword))
+
+
+# Other languages: asked by `python -m bench.languages`. Keywords are matched as substrings in
+# Chinese (no word boundaries there). Alternate items are held out, as above.
+_QUESTIONS_BY_LANGUAGE: dict[str, list[tuple[str, tuple[str, ...], Literal["fact", "arithmetic", "yes-no"]]]] = {
+    "zh": [
+        ("中国的首都是哪里？", ("北京",), "fact"),
+        ("法国的首都是哪里？", ("巴黎",), "fact"),
+        ("一个星期有几天？", ("七", "7"), "arithmetic"),
+        ("三加四等于几？", ("七", "7"), "arithmetic"),
+        ("日本的首都是哪里？", ("东京", "東京"), "fact"),
+        ("一天有多少个小时？", ("二十四", "24"), "arithmetic"),
+        ("熊猫最喜欢吃什么？", ("竹",), "fact"),
+        ("世界上最大的海洋是什么？", ("太平洋",), "fact"),
+        ("长城在哪个国家？", ("中国",), "fact"),
+        ("猫有几条腿？", ("四", "4"), "arithmetic"),
+    ],
+    "pt": [
+        ("Qual é a capital do Brasil?", ("brasília", "brasilia"), "fact"),
+        ("Qual é a capital de Portugal?", ("lisboa",), "fact"),
+        ("Quantos dias tem uma semana?", ("sete", "7"), "arithmetic"),
+        ("Quanto é dois mais três?", ("cinco", "5"), "arithmetic"),
+        ("Que língua se fala no Brasil?", ("português", "portugues"), "fact"),
+        ("Quantas patas tem um gato?", ("quatro", "4"), "arithmetic"),
+    ],
+}
+QUESTIONS_BY_LANGUAGE: dict[str, list[Question]] = {
+    code: [Question(text, keywords, topic, "tune" if i % 2 == 0 else "held-out") for i, (text, keywords, topic) in enumerate(items)]
+    for code, items in _QUESTIONS_BY_LANGUAGE.items()
+}

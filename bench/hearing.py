@@ -1,15 +1,11 @@
-"""When the recogniser most likely misheard: the threshold of REPEAT_BELOW_LOGPROB, chosen and checked.
+"""When the recogniser most likely misheard: REPEAT_BELOW_LOGPROB chosen on a tune set, checked on held-out ones.
 
     .venv/bin/python -m bench.hearing [--model tiny.en] [--languages en]
 
-The evaluation set's questions, spoken and degraded. TUNE: espeak voices, the tune questions,
-clean, pink noise at 5 dB, a phone band, fast speech (260 wpm). HELD-OUT, never used to choose:
-flite voices and the held-out questions, clean, a room's reverb (RT60 0.7 s), babble (four other
-voices) at 5 dB, a phone band with noise at 10 dB, fast speech (time-compressed 1.35x), and
-real recordings (kit.eval_voices) as rightly heard speech. A clip is misheard when its word error
-rate is over 0.3. The threshold is the highest one that asks again for at most 1 in 20 rightly
-heard tune clips; the report gives, per condition, how many misheard clips it asks again for and
-how many rightly heard ones it wrongly does.
+TUNE: espeak voices, the tune questions, clean / pink noise 5 dB / a phone band / 260 wpm. HELD-OUT:
+flite voices, the held-out questions, clean / reverb RT60 0.7 s / babble 5 dB / phone band + noise
+10 dB / time-compressed 1.35x, and the real recordings. Misheard: word error rate over 0.3. The
+threshold is the highest that asks again for at most 1 in 20 rightly heard tune clips.
 """
 
 from __future__ import annotations

@@ -297,6 +297,18 @@ def asterisk_recordings(root: Path = ASTERISK, listing: Path = ASTERISK_TEXT, co
     return [Recording(f"asterisk:{name}", "asterisk", text, _converted(wav)) for name, text, wav in picked]
 
 
+MANDARIN = Path(__file__).resolve().parent / "data" / "zh"
+
+
+def mandarin_recordings(root: Path = MANDARIN) -> list[Recording]:
+    """The real Mandarin recordings kept in kit/data/zh (see its README), at 16 kHz."""
+    found = []
+    for line in (root / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        name, _speaker, text = line.split("\t")
+        found.append(Recording(f"aishell:{name.removesuffix('.wav')}", "aishell", text, _converted(root / name)))
+    return found
+
+
 def recordings() -> list[Recording]:
     """Every real recording available here, pocketsphinx's then asterisk's."""
     return pocketsphinx_recordings() + asterisk_recordings()

@@ -93,6 +93,7 @@ class Turn:
     t_reply: float | None = None
     t_first_audible: float | None = None  # first reply frame louder than AUDIBLE_RMS
     transcript: str = ""
+    language: str = ""  # what the server heard it as (its transcript event)
     reply: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
@@ -321,7 +322,7 @@ class Peer:
                 if kind == "state" and ev.get("state") == "transcribing":
                     transcribing = True
                 elif kind == "transcript":
-                    turn.t_transcript, turn.transcript = t, ev.get("text", "")
+                    turn.t_transcript, turn.transcript, turn.language = t, ev.get("text", ""), ev.get("language", "")
                 elif kind == "reply_delta":
                     text = ev.get("text", "")
                     turn.reply += text

@@ -84,3 +84,41 @@ def wer(pairs: Sequence[tuple[str, str]]) -> tuple[float | None, int, int]:
         errors += edit_distance(r, normalise(hyp))
         words += len(r)
     return (errors / words if words else None), errors, words
+
+
+_CHINESE_DIGITS = "零一二三四五六七八九"
+
+
+def chinese_number(n: int) -> str:
+    """0 <= n < 10**8 as it is read: 5000 -> 五千, 15 -> 十五, 2017 -> 二千零一十七."""
+    if n < 10:
+        return _CHINESE_DIGITS[n]
+    if n >= 10**4:
+        high, low = divmod(n, 10**4)
+        return chinese_number(high) + "万" + (("零" if low < 1000 else "") + chinese_number(low) if low else "")
+    out, zero = "", False
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        digit = n // value % 10
+        if digit:
+            out += ("零" if zero and out else "") + ("" if digit == 1 and unit == "十" and not out else _CHINESE_DIGITS[digit]) + unit
+            zero = False
+        else:
+            zero = True
+    return out
+
+
+def characters(text: str) -> list[str]:
+    """The Han characters (and any Latin words) of Chinese text as CER compares them: no punctuation,
+    Traditional and Simplified not folded (Whisper's script is part of what is measured), numbers as read."""
+    text = re.sub(r"\d+", lambda m: chinese_number(int(m.group())) if len(m.group()) < 9 else m.group(), text.lower())
+    return re.findall(r"[\u3400-\u9fff]|[a-z]+", text)
+
+
+def cer(pairs: Sequence[tuple[str, str]]) -> tuple[float | None, int, int]:
+    """(corpus character error rate or None, errors, reference characters) of (reference, heard) Chinese pairs."""
+    errors = chars = 0
+    for ref, hyp in pairs:
+        r = characters(ref)
+        errors += edit_distance(r, characters(hyp))
+        chars += len(r)
+    return (errors / chars if chars else None), errors, chars

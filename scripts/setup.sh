@@ -20,6 +20,8 @@ if [ "$want_test" = 1 ]; then
   for pkg in festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k pocketsphinx-testdata asterisk-core-sounds-en-wav; do
     dpkg -s "$pkg" >/dev/null 2>&1 || debs+=("$pkg")
   done
+  # the page test's Chinese turn: a CJK font for Chromium (a user's own system has one)
+  dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || debs+=(fonts-wqy-microhei)
   # tests/test_deploy.py: the README's "Deploying" recipe (nginx in front of two boxes, coturn as TURN) on loopback
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || debs+=(nginx)
   command -v turnserver >/dev/null || debs+=(coturn)

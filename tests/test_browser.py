@@ -222,6 +222,32 @@ def test_chat_renders_assistant_events(page, server):
     page.screenshot(path=str(SCREENSHOT.with_name("page-chat.png")))
 
 
+def test_a_chinese_turn_shows_its_language_and_renders_as_chinese(page, server):
+    page.goto(server.base + "/")
+    reply = "中国的首都是北京。北京是一座历史悠久的城市，有三千多年的历史。"
+    events = [
+        {"type": "transcript", "turn": 1, "text": "What is the capital of France?", "language": "en"},
+        {"type": "reply", "turn": 1, "text": "Paris.", "interrupted": False, "heard": "Paris."},
+        {"type": "transcript", "turn": 2, "text": "中国的首都是哪里？", "language": "zh"},
+        *({"type": "reply_delta", "turn": 2, "text": char} for char in reply),  # streamed a character at a time
+        {"type": "reply", "turn": 2, "text": reply, "interrupted": False, "heard": reply},
+    ]
+    for ev in events:
+        page.evaluate("ev => voice.handleEvent(ev)", ev)
+    users, assistants = page.locator(".msg.user"), page.locator(".msg.assistant")
+    assert [users.nth(i).get_attribute("lang") for i in range(2)] == ["en", "zh"]
+    assert [assistants.nth(i).get_attribute("lang") for i in range(2)] == ["en", "zh"], "the reply is in the user's language"
+    assert users.nth(1).locator(".lang").inner_text() == "中文" and users.nth(0).locator(".lang").inner_text() == "English"
+    assert users.nth(1).locator(".text").inner_text() == "中国的首都是哪里？"
+    assert assistants.nth(1).locator(".text").inner_text() == reply
+    # Rendered as text in a CJK-capable font stack, wrapped between characters, not as one unbreakable word.
+    font = assistants.nth(1).evaluate("el => getComputedStyle(el).fontFamily")
+    assert "Noto Sans CJK SC" in font or "PingFang SC" in font, font
+    width = page.evaluate("() => { const el = document.querySelectorAll('.msg.assistant')[1]; return [el.scrollWidth, el.clientWidth]; }")
+    assert width[0] <= width[1] + 1, "no horizontal overflow"
+    page.screenshot(path=str(SCREENSHOT.with_name("page-chinese.png")))
+
+
 def test_mic_denied_shows_message(browser, server):
     ctx = browser.new_context()
     ctx.set_default_timeout(10000)

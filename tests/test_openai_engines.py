@@ -108,7 +108,7 @@ async def test_transcribe_sends_a_wav_and_returns_the_text(standin: Standin) -> 
 @pytest.mark.parametrize(
     ("languages", "text", "sent", "heard"),
     [
-        (("en",), "What time is it?", ("en", "json"), "en"),
+        (("en",), "What time is it?", ("en", "json"), "en"),  # the request as before: no response_format
         (("zh",), "中国的首都是哪里？", ("zh", "json"), "zh"),  # one language: Whisper is told it, never forced to English
         (("en", "zh"), "中国的首都是哪里？", ("", "verbose_json"), "zh"),  # several: the endpoint detects it
         (("en", "zh"), "What time is it?", ("", "verbose_json"), "en"),

@@ -105,7 +105,7 @@ async def test_openai_prompt_field_only_when_given(aiohttp_server: Any) -> None:
     app = web.Application()
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     server = await aiohttp_server(app)
-    stt = OpenAISTT(Endpoint(base_url=str(server.make_url("/v1")), api_key="sk-test", model="whisper-x"), language="en")
+    stt = OpenAISTT(Endpoint(base_url=str(server.make_url("/v1")), api_key="sk-test", model="whisper-x"), languages=("en",))
     try:
         pcm = b"\x00\x01" * 8000
         assert (await stt.transcribe(pcm, prompt=f"  {NAME_PROMPT} ")).text == "Aoife"

@@ -17,9 +17,9 @@ not fit in 30 s take faster-whisper's normal path;
 `window="full"` always does: only tests ask for it, to hold `fit` to its transcripts
 (docs/decisions/0004-fitted-whisper-window.md).
 
-With several accepted languages (LANGUAGES), the language is detected on the same encoder
-output (one decoder step: Whisper's language tokens, kept to the accepted ones), then decoded
-in it. Chinese is decoded after a Simplified-Chinese prompt, without which Whisper often writes
+With several accepted languages (LANGUAGES), the encoder runs over the full 30 s window (on a
+fitted one Whisper's language tokens are unreliable), the language is read from it in one decoder
+step (Whisper's language tokens, kept to the accepted ones) and the utterance decoded in it. Chinese is decoded after a Simplified-Chinese prompt, without which Whisper often writes
 Traditional characters.
 
 `transcribe(..., prompt=...)` gives Whisper an initial prompt (text the utterance
@@ -370,13 +370,17 @@ class LocalSTT:
         frames = fitted_frames(content, self.fit_margin_frames)
         if frames >= FULL_FRAMES:
             return None
+        if len(self.languages) > 1:
+            frames = FULL_FRAMES  # Whisper tells languages apart only on its full window (docs/decisions/0012)
         window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
         window[0, :, :content] = features[:, :content]
         token.check()
         encoded = np.asarray(model.encode(window), dtype=np.float32)
         token.check()
-        memory = fitted.silence.copy()
-        memory[:, : encoded.shape[1]] = encoded
+        memory = encoded
+        if frames < FULL_FRAMES:
+            memory = fitted.silence.copy()
+            memory[:, : encoded.shape[1]] = encoded
         return self._decode(token, memory, fitted, prompt)
 
     def _decode(self, token: CancelToken, memory: np.ndarray, fitted: _Fitted, prompt: str = "") -> Heard:

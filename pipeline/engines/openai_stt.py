@@ -62,7 +62,7 @@ class OpenAISTT(OpenAIEngine):
                     file=("audio.wav", wav, "audio/wav"),
                     language=only or openai.omit,  # omitted: the endpoint detects it
                     prompt=prompt.strip() or openai.omit,
-                    response_format="json" if only else "verbose_json",
+                    response_format=openai.omit if only else "verbose_json",
                 )
         except Exception as exc:
             raise EngineError("stt", f"Transcription failed: {self._describe(exc)}") from None
