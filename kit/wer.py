@@ -7,7 +7,7 @@ contractions and a few spellings folded ("what's" -> "what is", "colour" -> "col
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
@@ -76,14 +76,18 @@ def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
     return prev[-1]
 
 
+def _error_rate(pairs: Sequence[tuple[str, str]], units: Callable[[str], list[str]]) -> tuple[float | None, int, int]:
+    errors = total = 0
+    for ref, hyp in pairs:
+        r = units(ref)
+        errors += edit_distance(r, units(hyp))
+        total += len(r)
+    return (errors / total if total else None), errors, total
+
+
 def wer(pairs: Sequence[tuple[str, str]]) -> tuple[float | None, int, int]:
     """(corpus WER or None without reference words, word errors, reference words) of (reference, heard) pairs."""
-    errors = words = 0
-    for ref, hyp in pairs:
-        r = normalise(ref)
-        errors += edit_distance(r, normalise(hyp))
-        words += len(r)
-    return (errors / words if words else None), errors, words
+    return _error_rate(pairs, normalise)
 
 
 _CHINESE_DIGITS = "零一二三四五六七八九"
@@ -116,9 +120,4 @@ def characters(text: str) -> list[str]:
 
 def cer(pairs: Sequence[tuple[str, str]]) -> tuple[float | None, int, int]:
     """(corpus character error rate or None, errors, reference characters) of (reference, heard) Chinese pairs."""
-    errors = chars = 0
-    for ref, hyp in pairs:
-        r = characters(ref)
-        errors += edit_distance(r, characters(hyp))
-        chars += len(r)
-    return (errors / chars if chars else None), errors, chars
+    return _error_rate(pairs, characters)
