@@ -152,11 +152,11 @@ class Settings:
     stt_api_key: str = _opt("", "STT API key (openai engine).", secret=True)
     stt_model: str = _opt(
         "",
-        "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default (local: `tiny.en` for English alone, `base` for any other `LANGUAGES`).",
+        "STT model. openai: e.g. `whisper-large-v3-turbo`; local: `tiny.en`, `base` or a CTranslate2 model directory. Empty: the engine's default (local: `tiny.en` for English alone; English and others: `tiny.en` first, `base` for what it is unsure of; `base` for any other `LANGUAGES`).",
     )
     languages: str = _opt(
         "en",
-        "Languages the assistant listens and answers in: comma-separated ISO 639-1 codes (`en,zh`). Each utterance is heard as one of them and answered in it; the first is assumed until the user speaks another. One language: the recogniser is told it (fastest). Several need a multilingual STT model (local: `STT_MODEL=base`). (`STT_LANGUAGE`, its older name, is still read.)",
+        "Languages the assistant listens and answers in: comma-separated ISO 639-1 codes (`en,zh`). Each utterance is heard as one of them and answered in it; the first is assumed until the user speaks another. One language: the recogniser is told it (fastest). Several need a multilingual STT model (local: `base`, the default then). (`STT_LANGUAGE`, its older name, is still read.)",
     )
     stt_timeout_s: float = _opt(15.0, "Timeout of one transcription.")
     repeat_below_logprob: float = _opt(

@@ -76,7 +76,7 @@ def fixed_reference(recording_id: str, text: str) -> str:
 @dataclass
 class Recording:
     id: str  # "<source>:<name>"
-    source: str  # "pocketsphinx" | "asterisk"
+    source: str  # "pocketsphinx" | "asterisk" | "aishell" | "fleurs"
     text: str  # the reference transcript as the package states it
     samples: np.ndarray  # 16 kHz mono int16, the recording's own level and edges
 
@@ -306,6 +306,30 @@ def mandarin_recordings(root: Path = MANDARIN) -> list[Recording]:
     for line in (root / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         name, _speaker, text = line.split("\t")
         found.append(Recording(f"aishell:{name.removesuffix('.wav')}", "aishell", text, _converted(root / name)))
+    return found
+
+
+PORTUGUESE = Path(__file__).resolve().parent / "data" / "pt"
+
+
+def _decoded(path: Path) -> np.ndarray:
+    """Any file PyAV reads (the Opus recordings kept here) as 16 kHz mono int16."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        frames = [out for frame in container.decode(stream) for out in resampler.resample(frame)]
+        frames += resampler.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
+
+
+def portuguese_recordings(root: Path = PORTUGUESE) -> list[Recording]:
+    """The real Brazilian Portuguese recordings kept in kit/data/pt (see its README), at 16 kHz."""
+    found = []
+    for line in (root / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        name, text = line.split("\t")
+        found.append(Recording(f"fleurs:{name.removesuffix('.ogg')}", "fleurs", text, _decoded(root / name)))
     return found
 
 

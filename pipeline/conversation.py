@@ -124,7 +124,9 @@ class Conversation:
                 self._run(machine.ended(event))
         self._run(machine.tick(self._now, self._segmenter.voiced_until))
         if self._segmenter.speaking and machine.previewing:
-            self._preview.feed(machine.utterance, self._segmenter.speech_span(), self._segmenter.utterance_pcm, self.history.user_context)
+            self._preview.feed(
+                machine.utterance, self._segmenter.speech_span(), self._segmenter.utterance_pcm, self.history.user_context, self.language
+            )
 
     def on_text(self, text: str) -> None:
         self._run(self.turn_taking.text(text, self._now))
@@ -190,6 +192,7 @@ class Conversation:
             t_speech_end=command.t_speech_end,
             max_reply_chars=self.config.max_reply_chars,
             stt_prompt=self.history.user_context() if voice else "",
+            language=self.language,
         )
         self.turns[turn.id] = turn
         turn.start(self._drive(turn))  # scheduled, not run: the commands after this one come first
@@ -241,7 +244,7 @@ class Conversation:
         try:
             with needed_by(time.monotonic()):  # what the paused reply waits for
                 async with failures_of("stt"):
-                    heard = await self._engines.stt.transcribe(pcm, RATE, prompt=self.history.user_context())
+                    heard = await self._engines.stt.transcribe(pcm, RATE, prompt=self.history.user_context(), language=self.language)
         except EngineError as exc:
             log.warning("the words over the reply could not be transcribed (%s): taken as an interruption", exc.message)
         if heard is None:

@@ -46,9 +46,9 @@ class Preview:
         self._utterance = 0
         self._next_span = 0.0  # speech span of the utterance at which the next pass is due
 
-    def feed(self, utterance: int, span: float, pcm: Callable[[], bytes], prompt: Callable[[], str]) -> None:
+    def feed(self, utterance: int, span: float, pcm: Callable[[], bytes], prompt: Callable[[], str], language: str = "") -> None:
         """The utterance `utterance` has `span` seconds of speech so far: start a pass if one is due.
-        `pcm()` is its audio, `prompt()` the STT's context."""
+        `pcm()` is its audio, `prompt()` the STT's context, `language` the conversation's so far."""
         if self.every_s <= 0:
             return
         if utterance != self._utterance:
@@ -58,7 +58,7 @@ class Preview:
         if getattr(self._stt, "idle_s", math.inf) < self.every_s:
             return
         self._next_span = span + self.every_s
-        self._task = asyncio.create_task(self._pass(pcm(), prompt()), name="preview")
+        self._task = asyncio.create_task(self._pass(pcm(), prompt(), language), name="preview")
 
     def cancel(self) -> None:
         if self._task is not None:
@@ -71,10 +71,10 @@ class Preview:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _pass(self, pcm: bytes, prompt: str) -> None:
+    async def _pass(self, pcm: bytes, prompt: str, language: str) -> None:
         try:
             with needed_by(time.monotonic() + SLACK_S):
-                words = (await self._stt.transcribe(pcm, RATE, prompt=prompt)).text.strip()
+                words = (await self._stt.transcribe(pcm, RATE, prompt=prompt, language=language)).text.strip()
         except EngineError as exc:  # only a preview: the turn's own pass reports what matters
             log.debug("preview pass failed: %s", exc.message)
             return

@@ -71,6 +71,7 @@ class Turn:
         t_speech_end: float | None = None,
         max_reply_chars: int = 1500,
         stt_prompt: str = "",
+        language: str = "en",
     ) -> None:
         self.id = id  # unique in the session; `number` is what events carry, once released
         self.number: int | None = None
@@ -82,7 +83,7 @@ class Turn:
         self.user_text = ""  # what the reply answers, once it answers
         self.reply = ""
         self.transcript: str | None = None  # the STT pass (or the typed text), once done
-        self.language = "en"  # what the user spoke and the reply is in, once known
+        self.language = language  # the conversation's so far; what the user spoke and the reply is in, once known
         self.misheard = False  # its words were too unsure to answer: the user is asked to repeat
         self._engines = engines
         self._audio = audio
@@ -211,7 +212,7 @@ class Turn:
             started = time.monotonic()
             with needed_by(started):  # gates this turn's first audio
                 async with failures_of("stt"):
-                    heard = await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt)
+                    heard = await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt, language=self.language)
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
         text = heard.text.strip()
         self.transcript = text

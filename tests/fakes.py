@@ -111,12 +111,14 @@ class FakeSTT:
     partials: bool = True
     calls: list[float] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # the `language` each call was given
     fail: bool = False
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "", language: str = "") -> Heard:
         await asyncio.sleep(0)
         self.calls.append(len(pcm) / 2 / sample_rate)
         self.prompts.append(prompt)
+        self.hints.append(language)
         if self.fail:
             raise EngineError("stt", "the stand-in STT failed")
         result = self.script(len(pcm) / 2 / sample_rate)

@@ -7,6 +7,7 @@ is about what happened at which frame: no sleeps, no network, milliseconds each.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
@@ -392,6 +393,8 @@ async def test_each_turn_is_answered_and_voiced_in_the_language_it_was_spoken_in
         (False, True),
     ]
     assert [language for language, text in h.tts.spoken if text == "北京。"] == ["en", "zh", "zh", "en"]
+    # The STT is told the conversation's language so far (EnglishFirst skips tiny.en in Chinese).
+    assert [language for language, _ in itertools.groupby(h.stt.hints)] == ["en", "zh"], h.stt.hints
     await h.close()
 
 

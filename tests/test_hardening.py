@@ -32,7 +32,7 @@ class ScriptedSTT:
     def __init__(self) -> None:
         self.outcomes: list[Any] = []
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "", language: str = "") -> Heard:
         outcome = self.outcomes.pop(0) if self.outcomes else "Hello."
         if isinstance(outcome, BaseException):
             # Raised on a worker thread, like a local engine's native code failing.

@@ -26,7 +26,7 @@ class SharedSTT:
     name: str = "shared"
     calls: int = 0
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "", language: str = "") -> Heard:
         self.calls += 1
         return Heard("the words so far")
 
@@ -81,7 +81,7 @@ async def test_a_pause_cancels_the_pass_unshown() -> None:
     gate = asyncio.Event()
 
     class SlowSTT(SharedSTT):
-        async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
+        async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "", language: str = "") -> Heard:
             self.calls += 1
             await gate.wait()
             return Heard("too late")

@@ -62,12 +62,13 @@ class STT(Protocol):
     # embedded model), so the words can be shown while the user speaks (see pipeline/preview.py).
     partials: bool
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "", language: str = "") -> Heard:
         """What was said in one utterance (16 kHz mono int16 by default), in one of the accepted languages.
 
         `prompt`, when not empty, is text the utterance follows (Whisper's initial
         prompt: a domain, names, the conversation so far); it steers spelling and
-        vocabulary and is never part of the result.
+        vocabulary and is never part of the result. `language` is the one the conversation
+        is in so far ("": not known), a hint: the result may be in another.
         """
         ...
 

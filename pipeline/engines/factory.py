@@ -34,6 +34,10 @@ def build_stt(settings: Settings) -> STT:
     if settings.stt_engine == "local":
         from pipeline.engines.local_stt import LocalSTT
 
+        if not settings.stt_model and "en" in settings.language_list and len(settings.language_list) > 1:
+            from pipeline.engines.english_first import EnglishFirst
+
+            return EnglishFirst.from_settings(settings)
         return LocalSTT.from_settings(settings)
     raise SettingsError(f"STT_ENGINE must be local or openai; got {settings.stt_engine!r}")
 

@@ -214,6 +214,7 @@ class LocalSTT:
         cache: Path | None = None,
         window: str = "fit",
         fit_margin_frames: int = FIT_MARGIN_FRAMES,
+        temperatures: Sequence[float] = TEMPERATURES,
     ) -> None:
         if window not in WINDOWS:
             raise EngineError(STAGE, f"the STT window must be one of {', '.join(WINDOWS)}, not {window!r}")
@@ -222,6 +223,7 @@ class LocalSTT:
         self.languages = tuple(languages) or ("en",)
         self.model_name = model or (DEFAULT_MODEL if self.languages == ("en",) else MULTILINGUAL_MODEL)
         self.beam_size = max(1, beam_size)
+        self.temperatures = tuple(temperatures) or (0.0,)
         self.threads = thread_count(threads)
         self.timeout_s = timeout_s
         self.cache = cache or cache_dir()
@@ -231,16 +233,17 @@ class LocalSTT:
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalSTT:
-        return cls(
-            model=settings.stt_model,
-            languages=settings.language_list,
-            beam_size=settings.stt_beam_size,
-            threads=settings.stt_threads,
-            timeout_s=settings.stt_timeout_s,
-            queue_size=settings.engine_queue_size,
-            cache=cache_dir(settings.model_cache_dir),
-        )
+    def from_settings(cls, settings: Settings, **overrides: Any) -> LocalSTT:
+        options: dict[str, Any] = {
+            "model": settings.stt_model,
+            "languages": settings.language_list,
+            "beam_size": settings.stt_beam_size,
+            "threads": settings.stt_threads,
+            "timeout_s": settings.stt_timeout_s,
+            "queue_size": settings.engine_queue_size,
+            "cache": cache_dir(settings.model_cache_dir),
+        }
+        return cls(**(options | overrides))
 
     @property
     def ready(self) -> bool:
@@ -300,8 +303,9 @@ class LocalSTT:
         await self._queue.close()
         self._loaded = None
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = RATE, prompt: str = "") -> Heard:
-        """What was said in one utterance; `prompt` is Whisper's initial prompt (text it follows)."""
+    async def transcribe(self, pcm: bytes, sample_rate: int = RATE, prompt: str = "", language: str = "") -> Heard:
+        """What was said in one utterance; `prompt` is Whisper's initial prompt (text it follows).
+        With several languages the utterance's own is detected, whatever `language` says."""
         if self._loaded is None:
             await self.start()
         audio = pcm_to_float(pcm, sample_rate)
@@ -334,6 +338,7 @@ class LocalSTT:
             condition_on_previous_text=False,  # one utterance at a time: nothing to condition on
             initial_prompt=initial_prompt(language, prompt) or None,  # what the fitted path uses too
             without_timestamps=True,
+            temperature=list(self.temperatures),
             vad_filter=False,  # the pipeline's VAD already cut the utterance
         )
         parts = []
@@ -397,7 +402,7 @@ class LocalSTT:
         decoder_prompt = fitted.decoder_prompt(language, prompt)
         attempts: list[tuple[Any, float, str, float]] = []
         readable: list[tuple[Any, float, str, float]] = []
-        for temperature in TEMPERATURES:
+        for temperature in self.temperatures:
             token.check()
             if temperature > 0:
                 kwargs: dict[str, Any] = {

@@ -48,8 +48,9 @@ class OpenAISTT(OpenAIEngine):
     def from_settings(cls, settings: Settings) -> OpenAISTT:
         return cls(resolve_endpoint(settings, "stt"), languages=settings.language_list, timeout_s=settings.stt_timeout_s)
 
-    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "") -> Heard:
-        """What was said in one utterance; a non-empty `prompt` goes as the endpoint's `prompt` field."""
+    async def transcribe(self, pcm: bytes, sample_rate: int = 16000, prompt: str = "", language: str = "") -> Heard:
+        """What was said in one utterance; a non-empty `prompt` goes as the endpoint's `prompt` field.
+        With several languages the endpoint detects the utterance's, whatever `language` says."""
         only = self.languages[0] if len(self.languages) == 1 else None
         if len(pcm) < 2:
             return Heard("", self.languages[0])
