@@ -3,11 +3,13 @@
 One server with `LANGUAGES=en,zh,pt` (Whisper base) and one with the English default. Each
 question of bench/eval_set.py's QUESTIONS_BY_LANGUAGE is asked by a fresh session in an espeak-ng
 voice of its language (synthetic: the only Mandarin and Portuguese voices installed here), and a
-sample of the English questions in the espeak voices is asked of both servers. Per language:
+sample of the English questions in the espeak voices is asked of both servers, and the real
+recordings kept in kit/data (Mandarin: AISHELL; Portuguese: FLEURS) are said to the first. Per language:
 character (Chinese) or word error rate of the product's transcript, the language it was heard
 as, answers right (tune and held-out halves), voice-to-voice p50; and English's voice-to-voice
 with LANGUAGES=en,zh,pt against LANGUAGES=en in the same run. Then one session switches
-English -> Mandarin -> English -> Portuguese, each reply checked for its language.
+English -> Mandarin -> English -> Portuguese, each reply checked for its language. On the stand-in
+engines (zero delays, LANGUAGES=en,zh), a Mandarin question's voice-to-voice: the pipeline's own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bench.context import Ctx, reason_of
 from bench.eval_set import QUESTIONS, QUESTIONS_BY_LANGUAGE, is_right
 from bench.quality import TURN_TIMEOUT_S, _clip
 from bench.stats import pct
-from kit.eval_voices import SEEN_VOICES, level, render
+from kit.eval_voices import SEEN_VOICES, Recording, level, mandarin_recordings, portuguese_recordings, render
 from kit.peers import Peer
 from kit.speech import speak
 from kit.wer import cer, wer
@@ -37,13 +39,17 @@ def _spoken(text: str, language: str, index: int) -> np.ndarray:
     return np.concatenate([pad, core, pad])
 
 
-async def _ask(url: str, text: str, language: str, index: int, peer: Peer | None = None) -> dict[str, Any]:
+async def _ask(
+    url: str, text: str, language: str, index: int, peer: Peer | None = None, samples: np.ndarray | None = None
+) -> dict[str, Any]:
     own = peer is None
     peer = peer or Peer(url)
     try:
         if own:
             await peer.connect()
-        turn = await peer.ask(_clip(text, _spoken(text, language, index)), timeout=TURN_TIMEOUT_S)
+        if samples is None:
+            samples = _spoken(text, language, index)
+        turn = await peer.ask(_clip(text, samples), timeout=TURN_TIMEOUT_S)
         return {"said": text, "language": language, "heard": turn.transcript, "heard_as": turn.language, "reply": turn.reply,
                 "v2v_ms": turn.client_ms()["voice_to_voice"], "error": turn.error}  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - one broken item is a wrong answer, not a broken run
@@ -53,14 +59,27 @@ async def _ask(url: str, text: str, language: str, index: int, peer: Peer | None
             await peer.close()
 
 
+def _errors(rows: list[dict[str, Any]], language: str) -> float | None:
+    errors = (cer if language == "zh" else wer)([(r["said"], r["heard"]) for r in rows])[0]
+    return None if errors is None else round(errors, 3)
+
+
+def _heard(rows: list[dict[str, Any]], language: str) -> dict[str, Any]:
+    """Real recordings (statements, not questions): what was heard, not what was answered."""
+    return {
+        "n": len(rows),
+        "cer" if language == "zh" else "wer": _errors(rows, language),
+        "heard_as_right": f"{sum(r['heard_as'] == language for r in rows)}/{len(rows)}",
+        "v2v_p50": pct([r["v2v_ms"] for r in rows if r["v2v_ms"] is not None], 50),
+    }
+
+
 def _summary(rows: list[dict[str, Any]], language: str, keywords: dict[str, tuple[str, ...]], splits: dict[str, str]) -> dict[str, Any]:
-    pairs = [(r["said"], r["heard"]) for r in rows]
-    errors = (cer if language == "zh" else wer)(pairs)[0]
     right = {s: [is_right(r["reply"], keywords[r["said"]]) for r in rows if splits[r["said"]] == s] for s in ("tune", "held-out")}
     in_language = [script_language(r["reply"], (language, "en")) == language or language == "pt" for r in rows if r["reply"]]
     return {
         "n": len(rows),
-        "cer" if language == "zh" else "wer": None if errors is None else round(errors, 3),
+        "cer" if language == "zh" else "wer": _errors(rows, language),
         "heard_as_right": f"{sum(r['heard_as'] == language for r in rows)}/{len(rows)}",
         "right_tune": f"{sum(right['tune'])}/{len(right['tune'])}",
         "right_held_out": f"{sum(right['held-out'])}/{len(right['held-out'])}",
@@ -69,12 +88,30 @@ def _summary(rows: list[dict[str, Any]], language: str, keywords: dict[str, tupl
     }
 
 
+STANDIN_QUESTION = "中国的首都是哪里？"
+STANDIN_REPLY = "中国的首都是北京。北京是一座历史悠久的城市。你去过北京吗？"  # streamed a character at a time
+
+
+async def run_standin(ctx: Ctx) -> dict[str, Any]:
+    await ctx.standin.reset(stt_text=STANDIN_QUESTION, llm_reply=STANDIN_REPLY, tts_ms_per_char=30.0)
+    server = await ctx.server("standin", ["--languages", "en,zh"], name="languages-standin")
+    try:
+        await ctx.warm(server)
+        rows = [await _ask(server.url, STANDIN_QUESTION, "zh", i) for i in range(3 if ctx.opts.quick else 10)]
+    finally:
+        ctx.release(server)
+    out = _heard(rows, "zh")
+    ctx.emit(f"Languages, stand-in engines (LANGUAGES=en,zh), a Mandarin question: {out}")
+    ctx.figure("languages/standin_zh_v2v_p50_ms", out["v2v_p50"])
+    return out
+
+
 async def run_languages(ctx: Ctx) -> dict[str, Any]:
+    standin = await run_standin(ctx) if "standin" in ctx.opts.engines else None
     if "local" not in ctx.opts.engines:
-        ctx.emit("Languages: needs the embedded engines (--engines local or both)")
-        return {"skipped": "stand-in engines only"}
+        return {"standin": standin}
     english = QUESTIONS[: ENGLISH_ITEMS // 2 if ctx.opts.quick else ENGLISH_ITEMS]
-    out: dict[str, Any] = {"rows": {}, "summary": {}}
+    out: dict[str, Any] = {"rows": {}, "summary": {}, "standin": standin}
     try:
         multi = await ctx.server("local", ["--languages", LANGUAGES], name="languages")
         await ctx.warm(multi, timeout=TURN_TIMEOUT_S)
@@ -83,6 +120,13 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
             out["rows"][code] = rows
             out["summary"][code] = _summary(rows, code, {q.text: q.keywords for q in questions}, {q.text: q.split for q in questions})
             ctx.progress(f"languages/{code}: {out['summary'][code]}")
+        real: dict[str, list[Recording]] = {"zh": mandarin_recordings(), "pt": portuguese_recordings()}
+        for code, recordings in real.items():
+            recordings = recordings[:: 2 if ctx.opts.quick else 1]
+            rows = [await _ask(multi.url, r.text, code, i, samples=r.samples) for i, r in enumerate(recordings)]
+            out["rows"][f"{code} real"] = rows
+            out["summary"][f"{code} real"] = _heard(rows, code)
+            ctx.progress(f"languages/{code} real: {out['summary'][f'{code} real']}")
         rows = [await _ask(multi.url, q.text, "en", i) for i, q in enumerate(english)]
         out["rows"]["en"] = rows
         out["summary"]["en"] = _summary(rows, "en", {q.text: q.keywords for q in english}, {q.text: q.split for q in english})
@@ -112,5 +156,7 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
         + f"\n  switching conversation (spoken, heard as, reply): {out['switch']}"
     )
     ctx.figure("languages/zh_cer", out["summary"]["zh"].get("cer"))
+    ctx.figure("languages/zh_real_cer", out["summary"]["zh real"].get("cer"))
+    ctx.figure("languages/pt_real_wer", out["summary"]["pt real"].get("wer"))
     ctx.figure("languages/en_v2v_ratio", ratio)
     return out

@@ -190,8 +190,46 @@ def speech_power(samples: np.ndarray) -> float:
 def add_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     """`samples` plus seeded pink noise whose power over the whole clip is `snr_db` below the voiced part's, int16 clipped."""
     noise = pink_noise(len(samples), seed) * np.sqrt(speech_power(samples) / 10 ** (snr_db / 10))
-    mixed = np.asarray(samples, dtype=np.float64) + noise
-    return np.clip(np.round(mixed), -32768, 32767).astype(np.int16)
+    return to_int16(np.asarray(samples, dtype=np.float64) + noise)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def phone_band(x: np.ndarray) -> np.ndarray:
+    """300-3400 Hz, as a narrowband phone call passes it."""
+    spectrum = np.fft.rfft(x.astype(np.float64))
+    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+    spectrum[(freqs < 300) | (freqs > 3400)] = 0
+    return to_int16(np.fft.irfft(spectrum, len(x)))
+
+
+def reverb(x: np.ndarray, rt60: float = 0.7, seed: int = 0) -> np.ndarray:
+    """A room: exponentially decaying noise as the impulse response, the direct sound first."""
+    rng = np.random.default_rng(seed)
+    n = int(rt60 * RATE)
+    ir = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
+    ir[0] = 1.0
+    wet = np.fft.irfft(np.fft.rfft(x.astype(np.float64), len(x) + n) * np.fft.rfft(ir, len(x) + n), len(x) + n)
+    return level(to_int16(wet / max(np.abs(wet).max(), 1) * 20000))
+
+
+def faster(x: np.ndarray, factor: float) -> np.ndarray:
+    """A faster speaker (pitch rises with it, as a tape played fast)."""
+    n = int(len(x) / factor)
+    return to_int16(np.interp(np.arange(n) * factor, np.arange(len(x)), x.astype(np.float64)))
+
+
+def babble(x: np.ndarray, snr_db: float, seed: int, texts: list[str]) -> np.ndarray:
+    """`x` under four other talkers (seen voices saying some of `texts`), `snr_db` below it."""
+    rng = np.random.default_rng(seed)
+    mix = np.zeros(len(x))
+    for k in range(4):
+        talker = render(texts[int(rng.integers(len(texts)))], SEEN_VOICES[k % len(SEEN_VOICES)]).astype(np.float64)
+        mix += np.roll(np.resize(talker, len(x)), int(rng.integers(len(x))))
+    mix *= np.sqrt(speech_power(x) / 10 ** (snr_db / 10) / max(float(np.mean(mix * mix)), 1e-9))
+    return to_int16(x.astype(np.float64) + mix)
 
 
 # The groups every evaluation item is spoken in. "noisy" is each synthetic voice in turn, with

@@ -25,19 +25,20 @@ def engines(english: Heard) -> tuple[EnglishFirst, FakeSTT, FakeSTT]:
 
 
 @pytest.mark.parametrize(
-    ("hint", "english_logprob", "heard_by"),
+    ("hint", "english_logprob", "ratio", "heard_by"),
     [
-        ("en", -0.2, "english"),  # sure English: tiny.en's words
-        ("", -0.2, "english"),  # nothing known yet: English first too
-        ("en", SURE_LOGPROB, "english"),  # at the threshold: taken
-        ("en", -1.1, "multilingual"),  # unsure (another language, or garbled): heard again
-        ("en", None, "english"),  # too short to decode: nothing for another model either
-        ("zh", -0.2, "multilingual"),  # a conversation in Chinese: straight to the multilingual model
-        ("pt", None, "multilingual"),
+        ("en", -0.2, 0.8, "english"),  # sure English: tiny.en's words
+        ("", -0.2, 0.8, "english"),  # nothing known yet: English first too
+        ("en", SURE_LOGPROB, 0.8, "english"),  # at the threshold: taken
+        ("en", -1.1, 0.8, "multilingual"),  # unsure (another language, or garbled): heard again
+        ("en", -0.2, 11.2, "multilingual"),  # sure of a loop ("1, 1, 1, 1, ..."): heard again
+        ("en", None, None, "english"),  # too short to decode: nothing for another model either
+        ("zh", -0.2, 0.8, "multilingual"),  # a conversation in Chinese: straight to the multilingual model
+        ("pt", None, None, "multilingual"),
     ],
 )
-async def test_which_model_hears_an_utterance(hint: str, english_logprob: float | None, heard_by: str) -> None:
-    stt, en, multi = engines(Heard("What is the capital of France?", "en", avg_logprob=english_logprob))
+async def test_which_model_hears_an_utterance(hint: str, english_logprob: float | None, ratio: float | None, heard_by: str) -> None:
+    stt, en, multi = engines(Heard("What is the capital of France?", "en", avg_logprob=english_logprob, compression_ratio=ratio))
     heard = await stt.transcribe(PCM, 16000, prompt="context", language=hint)
     assert heard.language == ("en" if heard_by == "english" else "zh")
     assert len(multi.calls) == (heard_by == "multilingual")
