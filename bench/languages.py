@@ -88,16 +88,17 @@ def _summary(rows: list[dict[str, Any]], language: str, keywords: dict[str, tupl
     }
 
 
-STANDIN_QUESTION = "中国的首都是哪里？"
+STANDIN_QUESTION = "大豆病害有什么"  # a real speaker's question (kit/data/zh)
 STANDIN_REPLY = "中国的首都是北京。北京是一座历史悠久的城市。你去过北京吗？"  # streamed a character at a time
 
 
 async def run_standin(ctx: Ctx) -> dict[str, Any]:
+    question = next(r for r in mandarin_recordings() if r.text == STANDIN_QUESTION)
     await ctx.standin.reset(stt_text=STANDIN_QUESTION, llm_reply=STANDIN_REPLY, tts_ms_per_char=30.0)
     server = await ctx.server("standin", ["--languages", "en,zh"], name="languages-standin")
     try:
         await ctx.warm(server)
-        rows = [await _ask(server.url, STANDIN_QUESTION, "zh", i) for i in range(3 if ctx.opts.quick else 10)]
+        rows = [await _ask(server.url, question.text, "zh", i, samples=question.samples) for i in range(3 if ctx.opts.quick else 10)]
     finally:
         ctx.release(server)
     out = _heard(rows, "zh")
@@ -132,8 +133,15 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
         out["summary"]["en"] = _summary(rows, "en", {q.text: q.keywords for q in english}, {q.text: q.split for q in english})
         peer = Peer(multi.url)
         await peer.connect()
-        switch = [(QUESTIONS[0].text, "en"), ("中国的首都是哪里？", "zh"), (QUESTIONS[2].text, "en"), ("Qual é a capital do Brasil?", "pt")]
-        steps = [await _ask(multi.url, text, code, i, peer) for i, (text, code) in enumerate(switch)]
+        # Real speakers for the other languages: espeak-ng's are heard as noise (the rows above).
+        zh, pt = real["zh"][0], real["pt"][2]
+        switch = [
+            (QUESTIONS[0].text, "en", None),
+            (zh.text, "zh", zh.samples),
+            (QUESTIONS[2].text, "en", None),
+            (pt.text, "pt", pt.samples),
+        ]
+        steps = [await _ask(multi.url, text, code, i, peer, samples) for i, (text, code, samples) in enumerate(switch)]
         await peer.close()
         out["switch"] = [(s["language"], s["heard_as"], s["reply"][:40]) for s in steps]
         ctx.release(multi)
