@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from pipeline.engines.base import Heard
 
-LOOPING_RATIO = 2.4  # Whisper's own: a text that compresses better than this is a looping decode
-
 
 def misheard(heard: Heard, min_logprob: float) -> bool:
     """True when `heard` is more likely wrong than right: its words' log-probability under `min_logprob`, or a loop."""
     if heard.avg_logprob is not None and heard.avg_logprob < min_logprob:
         return True
-    return heard.compression_ratio is not None and heard.compression_ratio > LOOPING_RATIO
+    return heard.looping

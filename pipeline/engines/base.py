@@ -38,6 +38,9 @@ class EngineBusy(EngineError):
     """The engine's bounded queue is full: the turn is rejected, not delayed."""
 
 
+LOOPING_RATIO = 2.4  # Whisper's compression-ratio threshold (faster-whisper's default)
+
+
 @dataclass(frozen=True)
 class Heard:
     """What a recogniser made of one utterance: its words, their language, and how sure it was.
@@ -53,6 +56,11 @@ class Heard:
     avg_logprob: float | None = None
     no_speech_p: float | None = None
     compression_ratio: float | None = None
+
+    @property
+    def looping(self) -> bool:
+        """A decode that repeats itself ("1, 1, 1, ..."): its text compresses better than Whisper's own limit."""
+        return self.compression_ratio is not None and self.compression_ratio > LOOPING_RATIO
 
 
 @runtime_checkable

@@ -17,7 +17,6 @@ from settings import Settings
 # tiny.en's mean token log-probability at and above which its English is taken: the threshold
 # `python -m bench.hearing` found for "misheard"; 1 of 54 real non-English utterances reached it.
 SURE_LOGPROB = -0.68
-LOOPING_RATIO = 2.4  # a decode that compresses this well is looping (faster-whisper's own rule)
 
 
 class EnglishFirst:
@@ -61,6 +60,6 @@ class EnglishFirst:
             heard = await self.english.transcribe(pcm, sample_rate, prompt)
             if heard.avg_logprob is None:
                 return heard  # too short to decode: nothing another model would hear
-            if heard.avg_logprob >= self.sure_logprob and (heard.compression_ratio or 0.0) <= LOOPING_RATIO:
+            if heard.avg_logprob >= self.sure_logprob and not heard.looping:
                 return heard
         return await self.multilingual.transcribe(pcm, sample_rate, prompt, language)

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.engines.base import EngineError, Heard
+from pipeline.engines.base import LOOPING_RATIO, EngineError, Heard
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
 from pipeline.events import Stage
@@ -92,7 +92,6 @@ FIT_MIN_FRAMES = 300  # ...and 3 s at least
 # faster-whisper's transcribe() defaults, which the normal path uses.
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 BEST_OF = 5
-COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # 1.0 s / 0.02 s
@@ -433,7 +432,7 @@ class LocalSTT:
             ratio = get_compression_ratio(text)
             attempt = (result, avg_logprob, text, ratio)
             attempts.append(attempt)
-            too_repetitive = ratio > COMPRESSION_RATIO_THRESHOLD
+            too_repetitive = ratio > LOOPING_RATIO
             if not too_repetitive:
                 readable.append(attempt)
             unsure = avg_logprob < LOG_PROB_THRESHOLD
