@@ -1,16 +1,6 @@
-"""`python -m bench languages`: other languages through the whole product, embedded engines.
-
-One server with `LANGUAGES=en,zh,pt` (Whisper base) and one with the English default. Each
-question of bench/eval_set.py's QUESTIONS_BY_LANGUAGE is asked by a fresh session in an espeak-ng
-voice of its language (synthetic: the only Mandarin and Portuguese voices installed here), and a
-sample of the English questions in the espeak voices is asked of both servers, and the real
-recordings kept in kit/data (Mandarin: AISHELL; Portuguese: FLEURS) are said to the first. Per language:
-character (Chinese) or word error rate of the product's transcript, the language it was heard
-as, answers right (tune and held-out halves), voice-to-voice p50; and English's voice-to-voice
-with LANGUAGES=en,zh,pt against LANGUAGES=en in the same run. Then one session switches
-English -> Mandarin -> English -> Portuguese, each reply checked for its language. On the stand-in
-engines (zero delays, LANGUAGES=en,zh), a Mandarin question's voice-to-voice: the pipeline's own.
-"""
+"""`python -m bench languages`: Mandarin and Portuguese through the whole product, real speakers
+and espeak-ng's questions, against the English default in the same run (bench/README.md says what
+each figure is)."""
 
 from __future__ import annotations
 
