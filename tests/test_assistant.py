@@ -64,7 +64,9 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
     assert audible and audible[0] > speech_end
     _, metrics = await client.wait_event("metrics")
     client_v2v = (audible[0] - speech_end) * 1000
-    assert 0 < metrics["voice_to_voice_ms"] <= client_v2v + 30
+    # The server counts from the end of the last frame its VAD calls voiced; the client from the last
+    # 10 ms over RMS 300, and a fading tail can be both (a CI run: 39 ms apart): a frame or so of slack.
+    assert 0 < metrics["voice_to_voice_ms"] <= client_v2v + 100
     assert client_v2v - metrics["voice_to_voice_ms"] < 500  # network + jitter buffer on loopback, on a busy machine
     # Released by the end-of-turn model soon after the 200 ms pause, or by the 1.2 s silence.
     if metrics["released_by"] == "model":

@@ -50,7 +50,8 @@ async def test_spoken_questions_get_relevant_spoken_answers(start_server, client
             assert audible, "no reply audio reached the client"
             # the server's voice-to-voice matches what the client heard, within loopback delivery (the
             # models share this process's loop with the client, so a busy moment delays a packet's arrival)
-            assert 0 <= (audible[0] - speech_end) * 1000 - metrics["voice_to_voice_ms"] < 500, metrics
+            # and the two ends of speech (the server's VAD and the client's RMS rule may be a frame or so apart)
+            assert -100 <= (audible[0] - speech_end) * 1000 - metrics["voice_to_voice_ms"] < 500, metrics
             print(f"\n{question!r} -> {transcript['text']!r} -> {reply['text']!r}; metrics {metrics}")
     finally:
         await engines.close()
