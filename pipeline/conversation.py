@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 
 from pipeline import turn_protocol as tp
@@ -21,10 +20,11 @@ from pipeline.engines.base import EngineError, Engines, Heard
 from pipeline.engines.workers import needed_by
 from pipeline.events import Error, Event, Reply, Stage, State, StateName
 from pipeline.hearing import misheard
-from pipeline.history import History
-from pipeline.language import meaningful, next_language, rules_for, script_language
+from pipeline.history import DEFAULT_SYSTEM_PROMPT, History
+from pipeline.language import next_language, rules_for
 from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
+from pipeline.rate_limit import RateLimit
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
 from pipeline.turn import Turn, failures_of
 from pipeline.turn_protocol import Outcome, TurnTakingConfig
@@ -32,14 +32,6 @@ from pipeline.turn_taking import TurnTaking
 from settings import Settings
 
 log = logging.getLogger("pipeline.conversation")
-
-# A plain, factual instruction that asks for the answer first suits a small model, and one or two
-# short sentences keep the first sentence (what the voice waits for) short (docs/decisions).
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a knowledgeable and accurate voice assistant. Your words are spoken aloud. "
-    "Reply in one or two short, correct sentences that start with the answer, in plain words with no lists or markdown. "
-    "Remember what the user told you earlier in the conversation."
-)
 
 ECHO_WINDOW_S = 0.5  # how far back the echo gate looks at what was played (echo path + jitter buffers)
 TURN_MODEL_AUDIO_S = 8.0  # what the end-of-turn model hears of an utterance
@@ -72,12 +64,7 @@ class ConversationConfig:
             partial_every_ms=settings.partial_every_ms,
             languages=settings.language_list,
             repeat_below_logprob=settings.repeat_below_logprob,
-            turn_taking=TurnTakingConfig(
-                barge_in=settings.barge_in,
-                interrupt_min_s=settings.interrupt_min_ms / 1000,
-                threshold=settings.turn_complete_threshold,
-                unfinished_wait_s=settings.unfinished_silence_ms / 1000,
-            ),
+            turn_taking=TurnTakingConfig.from_settings(settings),
         )
 
 
@@ -98,7 +85,7 @@ class Conversation:
         self._now = 0.0  # media time of the end of the latest frame
         self.language = config.languages[0]  # what the user speaks now
         self._closed = False
-        self._turn_starts: deque[float] = deque()
+        self._rate = RateLimit(config.max_turns_per_minute)
         self._preview = Preview(engines, self._emit, config.partial_every_ms / 1000)
         audio.add_listener(self._on_playback)
         self._emit(State(StateName.LISTENING))
@@ -134,11 +121,9 @@ class Conversation:
     async def close(self) -> None:
         self._closed = True
         await self._preview.close()
-        turns = list(self.turns.values())
-        for turn in turns:
+        for turn in self.turns.values():
             turn.cancel()
-        for turn in turns:
-            await turn.wait()
+        await asyncio.gather(*(turn.wait() for turn in list(self.turns.values())))
         self._audio.clear()
 
     # -- commands ----------------------------------------------------------------
@@ -181,7 +166,6 @@ class Conversation:
     def _prepare(self, command: tp.Prepare) -> None:
         if self._closed:
             return
-        voice = command.pcm is not None
         turn = Turn(
             command.turn,
             self._engines,
@@ -191,7 +175,7 @@ class Conversation:
             text=command.text,
             t_speech_end=command.t_speech_end,
             max_reply_chars=self.config.max_reply_chars,
-            stt_prompt=self.history.user_context() if voice else "",
+            stt_prompt=self.history.user_context() if command.pcm is not None else "",
             language=self.language,
         )
         self.turns[turn.id] = turn
@@ -201,7 +185,8 @@ class Conversation:
         turn = self.turns.get(command.turn)
         if turn is None:
             return
-        if not self._count_turn():
+        if not self._rate.allow(time.monotonic()):  # a turn counts when it is released to the user
+            self._emit(Error("rate", f"too many turns: at most {self._rate.per_minute} a minute; please wait a moment"))
             turn.cancel()
             return
         turn.metrics.released_by = command.by
@@ -210,17 +195,6 @@ class Conversation:
         turn.release(command.number, command.t)
         if turn.done:  # it failed while held: its error is out now
             del self.turns[turn.id]
-
-    def _count_turn(self) -> bool:
-        """Rate limit: a turn counts when it is released to the user."""
-        now = time.monotonic()
-        while self._turn_starts and self._turn_starts[0] < now - 60:
-            self._turn_starts.popleft()
-        if len(self._turn_starts) >= self.config.max_turns_per_minute:
-            self._emit(Error("rate", f"too many turns: at most {self.config.max_turns_per_minute} a minute; please wait a moment"))
-            return False
-        self._turn_starts.append(now)
-        return True
 
     # -- one turn ------------------------------------------------------------------
 
@@ -247,16 +221,8 @@ class Conversation:
                     heard = await self._engines.stt.transcribe(pcm, RATE, prompt=self.history.user_context(), language=self.language)
         except EngineError as exc:
             log.warning("the words over the reply could not be transcribed (%s): taken as an interruption", exc.message)
-        if heard is None:
-            self._run(self.turn_taking.words_so_far(None))
-        else:
-            self._run(self.turn_taking.words_so_far(heard.text, heard.language or self.language))
-
-    def _language_of(self, heard: Heard) -> str:
-        """The language an utterance (or typed text) is answered in: sticky, see pipeline/language.py."""
-        languages = self.config.languages
-        said = heard.language or script_language(heard.text, languages)
-        return next_language(self.language, heard.text, said, languages) if meaningful(heard.text) else self.language
+        language = heard.language if heard is not None and heard.language else self.language
+        self._run(self.turn_taking.words_so_far(None if heard is None else heard.text, language))
 
     async def _drive(self, turn: Turn) -> None:
         outcome: Outcome = Outcome.CANCELLED
@@ -264,7 +230,7 @@ class Conversation:
         try:
             heard = await turn.transcribe()
             turn.misheard = turn.pcm is not None and misheard(heard, self.config.repeat_below_logprob)
-            turn.language = self._language_of(heard)
+            turn.language = next_language(self.language, heard.text, heard.language, self.config.languages)
             self._run(self.turn_taking.transcribed(turn.id, heard.text, self._now, turn.language))
             if not turn.user_text:
                 outcome = Outcome.COMPLETED
@@ -287,15 +253,17 @@ class Conversation:
             turn.emit(Reply(reply, interrupted=False, heard=reply))
             outcome = Outcome.COMPLETED
         except asyncio.CancelledError:
-            self._settle_interrupted(turn)
+            self._cut_short(turn)
             raise
         except EngineError as exc:
             log.warning("turn %d: %s failed: %s", turn.id, exc.stage, exc.message)
-            self._failed(turn, exc)
+            turn.report_error(exc)
+            self._cut_short(turn)
             outcome = Outcome.FAILED
         except Exception:
             log.exception("turn %d failed in %s", turn.id, stage)
-            self._failed(turn, EngineError(stage, "internal error"))
+            turn.report_error(EngineError(stage, "internal error"))
+            self._cut_short(turn)
             outcome = Outcome.FAILED
         finally:
             if outcome is not Outcome.FAILED or not turn.held:  # turn-taking keeps a failed held turn until its release
@@ -303,15 +271,8 @@ class Conversation:
             if not self._closed:
                 self._run(self.turn_taking.turn_done(turn.id, outcome, turn.heard_any))
 
-    def _failed(self, turn: Turn, exc: EngineError) -> None:
-        turn.report_error(exc)
-        if turn.heard_any:
-            heard = turn.heard()
-            self.history.add_turn(turn.user_text, heard, interrupted=True)
-            turn.emit(Reply(turn.reply.strip(), interrupted=True, heard=heard))
-
-    def _settle_interrupted(self, turn: Turn) -> None:
-        """A released turn was cut off: keep what the user heard."""
+    def _cut_short(self, turn: Turn) -> None:
+        """A released turn ended before its reply (interrupted, or a stage failed): keep what the user heard."""
         if self._closed or turn.held or not turn.user_text:
             return  # a held turn leaves no trace; one cut off before it answered may carry on (turn-taking)
         heard = turn.heard()

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 
 from pipeline.engines.base import Message
 
+# A plain, factual instruction that asks for the answer first suits a small model, and one or two
+# short sentences keep the first sentence (what the voice waits for) short (docs/decisions).
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a knowledgeable and accurate voice assistant. Your words are spoken aloud. "
+    "Reply in one or two short, correct sentences that start with the answer, in plain words with no lists or markdown. "
+    "Remember what the user told you earlier in the conversation."
+)
+
 STT_CONTEXT_CHARS = 300  # about 60 words: Whisper keeps at most 223 prompt tokens anyway
 
 

@@ -131,6 +131,11 @@ def is_backchannel(text: str, rules: Rules = ENGLISH) -> bool:
     return all(w in rules.backchannels or rules.hum.match(w) for w in words)
 
 
+def aside(text: str, rules: Rules = ENGLISH) -> bool:
+    """Words over a reply that do not take the floor: a backchannel or noise."""
+    return not meaningful(text) or is_backchannel(text, rules)
+
+
 def _unspaced_backchannel(text: str, rules: Rules) -> bool:
     """The text, without punctuation, is a run of backchannels or hums ("对对对", "嗯好的")."""
     compact = re.sub(r"[^\w]", "", text.lower())
@@ -192,12 +197,13 @@ SWITCH_MIN_LETTERS = 5  # a transcript this long (a Han or kana character counts
 
 
 def next_language(current: str, text: str, heard: str, accepted: Sequence[str]) -> str:
-    """The conversation's language after an utterance the recogniser heard as `heard`.
+    """The conversation's language after an utterance the recogniser heard as `heard` ("": unknown, judged by its script).
 
     Sticky: a short utterance ("ok", "嗯") or a backchannel keeps the current one, as a
     recogniser's guess on a syllable or two is often wrong (LiveKit keeps it under 5 characters).
     """
-    if heard == current or heard not in accepted:
+    heard = heard or script_language(text, accepted)
+    if heard == current or heard not in accepted or not meaningful(text):
         return current
     compact = re.sub(r"[^\w]", "", text)
     letters = len(compact) + 2 * len(_HAN_OR_KANA.findall(compact))

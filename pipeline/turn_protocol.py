@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pipeline.events import EndOfTurn, Event
+from settings import Settings
 
 
 class Outcome(StrEnum):
@@ -16,6 +17,14 @@ class Outcome(StrEnum):
 
 
 # -- the floor -----------------------------------------------------------------------------
+# - `Listening`: no reply is out. At a short pause a reply is prepared `held` (transcribed,
+#   written, its first sentence voiced, nothing shown or played); it is released when the
+#   end-of-turn model says the user finished or the long silence passes, unless the words stop
+#   mid-phrase, which wait longer; speech before that drops it and the next pause makes a new one.
+# - `Speaking`: a released reply, from its release until it has played.
+# - `Paused`: the reply's audio is paused for the user, on a hint of voice or on speech. Words
+#   other than a backchannel, or speech longer than `interrupt_min_s`, interrupt it; a backchannel
+#   or noise resumes it where it paused.
 
 
 @dataclass(frozen=True)
@@ -141,3 +150,12 @@ class TurnTakingConfig:
     threshold: float = 0.5  # P(finished) that releases a held reply
     hint_wait_s: float = 0.2  # a reply paused on a hint of voice resumes if no speech follows
     unfinished_wait_s: float = 3.0  # silence after words that stop mid-phrase before it releases the reply
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TurnTakingConfig:
+        return cls(
+            barge_in=settings.barge_in,
+            interrupt_min_s=settings.interrupt_min_ms / 1000,
+            threshold=settings.turn_complete_threshold,
+            unfinished_wait_s=settings.unfinished_silence_ms / 1000,
+        )

@@ -3,17 +3,8 @@
 Inputs are what the conversation hears (segmenter events, the time, typed text) and what its
 turns report (a transcript, an end-of-turn judgement, how a turn ended); each returns the
 commands the executor (pipeline/conversation.py) runs. No tasks, no engines, no audio: time is
-passed in, so the rules are tested as a table (tests/test_turn_taking.py).
-
-The floor is one of:
-- `Listening`: no reply is out. At a short pause a reply is prepared `held` (transcribed,
-  written, its first sentence voiced, nothing shown or played); it is released when the
-  end-of-turn model says the user finished or the long silence passes, unless the words stop
-  mid-phrase, which wait longer; speech before that drops it and the next pause makes a new one.
-- `Speaking`: a released reply, from its release until it has played.
-- `Paused`: the reply's audio is paused for the user, on a hint of voice or on speech. Words
-  other than a backchannel, or speech longer than `interrupt_min_s`, interrupt it; a backchannel
-  or noise resumes it where it paused.
+passed in, so the rules are tested as a table (tests/test_turn_taking.py). The floor's states
+and what moves between them are described in pipeline/turn_protocol.py.
 """
 
 from __future__ import annotations
@@ -21,30 +12,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
+from pipeline import turn_protocol as tp
 from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
-from pipeline.language import is_backchannel, meaningful, rules_for, sounds_unfinished
+from pipeline.language import aside, meaningful, rules_for, sounds_unfinished
 from pipeline.segmenter import SpeechEnded, SpeechPaused
-from pipeline.turn_protocol import (
-    CancelPreview,
-    CheckWords,
-    Command,
-    Drop,
-    Emit,
-    Floor,
-    Held,
-    Interrupt,
-    Judge,
-    Listening,
-    Outcome,
-    Paused,
-    PauseOutput,
-    Prepare,
-    Release,
-    Respond,
-    ResumeOutput,
-    Speaking,
-    TurnTakingConfig,
-)
 
 
 @dataclass
@@ -58,9 +29,9 @@ class _Turn:
 
 
 class TurnTaking:
-    def __init__(self, config: TurnTakingConfig | None = None) -> None:
-        self.config = config or TurnTakingConfig()
-        self.floor: Floor = Listening()
+    def __init__(self, config: tp.TurnTakingConfig | None = None) -> None:
+        self.config = config or tp.TurnTakingConfig()
+        self.floor: tp.Floor = tp.Listening()
         self.utterance = 0  # the segmenter's current (or last) utterance
         self.number = 0  # of the latest released turn
         self._answered = 0  # the latest utterance a released turn answers
@@ -69,63 +40,57 @@ class TurnTaking:
         self._carry_text = ""  # ... or before any of its reply was heard: joined to the next
         self._turns: dict[int, _Turn] = {}
         self._ids = itertools.count(1)
-        self._out: list[Command] = []
+        self._out: list[tp.Command] = []
 
     @property
-    def held(self) -> Held | None:
+    def held(self) -> tp.Held | None:
         floor = self.floor
-        return floor.held if isinstance(floor, Listening | Paused) else None
+        return floor.held if isinstance(floor, tp.Listening | tp.Paused) else None
 
     @property
     def previewing(self) -> bool:
         """Words said now are no reply's yet: worth showing as they come."""
-        return self.floor == Listening() and not self._no_turn
+        return self.floor == tp.Listening() and not self._no_turn
 
     # -- inputs: what the conversation hears ---------------------------------------------------
 
-    def hint(self, t: float) -> list[Command]:
-        floor = self.floor
-        if isinstance(floor, Speaking) and self.config.barge_in and self.config.interrupt_min_s > 0:
-            self.floor = Paused(floor.turn, onset=None, hinted_at=t)
-            self._do(PauseOutput())
+    def hint(self, t: float) -> list[tp.Command]:
+        if isinstance(self.floor, tp.Speaking) and self.config.barge_in and self.config.interrupt_min_s > 0:
+            self.floor = tp.Paused(self.floor.turn, onset=None, hinted_at=t)
+            self._do(tp.PauseOutput())
         return self._flush()
 
-    def started(self, t_start: float) -> list[Command]:
+    def started(self, t_start: float) -> list[tp.Command]:
         held = self.held
         if held is not None and held.silence:  # the utterance it answers was over: these words go on with it
             self._carry_pcm = self._turns[held.turn].pcm or b""
-            self._drop_held()
+        self._drop_held()
         self.utterance += 1
-        self._no_turn = False
-        self._do(Emit(SpeechStartedEvent(turn=self.number + 1)))
-        self._speech_over_reply(t_start)
-        return self._flush()
+        self._do(tp.Emit(SpeechStartedEvent(turn=self.number + 1)))
+        return self.resumed(t_start)
 
-    def paused(self, event: SpeechPaused) -> list[Command]:
-        self._do(CancelPreview())  # the turn's own pass over the same words goes first
+    def paused(self, event: SpeechPaused) -> list[tp.Command]:
+        self._do(tp.CancelPreview())  # the turn's own pass over the same words goes first
         if self._no_turn or self._ignoring:
             return self._flush()
-        if isinstance(self.floor, Speaking):  # released meanwhile (typed text): this is speech over it
+        if isinstance(self.floor, tp.Speaking):  # released meanwhile (typed text): this is speech over it
             self._speech_over_reply(event.t_start)
         self._drop_held()
-        turn = self._new_turn(self.utterance, self._carry_pcm + event.pcm)
-        judge_at = event.t_end + self.config.judge_after_s if self.config.judge else None
-        self._set_held(Held(turn, event.t_end, judge_at))
-        self._do(Prepare(turn, self._turns[turn].pcm, None, event.t_end))
+        self._hold(event.pcm, event.t_end, event.t_end + self.config.judge_after_s if self.config.judge else None)
         return self._flush()
 
-    def resumed(self, t: float) -> list[Command]:
+    def resumed(self, t: float) -> list[tp.Command]:
         self._drop_held()
         self._no_turn = False
         self._speech_over_reply(t)
         return self._flush()
 
-    def ended(self, event: SpeechEnded) -> list[Command]:
-        self._do(CancelPreview())
+    def ended(self, event: SpeechEnded) -> list[tp.Command]:
+        self._do(tp.CancelPreview())
         held = self.held
         # The turn this utterance belongs to: held, already released at a pause, or the next one.
         number = self.number if held is None and self._answered == self.utterance else self.number + 1
-        self._do(Emit(SpeechStoppedEvent(turn=number, duration_ms=round((event.t_end - event.t_start) * 1000))))
+        self._do(tp.Emit(SpeechStoppedEvent(turn=number, duration_ms=round((event.t_end - event.t_start) * 1000))))
         if self._no_turn:
             self._no_turn = False
         elif held is not None:
@@ -133,52 +98,50 @@ class TurnTaking:
             self._maybe_release(event.t_detected)
         elif self._answered != self.utterance and not self._ignoring:
             # No pause made a turn (pauses are off): one is made now, released once its words are known.
-            turn = self._new_turn(self.utterance, self._carry_pcm + event.pcm)
-            self._set_held(Held(turn, event.t_end, judge_at=None, silence=True))
-            self._do(Prepare(turn, self._turns[turn].pcm, None, event.t_end))
+            self._hold(event.pcm, event.t_end, judge_at=None, silence=True)
         return self._flush()
 
-    def tick(self, now: float, voiced_until: float | None) -> list[Command]:
+    def tick(self, now: float, voiced_until: float | None) -> list[tp.Command]:
         """The time is `now`; the utterance in progress was voiced until `voiced_until` (None: no utterance)."""
         floor = self.floor
-        # Counted from the onset over the reply, not the utterance's: a backchannel that resumed
-        # the reply does not count towards the next interruption. A long one ("Mm hmm" drawn out)
-        # is told apart by its words so far, while the reply stays paused.
-        long = isinstance(floor, Paused) and floor.onset is not None and (voiced_until or 0.0) - floor.onset >= self.config.interrupt_min_s
-        if isinstance(floor, Paused) and long and not floor.checking:
+        # Counted from the onset over the reply, not the utterance's: a backchannel that resumed it does not count towards
+        # the next interruption. A long one ("Mm hmm" drawn out) is told apart by its words so far, the reply still paused.
+        over = (voiced_until or 0.0) - floor.onset if isinstance(floor, tp.Paused) and floor.onset is not None else 0.0
+        if isinstance(floor, tp.Paused) and not floor.checking and over >= self.config.interrupt_min_s:
             self.floor = replace(floor, checking=True)
-            self._do(CheckWords(floor.turn))
-        elif isinstance(floor, Paused) and floor.hinted_at is not None and now - floor.hinted_at > self.config.hint_wait_s:
-            self.floor = Speaking(floor.turn)  # a click, not speech
-            self._do(ResumeOutput("no speech followed the hint"))
+            self._do(tp.CheckWords(floor.turn))
+        elif isinstance(floor, tp.Paused) and floor.hinted_at is not None and now - floor.hinted_at > self.config.hint_wait_s:
+            self.floor = tp.Speaking(floor.turn)  # a click, not speech
+            self._do(tp.ResumeOutput("no speech followed the hint"))
         held = self.held
         if held is not None and held.judge_at is not None and now >= held.judge_at:
             self._set_held(replace(held, judge_at=None))
-            self._do(Judge(held.turn))
+            self._do(tp.Judge(held.turn))
         elif held is not None and held.wait_until is not None and now >= held.wait_until:
             self._maybe_release(now)
         return self._flush()
 
-    def text(self, text: str, now: float) -> list[Command]:
+    def text(self, text: str, now: float) -> list[tp.Command]:
         self._drop_held()
-        if isinstance(self.floor, Speaking | Paused):
+        if isinstance(self.floor, tp.Speaking | tp.Paused):
             self._interrupt("user sent text")
-        turn = self._new_turn(None, None)
-        self._do(Prepare(turn, None, text, None))
+        turn = next(self._ids)
+        self._turns[turn] = _Turn(None, None)
+        self._do(tp.Prepare(turn, None, text, None))
         self._release(turn, EndOfTurn.TEXT, now)
         return self._flush()
 
     # -- inputs: what the turns report ---------------------------------------------------------
 
-    def transcribed(self, turn: int, text: str, now: float, language: str = "en") -> list[Command]:
+    def transcribed(self, turn: int, text: str, now: float, language: str = "en") -> list[tp.Command]:
         info = self._turns.get(turn)
         if info is None:
             return self._flush()
         info.language = language
         floor = self.floor
-        if isinstance(floor, Paused) and floor.onset is not None and floor.turn != turn:
+        if isinstance(floor, tp.Paused) and floor.onset is not None and floor.turn != turn:
             # Spoken over the paused reply: a backchannel or noise resumes it and is no turn.
-            if not meaningful(text) or is_backchannel(text, rules_for(language)):
+            if aside(text, rules_for(language)):
                 self._resume("a backchannel or noise")
                 self._forget(turn)
                 return self._flush()
@@ -191,53 +154,51 @@ class TurnTaking:
         info.user_text = " ".join(t for t in (self._carry_text, text) if meaningful(t))
         if info.number is not None:
             self._carry_text = ""
-        self._do(Respond(turn, info.user_text))
+        self._do(tp.Respond(turn, info.user_text))
         held = self.held
         if held is not None and held.turn == turn:
             self._set_held(replace(held, transcript=text))
             self._maybe_release(now)
         return self._flush()
 
-    def words_so_far(self, text: str | None, language: str = "en") -> list[Command]:
+    def words_so_far(self, text: str | None, language: str = "en") -> list[tp.Command]:
         """What the utterance over the paused reply says so far (None: it could not be transcribed)."""
-        floor = self.floor
-        if isinstance(floor, Paused) and floor.checking:
-            if text is None or (meaningful(text) and not is_backchannel(text, rules_for(language))):
-                self._interrupt("the user kept speaking")
+        if isinstance(self.floor, tp.Paused) and self.floor.checking and (text is None or not aside(text, rules_for(language))):
+            self._interrupt("the user kept speaking")
         return self._flush()
 
-    def judged(self, turn: int, p_finished: float, now: float) -> list[Command]:
+    def judged(self, turn: int, p_finished: float, now: float) -> list[tp.Command]:
         held = self.held
         if held is not None and held.turn == turn and p_finished >= self.config.threshold:
             self._set_held(replace(held, finished=True))
             self._maybe_release(now)
         return self._flush()
 
-    def turn_done(self, turn: int, outcome: Outcome, heard_any: bool = False) -> list[Command]:
+    def turn_done(self, turn: int, outcome: tp.Outcome, heard_any: bool = False) -> list[tp.Command]:
         self._done(turn, outcome, heard_any)
         return self._flush()
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def _done(self, turn: int, outcome: Outcome, heard_any: bool) -> None:
+    def _done(self, turn: int, outcome: tp.Outcome, heard_any: bool) -> None:
         info = self._turns.get(turn)
         if info is None:
             return
         held = self.held
         if held is not None and held.turn == turn:
-            if outcome is Outcome.FAILED and isinstance(self.floor, Listening):
+            if outcome is tp.Outcome.FAILED and isinstance(self.floor, tp.Listening):
                 # Failed while held: the user is told when the turn would have been released.
                 info.failed = True
                 self._set_held(replace(held, transcript=held.transcript or ""))
                 return
             self._set_held(None)
         floor = self.floor
-        if outcome is Outcome.FAILED and isinstance(floor, Paused) and floor.onset is not None and floor.turn != turn:
+        if outcome is tp.Outcome.FAILED and isinstance(floor, tp.Paused) and floor.onset is not None and floor.turn != turn:
             self._resume("the interruption could not be understood")
-        elif isinstance(floor, Speaking | Paused) and floor.turn == turn:
-            self.floor = Listening(floor.held if isinstance(floor, Paused) else None)
-            self._do(Emit(State(StateName.LISTENING, turn=info.number)))
-        if outcome is Outcome.CANCELLED and info.number is not None and info.utterance != self.utterance:
+        elif isinstance(floor, tp.Speaking | tp.Paused) and floor.turn == turn:
+            self.floor = tp.Listening(floor.held if isinstance(floor, tp.Paused) else None)
+            self._do(tp.Emit(State(StateName.LISTENING, turn=info.number)))
+        if outcome is tp.Outcome.CANCELLED and info.number is not None and info.utterance != self.utterance:
             # Cut off: the next utterance continues the same question, unless some of the reply was heard.
             if info.user_text is None:
                 self._carry_pcm = (info.pcm or b"") + self._carry_pcm
@@ -247,23 +208,23 @@ class TurnTaking:
 
     @property
     def _ignoring(self) -> bool:
-        return isinstance(self.floor, Speaking | Paused) and not self.config.barge_in
+        return isinstance(self.floor, tp.Speaking | tp.Paused) and not self.config.barge_in
 
     def _speech_over_reply(self, onset: float) -> None:
         floor = self.floor
-        if not isinstance(floor, Speaking | Paused) or not self.config.barge_in:
+        if not isinstance(floor, tp.Speaking | tp.Paused) or not self.config.barge_in:
             return
         if self.config.interrupt_min_s <= 0:
             self._interrupt("user started speaking")
-        elif isinstance(floor, Speaking):
-            self._do(PauseOutput())
-            self.floor = Paused(floor.turn, onset=onset)
+        elif isinstance(floor, tp.Speaking):
+            self._do(tp.PauseOutput())
+            self.floor = tp.Paused(floor.turn, onset=onset)
         elif floor.onset is None:
             self.floor = replace(floor, onset=onset, hinted_at=None)
 
     def _maybe_release(self, now: float) -> None:
         floor = self.floor
-        held = floor.held if isinstance(floor, Listening) else None
+        held = floor.held if isinstance(floor, tp.Listening) else None
         if held is None or held.transcript is None:
             return  # decided once its words are known, and never over a paused reply
         info = self._turns[held.turn]
@@ -285,40 +246,40 @@ class TurnTaking:
             self._carry_pcm = b""  # part of this turn's audio
         if info.user_text:
             self._carry_text = ""  # part of this turn's question
-        self.floor = Speaking(turn)
-        self._do(Release(turn, info.number, by, now))
+        self.floor = tp.Speaking(turn)
+        self._do(tp.Release(turn, info.number, by, now))
         if info.failed:
-            self._done(turn, Outcome.FAILED, heard_any=False)
+            self._done(turn, tp.Outcome.FAILED, heard_any=False)
 
     def _interrupt(self, why: str) -> None:
         floor = self.floor
-        assert isinstance(floor, Speaking | Paused)
-        self.floor = Listening(floor.held if isinstance(floor, Paused) else None)
-        self._do(Interrupt(floor.turn, why))
-        self._do(Emit(State(StateName.LISTENING, turn=self._turns[floor.turn].number)))
+        assert isinstance(floor, tp.Speaking | tp.Paused)
+        self.floor = tp.Listening(floor.held if isinstance(floor, tp.Paused) else None)
+        self._do(tp.Interrupt(floor.turn, why))
+        self._do(tp.Emit(State(StateName.LISTENING, turn=self._turns[floor.turn].number)))
 
     def _resume(self, why: str) -> None:
         floor = self.floor
-        assert isinstance(floor, Paused)
-        self.floor = Speaking(floor.turn)
+        assert isinstance(floor, tp.Paused)
+        self.floor = tp.Speaking(floor.turn)
         self._no_turn = True
-        self._do(ResumeOutput(why))
+        self._do(tp.ResumeOutput(why))
 
-    def _new_turn(self, utterance: int | None, pcm: bytes | None) -> int:
-        turn = next(self._ids)
-        self._turns[turn] = _Turn(utterance, pcm)
-        return turn
+    def _hold(self, pcm: bytes, t_end: float, judge_at: float | None, silence: bool = False) -> None:
+        """Prepare a reply, held, to the utterance in progress (and any carried over)."""
+        turn, pcm = next(self._ids), self._carry_pcm + pcm
+        self._turns[turn] = _Turn(self.utterance, pcm)
+        self._set_held(tp.Held(turn, t_end, judge_at, silence=silence))
+        self._do(tp.Prepare(turn, pcm, None, t_end))
 
-    def _set_held(self, held: Held | None) -> None:
+    def _set_held(self, held: tp.Held | None) -> None:
         floor = self.floor
-        if isinstance(floor, Listening | Paused):
+        if isinstance(floor, tp.Listening | tp.Paused):
             self.floor = replace(floor, held=held)
 
     def _drop_held(self) -> None:
-        held = self.held
-        if held is not None:
-            self._set_held(None)
-            self._forget(held.turn)
+        if self.held is not None:
+            self._forget(self.held.turn)
 
     def _forget(self, turn: int) -> None:
         """A turn that was never released ends here, without trace."""
@@ -327,11 +288,11 @@ class TurnTaking:
             self._set_held(None)
         info = self._turns.pop(turn, None)
         if info is not None and info.number is None:
-            self._do(Drop(turn))
+            self._do(tp.Drop(turn))
 
-    def _do(self, command: Command) -> None:
+    def _do(self, command: tp.Command) -> None:
         self._out.append(command)
 
-    def _flush(self) -> list[Command]:
+    def _flush(self) -> list[tp.Command]:
         out, self._out = self._out, []
         return out

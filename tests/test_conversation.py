@@ -282,6 +282,17 @@ async def test_a_failing_stage_is_an_error_event_and_the_next_turn_works():
     await h.close()
 
 
+async def test_a_turn_that_fails_after_its_transcript_was_out_still_ends_with_a_reply_event():
+    h = Harness()
+    h.llm.fail_after = 1
+    h.conversation.on_text("What is the capital of France?")
+    await h.silence(1.0)
+    assert [e["type"] for _, e in h.events if e["type"] in ("transcript", "error", "reply")] == ["transcript", "error", "reply"]
+    assert h.of("reply")[0]["interrupted"] is True and h.of("reply")[0]["heard"] == ""
+    assert h.conversation.history.entries == []  # nothing was heard: nothing to remember
+    await h.close()
+
+
 async def test_typed_text_interrupts_and_is_answered():
     h = Harness(llm=FakeLLM(LONG))
     await _talking(h)

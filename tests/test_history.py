@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
 from pipeline.engines.local_llm import choose_preset
-from pipeline.history import History
+from pipeline.history import DEFAULT_SYSTEM_PROMPT, History
 from settings import load_settings
 
 pytestmark = pytest.mark.fast

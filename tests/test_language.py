@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.language import code_of, is_backchannel, meaningful, next_language, rules_for, script_language, sounds_unfinished
+from pipeline.language import aside, code_of, is_backchannel, meaningful, next_language, rules_for, script_language, sounds_unfinished
 
 
 @pytest.mark.parametrize(
@@ -86,6 +86,9 @@ def test_portuguese_rules(text, backchannel, unfinished):
         ("en", "Bonjour, ça va bien?", "fr", "en"),  # a language not accepted keeps the current one
         ("en", "Tudo bem? Como vai?", "pt", "pt"),
         ("pt", "Tá bom.", "pt", "pt"),
+        ("en", "中国的首都是哪里？", "", "zh"),  # the recogniser did not say: judged by the script
+        ("zh", "What is the capital of France?", "", "en"),
+        ("en", "[BLANK_AUDIO]", "zh", "en"),  # no words, no switch
     ],
 )
 def test_the_language_is_sticky_across_short_utterances(current, text, heard, expected):
@@ -112,3 +115,18 @@ def test_language_names_endpoints_answer_with(name, code):
 )
 def test_script_language(text, accepted, expected):
     assert script_language(text, accepted) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Mm hmm.", "en", True),
+        ("", "en", True),
+        ("[BLANK_AUDIO]", "en", True),
+        ("嗯嗯。", "zh", True),
+        ("Wait, stop.", "en", False),
+        ("等一下", "zh", False),
+    ],
+)
+def test_words_over_a_reply_that_do_not_take_the_floor(text, language, expected):
+    assert aside(text, rules_for(language)) is expected

@@ -281,7 +281,7 @@ async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> No
     session after other questions, gets the same words. (An identical prompt asked twice in a row is
     the exception: llama.cpp then reuses the whole cached prompt and recomputes only its last token,
     whose logits differ in the last bits from a whole-batch evaluation; see docs/models.md.)"""
-    from pipeline.conversation import DEFAULT_SYSTEM_PROMPT
+    from pipeline.history import DEFAULT_SYSTEM_PROMPT
 
     assert LocalLLM.from_settings(settings()).temperature == 0.0
 
