@@ -14,7 +14,9 @@ import time
 from aiohttp import web
 
 from pipeline.engines.base import Engines
-from pipeline.wiring import pipeline_factory, warm_up, warm_up_messages
+from pipeline.mcp_tools import McpServers
+from pipeline.tools import built_in
+from pipeline.wiring import offered_tools, pipeline_factory, warm_up, warm_up_messages
 from rtc.http import HttpConfig, create_app
 from rtc.ice import use_host_addresses
 from rtc.session import SESSION_ID
@@ -39,20 +41,23 @@ def build_app(settings: Settings) -> web.Application:
 
         engines = build_engines(settings)
     use_host_addresses(settings.ice_host_list)
-    config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines), engines.readiness if engines else dict)
+    mcp = McpServers(settings.mcp_server_list, reserved=[tool.name for tool in built_in(settings.tool_list)])
+    config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines, mcp.tools), engines.readiness if engines else dict)
     config.worker = worker_index() or 0
     app = create_app(config)
     if engines is not None:
-        app.on_startup.append(lambda _app: _start_engines(engines, settings))
+        app.on_startup.append(lambda _app: _start_engines(engines, settings, mcp))
         app.on_cleanup.append(lambda _app: engines.close())
+        app.on_cleanup.append(lambda _app: mcp.close())
     return app
 
 
-async def _start_engines(engines: Engines, settings: Settings) -> None:
+async def _start_engines(engines: Engines, settings: Settings, mcp: McpServers) -> None:
     started = time.monotonic()
     await engines.start()
     log.info("engines ready in %.1f s: %s", time.monotonic() - started, engines.readiness())
-    await warm_up(engines, settings)
+    await mcp.start()  # before warm-up: their tools are part of every prompt
+    await warm_up(engines, settings, mcp.tools)
 
 
 class _SessionField(logging.Filter):
@@ -137,7 +142,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         model = BoxModelServer(LocalLLM.from_settings(settings))
         log.info("loading the LLM once for this box's %d workers", n)
         try:
-            endpoint = model.start(_free_port("127.0.0.1"), warm=warm_up_messages(settings))
+            endpoint = model.start(_free_port("127.0.0.1"), warm=warm_up_messages(settings), tools=offered_tools(settings))
         except Exception as exc:
             log.error("the LLM could not start: %s", exc)
             return 2

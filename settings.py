@@ -185,6 +185,19 @@ class Settings:
     )
     # Greedy by default: sampling was never more often right on the evaluation set (docs/decisions/0005).
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")
+    # tools
+    tools: str = _opt(
+        "clock,arithmetic",
+        "Built-in tools, comma-separated: `clock` (the date and time where the user is: the page says, else `TIMEZONE`), `arithmetic` (exact). Empty: none, the LLM only talks. The openai engine offers them as `tools` (the endpoint must support function calling); the embedded one calls them from the user's words (docs/decisions/0014).",
+    )
+    mcp_servers: str = _opt(
+        "",
+        "MCP servers whose tools the LLM may also call, `;`-separated: a Streamable HTTP URL (`http://127.0.0.1:8931/mcp`) or a command that speaks MCP on stdio (`npx -y @modelcontextprotocol/server-everything`). Each is connected once at start; one that cannot be reached is logged and left out.",
+    )
+    tool_timeout_s: float = _opt(
+        5.0, "How long a tool may run before the assistant says it could not do it (an `error` event, stage `tool`)."
+    )
+    timezone: str = _opt("", "IANA time zone of the clock tool until the page reports the user's (`Europe/Lisbon`). Empty: UTC.")
     # engines: text to speech
     tts_engine: str = _opt(
         "local",
@@ -230,6 +243,14 @@ class Settings:
     @property
     def language_list(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(code.strip().lower() for code in self.languages.split(",") if code.strip()))
+
+    @property
+    def mcp_server_list(self) -> list[str]:
+        return [spec.strip() for spec in self.mcp_servers.split(";") if spec.strip()]
+
+    @property
+    def tool_list(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name.strip().lower() for name in self.tools.split(",") if name.strip()))
 
     @property
     def voice_map(self) -> dict[str, str]:
@@ -292,6 +313,14 @@ class Settings:
             raise SettingsError(f"LANGUAGES must be comma-separated two-letter ISO 639-1 codes (en,zh); got {self.languages!r}")
         if any("=" not in item for item in self.tts_voices.split(",") if item.strip()):
             raise SettingsError(f"TTS_VOICES must be code=voice pairs, comma-separated (zh=cmn); got {self.tts_voices!r}")
+        from pipeline.tools import BUILT_IN, timezone_named
+
+        if unknown := [name for name in self.tool_list if name not in BUILT_IN]:
+            raise SettingsError(f"TOOLS must name built-in tools ({', '.join(BUILT_IN)}); got {', '.join(unknown)}")
+        if self.tool_timeout_s <= 0:
+            raise SettingsError("TOOL_TIMEOUT_S must be a positive number of seconds")
+        if self.timezone and getattr(timezone_named(self.timezone), "key", None) != self.timezone:
+            raise SettingsError(f"TIMEZONE must be an IANA time zone such as Europe/Lisbon; got {self.timezone!r}")
         if not 1 <= self.llm_parallel <= 16:
             raise SettingsError("LLM_PARALLEL must be 1..16")
         if not 0 <= self.port < 65536:

@@ -1,4 +1,4 @@
-"""`python -m bench [all|latency|bargein|turns|network|scale|quality|languages ...] [--quick] [--engines standin|local|both]`
+"""`python -m bench [all|latency|bargein|turns|network|scale|quality|languages|tools ...] [--quick] [--engines standin|local|both]`
 
 Starts the real server (and the OpenAI-protocol stand-in) as subprocesses, drives them with
 real aiortc peers from this process over loopback, prints tables, compares the headline
@@ -26,7 +26,7 @@ from bench.context import Ctx, Options
 from bench.procs import RESULTS, ROOT, Standin, kill_all
 from bench.stats import LoopLag
 
-PARTS = ["latency", "bargein", "turns", "network", "scale", "quality", "languages"]
+PARTS = ["latency", "bargein", "turns", "network", "scale", "quality", "languages", "tools"]
 
 
 async def _part(name: str, ctx: Ctx) -> dict[str, Any]:

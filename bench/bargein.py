@@ -1,18 +1,6 @@
 """Barge-in: the client says "Wait, stop." over a long reply; how soon does that reply's audio stop?
 
-Per trial, a fresh session: a typed request for a long reply (the stand-in's 12 sentences);
-0.8-1.6 s after `state speaking` (random phase) the client speaks the interruption. The stand-in
-transcribes it as its words, so the product takes it as a real interruption, ends the reply and
-answers it; that answer starts STANDIN_REPLY_DELAY_S late, and every audible frame counted below
-arrived before the answer's first `reply_delta` or `speaking` event: the interrupted reply's.
-
-    onset    = the interruption clip's send time + offset of its first voiced 10 ms (client media time)
-    stop     = last audible frame of the interrupted reply received - onset
-    detect   = speech_started event received - onset
-    stale    = its audible frames arriving more than STALE_AFTER_S after speech_started (the server
-               has flushed by then; what was in flight and in the client's jitter buffer has arrived)
-    resumed  = its audible frames after a silent gap >= GAP_S that began after speech_started
-"""
+What it measures and how each figure is defined: bench/README.md, "bargein"."""
 
 from __future__ import annotations
 

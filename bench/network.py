@@ -1,18 +1,6 @@
 """`python -m bench network`: what a lossy, jittery uplink does to what the server hears.
 
-For each uplink condition, a fresh real aiortc peer whose outgoing RTP goes through
-kit/impair.py (user space: this kernel has no sch_netem) asks the same spoken questions (the
-first questions of the evaluation set, espeak-ng and flite voices in turn), on the product's
-default inbound path. Per condition: turns lost (no transcript or reply within the timeout),
-voice-to-voice p50 at the client, the packets the impairment dropped, and from the server's
-/metrics the frames it made up (concealed or rebuilt from FEC), the packets it dropped as late
-and its inbound delay, each against the clean run. With the embedded engines also transcript
-WER and answers right (the stand-in's transcript is the question's text whatever it hears).
-
-The client sends Opus in-band FEC when the server's answer asks for it (useinbandfec=1), as
-Chrome and Firefox do; the last condition's client never does, to show what concealment
-alone gives.
-"""
+What it measures and how each figure is defined: bench/README.md, "network"."""
 
 from __future__ import annotations
 

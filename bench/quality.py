@@ -1,23 +1,6 @@
 """`python -m bench quality`: the spoken evaluation set through the whole product, embedded engines.
 
-Every item of bench/eval_set.py (48 questions, 8 conversations) is spoken in every voice group of
-kit/eval_voices.py (espeak = seen; flite, festival, and all of them under 15 dB of pink noise =
-held out) by a real aiortc peer into the real server (a subprocess on loopback), and the real
-recordings (pocketsphinx-testdata, asterisk prompts) are spoken too, for their transcripts. Each
-question and each conversation is a fresh session: nothing carries over.
-
-    answers right   per voice group and over all; tune and held-out halves apart; conversation
-                    steps apart (a follow-up, after a barge-in, after a thinking pause);
-    transcript WER  per voice group (the product's own `transcript` events, all of a turn's
-                    utterances; kit.wer) and on the real recordings;
-    voice-to-voice  the client's: end of its speech -> first audible reply frame, p50/p95, from a
-                    sequential pass over the first LATENCY_ITEMS questions of each group (sessions
-                    run CONCURRENCY at a time for the rest, which would add queueing to latency).
-
-A barge-in step is spoken `delay_s` after the first audible frame of the reply it interrupts.
-`--quick`: every 4th question, 2 conversations, a third of the recordings. The stand-in's
-answers are fixed, so with the stand-in engines only this part says it needs the embedded ones.
-"""
+What it measures and how each figure is defined: bench/README.md, "quality"."""
 
 from __future__ import annotations
 

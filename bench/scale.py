@@ -1,30 +1,6 @@
 """Scale: how many full-duplex sessions one box holds, and how long people wait when several ask at once.
 
-Stand-in engines (zero delay): 1, 2, 3, ... 40 concurrent sessions (quick: 1, 5), each speaking a
-short question every few seconds (random phase), measured over a fixed window per level:
-
-    server CPU       utime+stime of the server's process tree from /proc, per session
-    loop lag         the bench probe in the server process (bench/probe_server.py); client's own too
-    jitter           |inter-arrival - 20 ms| of the server's frames to the clients, pooled, p99: on the
-                     wire (the kernel's timestamp, bench/wire.py; the one the limit applies to where it
-                     can be read) and at the client peers' RTP arrival
-    frames lost      expected frames from first to last arrival at 20 ms, minus received
-    turn overhead    `speaking` - `speech_stopped` event as they arrive at the client (the server's
-                     end-of-turn decision to its first reply frame leaving; the network cancels out)
-
-It stops at the first level that breaks a limit (jitter p99 >= 10 ms or overhead p95 >= 100 ms),
-or after the largest size; a full run then measures one size halfway between the last passing
-size and the failing one, and the same again with WORKERS=2. The stand-in sessions stand for
-people on other machines: their client peers are light (pre-encoded mic packets, replies timed
-and sized, never decoded; `--full-clients` for ones that encode and decode) and run with the
-stand-in at nice 10 (`--client-nice`), so the server gets the cores first.
-
-Embedded engines: 1, 2, 4 sessions asking the same question at the same moment (two questions,
-two rounds; one session alone asks four times the rounds), one session's question while another's
-long reply is written and spoken, and the box's memory after warm-up (PSS of the process tree),
-with one worker and with WORKERS=2. "vs 1" compares each question's p50 with its own p50 alone
-and takes the geometric mean over the questions, since their replies differ about 2x in length.
-"""
+What it measures and how each figure is defined: bench/README.md, "scale"."""
 
 from __future__ import annotations
 

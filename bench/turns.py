@@ -1,33 +1,6 @@
 """Turn-taking, on the product's defaults: plain questions, thinking pauses, backchannels, coughs, echo.
 
-On the stand-in (zero delays) and on the embedded engines. Every figure comes from the client:
-the time each clip's first sample left the microphone plus the offsets of its first/last
-voiced 10 ms (RMS > 300), and the arrival times of events and audio frames (audible: RMS > 500).
-The client's microphone adds a -55 dBFS noise floor to everything it sends (below the server's
--50 dBFS VAD floor). Barge-in is its own part (bench/bargein.py).
-
-    v2v          plain questions: first audible reply frame received - end of the client's last voiced
-                 audio (counted from the `state speaking` of the reply if that arrives later). Seen
-                 voices (espeak-ng) and held-out voices (flite) apart.
-    talk-over    questions with a thinking pause (0.4 / 0.8 / 1.0 / 1.2 s):
-                 any audible frame received between the question's first and last voiced sample.
-    ended        a long reply; 1.5 s after its first audible frame the client says a backchannel
-                 ("mm-hmm" ...) or coughs (synthetic). Ended = that reply's `reply` event says
-                 interrupted, or its audio stops for > 1.5 s within 4 s of the onset.
-    echo         a long reply while the client mixes what it receives into what it sends, 25 dB down
-                 (and, fewer trials, 15 dB down: a louder speaker) and 50-100 ms late;
-                 5 s from the first audible frame.
-                 Self-interruption = any `speech_started`, or a `reply` with interrupted: true (the
-                 client said nothing).
-
-Spoken questions are followed without relying on turn ids: to the first `reply` (not interrupted)
-or `error` after the end of speech, or `hold_s` past the first `state speaking` after it (a longer
-reply is then cut by closing the session), or "no reply" once the server has been listening with no
-event for a while. Every long-reply trial gets a fresh session.
-
-The stand-in transcribes by a fixed text per trial (`stt_text`, trials are sequential), not by call
-order: the product may transcribe one question several times (at each pause).
-"""
+What it measures and how each figure is defined: bench/README.md, "turns"."""
 
 from __future__ import annotations
 

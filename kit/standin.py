@@ -127,6 +127,9 @@ class StandinConfig:
     llm_status: int = 200
     llm_cut_after: int | None = None  # drop the connection after this many content tokens, without [DONE]
     llm_malformed: bool = False  # send an SSE event whose data is not JSON
+    # Calls ({"name", "arguments"}) streamed instead of words when the request offers tools and its
+    # last message is not a tool's result, in fragments as OpenAI sends them
+    llm_tool_calls: list[dict[str, str]] = field(default_factory=list)
     # text to speech
     tts_first_chunk_delay: float = 0.0  # after the headers, before the first audio byte
     tts_chunk_delay: float = 0.0  # between chunks
@@ -363,6 +366,14 @@ class _Server:
         try:
             await resp.write(chunk({"role": "assistant", "content": ""}))
             await asyncio.sleep(cfg.llm_first_token_delay)
+            if body.get("tools") and cfg.llm_tool_calls and (messages[-1:] or [{}])[0].get("role") != "tool":
+                for index, call in enumerate(cfg.llm_tool_calls):
+                    start = {"index": index, "id": f"call_{self._ids}_{index}", "type": "function"}
+                    await resp.write(chunk({"tool_calls": [start | {"function": {"name": call["name"], "arguments": ""}}]}))
+                    half = len(call["arguments"]) // 2
+                    for part in (call["arguments"][:half], call["arguments"][half:]):
+                        await resp.write(chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]}))
+                tokens, finish = [], "tool_calls"
             for i, token in enumerate(tokens):
                 if i:
                     await asyncio.sleep(cfg.llm_token_delay)

@@ -3,9 +3,9 @@
 Turn-taking (pipeline/turn_taking.py) is pure: it is fed the segmenter's events, the time,
 typed text and what the turns report, and answers with commands. This module owns everything
 with a lifetime: the running turns (pipeline/turn.py) and their tasks, the history, the rate
-limit and the passes over words in progress (pipeline/preview.py). It also owns the echo gate:
-while the reply plays, the segmenter's level gate is raised to the reply's own recent level
-minus `echo_gate_db`, so the assistant's voice coming back into the microphone is not the user's.
+limit, the tools and the passes over words in progress (pipeline/preview.py), and the echo gate:
+while a reply plays, the segmenter's level gate rises to the reply's recent level minus
+`echo_gate_db`, so its own voice coming back into the microphone is not the user's.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
 from pipeline.rate_limit import RateLimit
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
+from pipeline.tools import ToolsConfig
 from pipeline.turn import Turn, failures_of
 from pipeline.turn_protocol import Outcome, TurnTakingConfig
 from pipeline.turn_taking import TurnTaking
@@ -49,6 +50,7 @@ class ConversationConfig:
     partial_every_ms: int = 1000  # a pass over the words so far after each this much speech (0: off)
     languages: tuple[str, ...] = ("en",)  # accepted; the first until the user speaks another
     repeat_below_logprob: float = float("-inf")  # a transcript less sure than this is asked again, not answered
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     turn_taking: TurnTakingConfig = field(default_factory=TurnTakingConfig)
 
     @classmethod
@@ -64,6 +66,7 @@ class ConversationConfig:
             partial_every_ms=settings.partial_every_ms,
             languages=settings.language_list,
             repeat_below_logprob=settings.repeat_below_logprob,
+            tools=ToolsConfig.from_settings(settings),
             turn_taking=TurnTakingConfig.from_settings(settings),
         )
 
@@ -86,6 +89,7 @@ class Conversation:
         self.language = config.languages[0]  # what the user speaks now
         self._closed = False
         self._rate = RateLimit(config.max_turns_per_minute)
+        self.tools = config.tools.toolbox()
         self._preview = Preview(engines, self._emit, config.partial_every_ms / 1000)
         audio.add_listener(self._on_playback)
         self._emit(State(StateName.LISTENING))
@@ -110,6 +114,8 @@ class Conversation:
             elif isinstance(event, SpeechEnded):
                 self._run(machine.ended(event))
         self._run(machine.tick(self._now, self._segmenter.voiced_until))
+        for turn in list(self.turns.values()):
+            turn.tick(self._now)
         if self._segmenter.speaking and machine.previewing:
             self._preview.feed(
                 machine.utterance, self._segmenter.speech_span(), self._segmenter.utterance_pcm, self.history.user_context, self.language
@@ -117,6 +123,10 @@ class Conversation:
 
     def on_text(self, text: str) -> None:
         self._run(self.turn_taking.text(text, self._now))
+
+    def on_timezone(self, name: str) -> None:
+        if self.tools is not None and not self.tools.set_timezone(name):
+            self._emit(Error("input", f"unknown time zone {name[:64]!r}: expected an IANA name such as Europe/Lisbon"))
 
     async def close(self) -> None:
         self._closed = True
@@ -136,10 +146,7 @@ class Conversation:
                 self._prepare(command)
             elif isinstance(command, tp.Release):
                 self._release(command)
-            elif isinstance(command, tp.Judge):
-                turn = self.turns[command.turn]
-                if turn.done:
-                    continue
+            elif isinstance(command, tp.Judge) and not (turn := self.turns[command.turn]).done:
                 audio = self._segmenter.utterance_pcm()[-int(TURN_MODEL_AUDIO_S * RATE) * 2 :]
                 turn.spawn(self._judge(turn, audio), f"turn-{turn.id}-judge")
             elif isinstance(command, tp.CheckWords):
@@ -160,7 +167,7 @@ class Conversation:
             elif isinstance(command, tp.ResumeOutput):
                 log.info("reply resumed: %s", command.why)
                 self._audio.resume()
-            else:
+            elif isinstance(command, tp.CancelPreview):
                 self._preview.cancel()
 
     def _prepare(self, command: tp.Prepare) -> None:
@@ -177,6 +184,8 @@ class Conversation:
             max_reply_chars=self.config.max_reply_chars,
             stt_prompt=self.history.user_context() if command.pcm is not None else "",
             language=self.language,
+            tools=self.tools,
+            clock=lambda: self._now,
         )
         self.turns[turn.id] = turn
         turn.start(self._drive(turn))  # scheduled, not run: the commands after this one come first
@@ -199,19 +208,9 @@ class Conversation:
     # -- one turn ------------------------------------------------------------------
 
     async def _judge(self, turn: Turn, pcm: bytes) -> None:
-        """Ask the end-of-turn model about the pause that made `turn`."""
-        detector = self._engines.turn
-        assert detector is not None
-        started = time.monotonic()
-        try:
-            async with failures_of("turn"):
-                p = await detector.complete(pcm, RATE)
-        except EngineError as exc:
-            log.warning("end-of-turn model failed (%s); waiting for the silence instead", exc.message)
-            return
-        turn.metrics.turn_detect_ms = round((time.monotonic() - started) * 1000, 1)
-        turn.metrics.turn_complete = round(p, 3)
-        self._run(self.turn_taking.judged(turn.id, p, self._now))
+        p = await turn.judge(pcm)
+        if p is not None:
+            self._run(self.turn_taking.judged(turn.id, p, self._now))
 
     async def _check_words(self, pcm: bytes) -> None:
         heard: Heard | None = None
@@ -249,7 +248,7 @@ class Conversation:
             await turn.respond(self.history.messages(turn.user_text, instruction), turn.user_text, said)
             reply = turn.reply.strip()
             if not turn.misheard:
-                self.history.add_turn(turn.user_text, reply)
+                self.history.add_turn(turn.user_text, reply, acts=tuple(turn.acts))
             turn.emit(Reply(reply, interrupted=False, heard=reply))
             outcome = Outcome.COMPLETED
         except asyncio.CancelledError:
@@ -269,15 +268,15 @@ class Conversation:
             if outcome is not Outcome.FAILED or not turn.held:  # turn-taking keeps a failed held turn until its release
                 self.turns.pop(turn.id, None)
             if not self._closed:
-                self._run(self.turn_taking.turn_done(turn.id, outcome, turn.heard_any))
+                self._run(self.turn_taking.turn_done(turn.id, outcome, kept=turn.heard_any or bool(turn.acts)))
 
     def _cut_short(self, turn: Turn) -> None:
         """A released turn ended before its reply (interrupted, or a stage failed): keep what the user heard."""
         if self._closed or turn.held or not turn.user_text:
             return  # a held turn leaves no trace; one cut off before it answered may carry on (turn-taking)
         heard = turn.heard()
-        if turn.heard_any and not turn.misheard:
-            self.history.add_turn(turn.user_text, heard, interrupted=True)
+        if (turn.heard_any or turn.acts) and not turn.misheard:  # a tool that ran is remembered, heard or not
+            self.history.add_turn(turn.user_text, heard, interrupted=True, acts=tuple(turn.acts))
         # Every turn whose transcript was sent ends with a reply event, an empty one if it was
         # cut off before any reply, so a client can close the turn it opened.
         turn.emit(Reply(turn.reply.strip(), interrupted=True, heard=heard))

@@ -35,6 +35,9 @@ class EchoPipeline:
     def on_text(self, text: str) -> None:
         """Typed text has nothing to echo in a mic test."""
 
+    def on_timezone(self, name: str) -> None:
+        """A mic test has no clock."""
+
     def _on_playback(self, event: Playback) -> None:
         mark = event.mark
         if isinstance(mark, tuple) and mark[0] == "echo":

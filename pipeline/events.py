@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-Stage = Literal["stt", "llm", "tts", "turn", "input", "session", "rate"]
+Stage = Literal["stt", "llm", "tts", "turn", "tool", "input", "session", "rate"]
 
 
 class EndOfTurn(StrEnum):
@@ -87,6 +87,25 @@ class Reply(Event):
     text: str  # the whole reply as generated (up to the interruption)
     interrupted: bool
     heard: str  # what left the outbound track, i.e. what the user heard
+    turn: int | None = None
+
+
+@dataclass
+class ToolCallEvent(Event):
+    """The reply runs a tool (only once released: a held reply never acts)."""
+
+    type: ClassVar[str] = "tool_call"
+    name: str
+    arguments: str  # JSON, as the model wrote it
+    turn: int | None = None
+
+
+@dataclass
+class ToolResultEvent(Event):
+    type: ClassVar[str] = "tool_result"
+    name: str
+    ok: bool  # False: it failed, timed out or was cancelled
+    ms: float
     turn: int | None = None
 
 

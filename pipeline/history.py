@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.engines.base import Message
+from pipeline.tools import Act
 
 # A plain, factual instruction that asks for the answer first suits a small model, and one or two
 # short sentences keep the first sentence (what the voice waits for) short (docs/decisions).
@@ -22,6 +23,7 @@ class Entry:
     role: str  # "user" | "assistant"
     text: str
     interrupted: bool = False  # an assistant reply cut short: `text` is what the user heard
+    acts: tuple[Act, ...] = ()  # the tools the reply ran before it, with their outcomes
 
 
 @dataclass
@@ -31,9 +33,9 @@ class History:
     max_chars: int = 6000
     entries: list[Entry] = field(default_factory=list)
 
-    def add_turn(self, user: str, assistant: str, interrupted: bool = False) -> None:
+    def add_turn(self, user: str, assistant: str, interrupted: bool = False, acts: tuple[Act, ...] = ()) -> None:
         self.entries.append(Entry("user", user))
-        self.entries.append(Entry("assistant", assistant, interrupted))
+        self.entries.append(Entry("assistant", assistant, interrupted, acts))
         self._trim()
 
     def _trim(self) -> None:
@@ -68,6 +70,7 @@ class History:
         system = f"{self.system_prompt} {instruction}" if instruction else self.system_prompt
         out: list[Message] = [{"role": "system", "content": system}]
         for entry in self.entries:
+            out.extend(Act.messages(entry.acts))
             if entry.interrupted:
                 out.append({"role": "assistant", "content": f"{entry.text} —" if entry.text else "—"})
                 out.append({"role": "system", "content": interrupted_note(entry.text)})

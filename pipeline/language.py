@@ -32,6 +32,8 @@ class Rules:
     silence_phrases: frozenset[str] = frozenset()
     answer_in: str = ""  # told to the LLM where several languages are accepted
     repeat: str = "Sorry, I didn't catch that. Could you say it again?"  # what it says when it likely misheard
+    one_moment: str = "One moment."  # said while a tool takes its time
+    could_not: str = "Sorry, I couldn't do that just now."  # said when a tool timed out
 
 
 ENGLISH = Rules(
@@ -73,6 +75,8 @@ CHINESE = Rules(
     spaced=False,
     answer_in="The user is speaking Mandarin Chinese: answer in Simplified Chinese (简体中文), in plain sentences.",
     repeat="抱歉，我没听清楚。您能再说一遍吗？",
+    one_moment="请稍等。",
+    could_not="抱歉，我现在做不到。",
     silence_phrases=frozenset({
         "字幕由amara.org社群提供", "小编字幕由amara.org社区提供", "请不吝点赞订阅转发打赏支持明镜与点点栏目",
         "谢谢观看", "谢谢大家观看", "感谢观看", "字幕志愿者", "中文字幕", "优优独播剧场", "请订阅我的频道",
@@ -94,6 +98,8 @@ PORTUGUESE = Rules(
     silence_phrases=frozenset({"legendas pela comunidade amara.org", "obrigado por assistir", "obrigada por assistir"}),
     answer_in="The user is speaking Portuguese: answer in Brazilian Portuguese.",
     repeat="Desculpe, não entendi. Pode repetir?",
+    one_moment="Um momento.",
+    could_not="Desculpe, não consegui fazer isso agora.",
 )  # fmt: skip
 
 RULES: dict[str, Rules] = {"en": ENGLISH, "zh": CHINESE, "pt": PORTUGUESE}

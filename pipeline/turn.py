@@ -18,22 +18,38 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Hashable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import numpy as np
 
-from pipeline.engines.base import EngineError, Engines, Heard, Message
+from pipeline.engines.base import EngineError, Engines, Heard, Message, ToolCall
 from pipeline.engines.workers import needed_by
-from pipeline.events import Error, Event, Metrics, ReplyDelta, Stage, State, StateName, Transcript, TranscriptPartial
-from pipeline.language import meaningful
+from pipeline.events import (
+    Error,
+    Event,
+    Metrics,
+    ReplyDelta,
+    Stage,
+    State,
+    StateName,
+    ToolCallEvent,
+    ToolResultEvent,
+    Transcript,
+    TranscriptPartial,
+)
+from pipeline.language import meaningful, rules_for
 from pipeline.loops import find_loop
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
 from pipeline.segmenter import RATE
 from pipeline.sentences import SentenceSplitter, speakable
+from pipeline.tools import Act, Toolbox, ToolFailed
 
 log = logging.getLogger("pipeline.turn")
+
+MAX_TOOL_ROUNDS = 3  # then the model is asked again without tools, so that it answers
+ONE_MOMENT_AFTER_S = 1.0  # a tool still running this long gets a short spoken filler
 
 
 @asynccontextmanager
@@ -58,6 +74,14 @@ def trim_leading_silence(pcm: bytes, rate: int, threshold: int = 300, keep_ms: i
     return samples[start:].tobytes()
 
 
+@dataclasses.dataclass
+class _Running:
+    since: float  # media time it started
+    task: asyncio.Task[str]
+    say: Callable[[str], None]
+    expired: bool = False
+
+
 class Turn:
     def __init__(
         self,
@@ -72,6 +96,8 @@ class Turn:
         max_reply_chars: int = 1500,
         stt_prompt: str = "",
         language: str = "en",
+        tools: Toolbox | None = None,
+        clock: Callable[[], float] = time.monotonic,  # the conversation's media time
     ) -> None:
         self.id = id  # unique in the session; `number` is what events carry, once released
         self.number: int | None = None
@@ -85,6 +111,11 @@ class Turn:
         self.transcript: str | None = None  # the STT pass (or the typed text), once done
         self.language = language  # the conversation's so far; what the user spoke and the reply is in, once known
         self.misheard = False  # its words were too unsure to answer: the user is asked to repeat
+        self.acts: list[Act] = []  # the tools it ran, each with its outcome
+        self._tools = tools
+        self._said_one_moment = False
+        self._running: _Running | None = None  # the tool running now
+        self._clock = clock
         self._engines = engines
         self._audio = audio
         self._emit = emit
@@ -250,30 +281,101 @@ class Turn:
             sentences.put_nowait(sentence)
 
         with needed_by(asked):  # the first sentence gates the first audio
-            source = _said(said) if said is not None else self._engines.llm.stream(messages)
-            async with failures_of("llm"), aclosing(source) as stream:
-                async for delta in stream:
-                    if not delta:
-                        continue
-                    if metrics.llm_first_token_ms is None:
-                        metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
-                    if len(self.reply) + len(delta) > self._max_reply_chars:
-                        log.info("turn %d: reply cut at %d characters", self.id, self._max_reply_chars)
-                        break  # leaving the block closes the stream, which stops generation
-                    cut = find_loop(self.reply + delta)
-                    if cut is not None:  # the model is repeating itself: keep the first copy, stop it
-                        delta = (self.reply + delta)[len(self.reply) : cut] if cut > len(self.reply) else ""
-                    if delta:
-                        self.reply += delta
-                        self.emit(ReplyDelta(delta))
-                        for sentence in splitter.feed(delta):
-                            ready(sentence)
-                    if cut is not None:
-                        log.info("turn %d: reply cut where it started to loop", self.id)
-                        break
+            for step in range(MAX_TOOL_ROUNDS + 1):
+                offered = self._tools.specs if self._tools is not None and step < MAX_TOOL_ROUNDS else None
+                llm = self._engines.llm
+                source = _said(said) if said is not None else llm.stream(messages, offered) if offered else llm.stream(messages)
+                calls: list[ToolCall] = []
+                async with failures_of("llm"), aclosing(source) as stream:
+                    async for delta in stream:
+                        if isinstance(delta, ToolCall):
+                            calls.append(delta)
+                            continue
+                        if not delta:
+                            continue
+                        if metrics.llm_first_token_ms is None:
+                            metrics.llm_first_token_ms = round((time.monotonic() - asked) * 1000, 1)
+                        if len(self.reply) + len(delta) > self._max_reply_chars:
+                            log.info("turn %d: reply cut at %d characters", self.id, self._max_reply_chars)
+                            break  # leaving the block closes the stream, which stops generation
+                        cut = find_loop(self.reply + delta)
+                        if cut is not None:  # the model is repeating itself: keep the first copy, stop it
+                            delta = (self.reply + delta)[len(self.reply) : cut] if cut > len(self.reply) else ""
+                        if delta:
+                            self.reply += delta
+                            self.emit(ReplyDelta(delta))
+                            for sentence in splitter.feed(delta):
+                                ready(sentence)
+                        if cut is not None:
+                            log.info("turn %d: reply cut where it started to loop", self.id)
+                            break
+                if not calls or not await self._act(calls, ready):
+                    break
+                messages = [*messages, *Act.messages(self.acts[-len(calls) :])]
         for sentence in splitter.flush():
             ready(sentence)
         sentences.put_nowait(None)
+
+    async def judge(self, pcm: bytes) -> float | None:
+        """The end-of-turn model's P(finished) at the pause that made this turn; None if it failed."""
+        detector = self._engines.turn
+        assert detector is not None
+        started = time.monotonic()
+        try:
+            async with failures_of("turn"):
+                p = await detector.complete(pcm, RATE)
+        except EngineError as exc:
+            log.warning("end-of-turn model failed (%s); waiting for the silence instead", exc.message)
+            return None
+        self.metrics.turn_detect_ms = round((time.monotonic() - started) * 1000, 1)
+        self.metrics.turn_complete = round(p, 3)
+        return p
+
+    async def _act(self, calls: list[ToolCall], say: Callable[[str], None]) -> bool:
+        """Run the model's tool calls in order; False when one timed out (and an apology is said)."""
+        await self._released.wait()  # a held reply may decide to act, but acts only once it is the user's
+        assert self._tools is not None
+        for call in calls:
+            act = Act(call)
+            self.acts.append(act)
+            self.emit(ToolCallEvent(call.name, call.arguments))
+            started = time.monotonic()
+            task = self.spawn(self._tools.run(call.name, call.arguments), f"turn-{self.id}-tool")
+            self._running = _Running(self._clock(), task, say)
+            try:
+                act.result, act.ok = await task, True
+            except ToolFailed as exc:
+                act.result = f"error: {exc}"
+            except asyncio.CancelledError:
+                if not self._running.expired:
+                    raise  # the turn itself was cancelled: the act stays recorded as cancelled
+                act.result = f"error: no answer within {self._tools.timeout_s:g} s"
+                self.emit(Error("tool", f"the {call.name} tool took longer than {self._tools.timeout_s:g} s"))
+                apology = rules_for(self.language).could_not
+                self.emit(ReplyDelta(f" {apology}" if self.reply else apology))
+                self.reply += f" {apology}" if self.reply else apology
+                say(apology)
+                return False
+            except Exception:
+                log.exception("turn %d: the %s tool failed", self.id, call.name)
+                act.result = "error: the tool failed"
+            finally:
+                self._running = None
+                act.ms = round((time.monotonic() - started) * 1000, 1)
+                self.emit(ToolResultEvent(call.name, act.ok, act.ms))
+        return True
+
+    def tick(self, now: float) -> None:
+        """The conversation's media time: a tool running long gets a filler, then its timeout."""
+        running = self._running
+        if running is None or self._tools is None:
+            return
+        if not self._said_one_moment and now - running.since >= ONE_MOMENT_AFTER_S:
+            self._said_one_moment = True
+            running.say(rules_for(self.language).one_moment)
+        if now - running.since >= self._tools.timeout_s and not running.expired:
+            running.expired = True
+            running.task.cancel()
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
         tts = self._engines.tts

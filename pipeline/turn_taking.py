@@ -174,13 +174,14 @@ class TurnTaking:
             self._maybe_release(now)
         return self._flush()
 
-    def turn_done(self, turn: int, outcome: tp.Outcome, heard_any: bool = False) -> list[tp.Command]:
-        self._done(turn, outcome, heard_any)
+    def turn_done(self, turn: int, outcome: tp.Outcome, kept: bool = False) -> list[tp.Command]:
+        """A turn's task ended; `kept`: some of it is in the history (heard, or a tool ran)."""
+        self._done(turn, outcome, kept)
         return self._flush()
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def _done(self, turn: int, outcome: tp.Outcome, heard_any: bool) -> None:
+    def _done(self, turn: int, outcome: tp.Outcome, kept: bool) -> None:
         info = self._turns.get(turn)
         if info is None:
             return
@@ -199,10 +200,10 @@ class TurnTaking:
             self.floor = tp.Listening(floor.held if isinstance(floor, tp.Paused) else None)
             self._do(tp.Emit(State(StateName.LISTENING, turn=info.number)))
         if outcome is tp.Outcome.CANCELLED and info.number is not None and info.utterance != self.utterance:
-            # Cut off: the next utterance continues the same question, unless some of the reply was heard.
+            # Cut off: the next utterance continues the same question, unless some of the turn is in the history.
             if info.user_text is None:
                 self._carry_pcm = (info.pcm or b"") + self._carry_pcm
-            elif not heard_any:
+            elif not kept:
                 self._carry_text = info.user_text
         del self._turns[turn]
 
@@ -249,7 +250,7 @@ class TurnTaking:
         self.floor = tp.Speaking(turn)
         self._do(tp.Release(turn, info.number, by, now))
         if info.failed:
-            self._done(turn, tp.Outcome.FAILED, heard_any=False)
+            self._done(turn, tp.Outcome.FAILED, kept=False)
 
     def _interrupt(self, why: str) -> None:
         floor = self.floor

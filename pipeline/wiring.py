@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 
 from pipeline.echo import ECHO_SILENCE_MS, EchoPipeline
-from pipeline.engines.base import Engines, Message
+from pipeline.engines.base import Engines, Message, ToolSpec
 from pipeline.ports import AudioOutput, EventSink, Pipeline
 from pipeline.segmenter import SegmenterConfig
+from pipeline.tools import Tool
 from settings import Settings
 
 
@@ -29,7 +31,9 @@ def segmenter_config(settings: Settings) -> SegmenterConfig:
     )
 
 
-def pipeline_factory(settings: Settings, engines: Engines | None) -> Callable[[AudioOutput, EventSink], Pipeline]:
+def pipeline_factory(
+    settings: Settings, engines: Engines | None, extra_tools: Sequence[Tool] = ()
+) -> Callable[[AudioOutput, EventSink], Pipeline]:
     seg = segmenter_config(settings)
     if settings.pipeline == "echo":
         return lambda audio, emit: EchoPipeline(audio, emit, seg)
@@ -38,6 +42,7 @@ def pipeline_factory(settings: Settings, engines: Engines | None) -> Callable[[A
     from pipeline.conversation import Conversation, ConversationConfig
 
     config = ConversationConfig.from_settings(settings)
+    config = replace(config, tools=replace(config.tools, extra=extra_tools))
     return lambda audio, emit: Conversation(audio, emit, engines, seg, config)
 
 
@@ -51,7 +56,14 @@ def warm_up_messages(settings: Settings) -> list[Message]:
     return [{"role": "system", "content": ConversationConfig.from_settings(settings).system_prompt}, {"role": "user", "content": "Hello."}]
 
 
-async def warm_up(engines: Engines, settings: Settings) -> None:
+def offered_tools(settings: Settings, extra: Sequence[Tool] = ()) -> list[ToolSpec] | None:
+    """The tools every conversation offers the LLM: part of each prompt's cached prefix, so warmed too."""
+    from pipeline.tools import Toolbox, built_in
+
+    return Toolbox([*built_in(settings.tool_list), *extra]).specs or None
+
+
+async def warm_up(engines: Engines, settings: Settings, extra_tools: Sequence[Tool] = ()) -> None:
     """One tiny request per engine at start, so no user's first turn pays for cold paths.
 
     For the LLM it also matters beyond the first turn: every conversation opens with the
@@ -61,9 +73,10 @@ async def warm_up(engines: Engines, settings: Settings) -> None:
 
     started = time.monotonic()
     messages = warm_up_messages(settings)
+    tools = offered_tools(settings, extra_tools)
 
     async def first_token() -> None:
-        async with aclosing(engines.llm.stream(messages)) as deltas:
+        async with aclosing(engines.llm.stream(messages, tools) if tools else engines.llm.stream(messages)) as deltas:
             async for delta in deltas:
                 if delta:
                     break  # the prompt is processed before the first token: that is all we want
@@ -71,7 +84,7 @@ async def warm_up(engines: Engines, settings: Settings) -> None:
     try:
         await engines.stt.transcribe(b"\x00\x00" * 8000, 16000)
         warm = getattr(engines.llm, "warm", None)  # the embedded LLM warms every slot's cache at once
-        await (warm(messages) if warm is not None else first_token())
+        await (warm(messages, tools) if warm is not None else first_token())
         async with aclosing(engines.tts.stream("Hello.")) as chunks:
             async for _ in chunks:
                 break

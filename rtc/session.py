@@ -198,6 +198,12 @@ class Session:
                 self.send_event(Error(stage="input", message=f"text too long (limit {MAX_TEXT_MESSAGE} characters)"))
             else:
                 self.pipeline.on_text(text.strip())
+        elif data["type"] == "timezone":
+            name = data.get("timezone")
+            if not isinstance(name, str) or not 0 < len(name) <= 64:
+                self.send_event(Error(stage="input", message="'timezone' message needs 'timezone', an IANA name such as Europe/Lisbon"))
+            else:
+                self.pipeline.on_timezone(name)
         elif data["type"] != "ping":
             self.send_event(Error(stage="input", message=f"unknown message type {data['type'][:40]!r}"))
 

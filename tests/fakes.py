@@ -18,7 +18,7 @@ import numpy as np
 
 from kit.speech import speak
 from pipeline.conversation import Conversation, ConversationConfig
-from pipeline.engines.base import EngineError, Engines, Heard, Message
+from pipeline.engines.base import EngineError, Engines, Heard, Message, ToolCall, ToolSpec
 from pipeline.events import Event
 from pipeline.playback import PlaybackLedger
 from pipeline.ports import PlaybackListener, Played
@@ -132,11 +132,20 @@ class FakeLLM:
     requests: list[list[Message]] = field(default_factory=list)
     fail_after: int | None = None  # words, then an EngineError
     gate: asyncio.Event | None = None  # if set, the first word waits for it (a slow model)
+    calls: list[ToolCall] = field(default_factory=list)  # made (instead of words) by the first request offered tools
+    offered: list[list[ToolSpec] | None] = field(default_factory=list)
 
-    async def stream(self, messages: list[Message]) -> AsyncIterator[str]:
+    async def stream(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> AsyncIterator[str | ToolCall]:
         self.requests.append(messages)
+        self.offered.append(tools)
         if self.gate is not None:
             await self.gate.wait()
+        if tools and self.calls:
+            calls, self.calls = self.calls, []
+            for call in calls:
+                await asyncio.sleep(0)
+                yield call
+            return
         for i, word in enumerate(self.reply.split(" ")):
             if self.fail_after is not None and i >= self.fail_after:
                 raise EngineError("llm", "the stand-in LLM failed")

@@ -222,6 +222,26 @@ def test_chat_renders_assistant_events(page, server):
     page.screenshot(path=str(SCREENSHOT.with_name("page-chat.png")))
 
 
+def test_tool_calls_show_in_their_turn(page, server):
+    page.goto(server.base + "/")
+    for ev in [
+        {"type": "transcript", "turn": 1, "text": "What is 47 times 23?"},
+        {"type": "tool_call", "turn": 1, "name": "calculate", "arguments": '{"expression": "47 * 23"}'},
+        {"type": "tool_result", "turn": 1, "name": "calculate", "ok": True, "ms": 0.4},
+        {"type": "reply", "turn": 1, "text": "It is 1081.", "interrupted": False, "heard": "It is 1081."},
+        {"type": "transcript", "turn": 2, "text": "What time is it in Lisbon?"},
+        {"type": "tool_call", "turn": 2, "name": "current_time", "arguments": "not json"},
+        {"type": "tool_result", "turn": 2, "name": "current_time", "ok": False, "ms": 5000},
+    ]:
+        page.evaluate("ev => voice.handleEvent(ev)", ev)
+    tools = page.locator(".msg.tool")
+    assert tools.count() == 2
+    assert tools.nth(0).inner_text().startswith("calculate(47 * 23)") and "done" in tools.nth(0).inner_text()
+    assert "failed" in tools.nth(1).get_attribute("class") and "current_time(not json)" in tools.nth(1).inner_text()
+    errors = [line for line in page.console_lines if line.startswith("pageerror")]
+    assert not errors, errors
+
+
 def test_a_chinese_turn_shows_its_language_and_renders_as_chinese(page, server):
     page.goto(server.base + "/")
     reply = "中国的首都是北京。北京是一座历史悠久的城市，有三千多年的历史。"

@@ -151,6 +151,9 @@ async def test_bad_data_channel_messages_get_error_events(start_server, clients)
         '{"type": "text", "text": 12}',
         json.dumps({"type": "text", "text": "a" * 5000}),
         "x" * 60000,
+        '{"type": "timezone"}',
+        '{"type": "timezone", "timezone": 5}',
+        '{"type": "timezone", "timezone": "Mars/Olympus"}',
     ]
     for message in bad:
         client.channel.send(message)
@@ -183,7 +186,7 @@ offer_bodies = st.one_of(
 channel_messages = st.one_of(
     st.text(max_size=200),
     json_values.map(json.dumps),
-    st.fixed_dictionaries({"type": st.sampled_from(["text", "ping", "bogus", ""]), "text": json_values}).map(json.dumps),
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "ping", "timezone", "bogus", ""]), "text": json_values}).map(json.dumps),
 )
 
 

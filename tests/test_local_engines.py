@@ -296,6 +296,24 @@ async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> No
 
 @pytest.mark.models
 @module_loop
+async def test_llm_calls_the_built_in_tools_and_answers_with_their_results(llm: LocalLLM) -> None:
+    from pipeline.engines.base import ToolCall
+    from pipeline.history import DEFAULT_SYSTEM_PROMPT
+    from pipeline.tools import Act, Toolbox, built_in
+
+    box = Toolbox(built_in(["clock", "arithmetic"]))
+    question: list[Any] = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "What is 47 times 23?"}]
+    (call,) = await collect(llm.stream(question, box.specs))
+    assert isinstance(call, ToolCall) and call.name == "calculate"
+    act = Act(call, await box.run(call.name, call.arguments), ok=True)
+    answer = "".join(await collect(llm.stream([*question, *Act.messages([act])], box.specs)))
+    assert "1081" in answer.replace(",", "")
+    plain = await collect(llm.stream([question[0], {"role": "user", "content": "What is the capital of France?"}], box.specs))
+    assert all(isinstance(p, str) for p in plain) and "Paris" in "".join(plain), "a plain question is the model's"
+
+
+@pytest.mark.models
+@module_loop
 async def test_llm_cancel_stops_generation(llm: LocalLLM) -> None:
     before = (await llm.metrics())["tokens_predicted_total"]
     story = [{"role": "user", "content": "Write a very long story about a dragon who learns to bake bread."}]

@@ -201,6 +201,38 @@ async def test_llm_streams_several_deltas_with_the_history(standin: Standin) -> 
     assert standin.config.log.llm_streams_completed == 1
 
 
+async def test_llm_streams_tool_calls_and_answers_with_their_results(standin: Standin) -> None:
+    from pipeline.engines.base import ToolCall
+    from pipeline.tools import Act, Toolbox, built_in
+
+    standin.config.llm_tool_calls = [
+        {"name": "calculate", "arguments": '{"expression": "47 * 23"}'},
+        {"name": "current_time", "arguments": "{}"},
+    ]
+    llm = standin.llm()
+    tools = Toolbox(built_in(["clock", "arithmetic"])).specs
+    question: list[Any] = [{"role": "user", "content": "What is 47 times 23, and what time is it?"}]
+    items: list[Any] = []
+    async for item in llm.stream(question, tools):
+        items.append(item)
+    assert items == [
+        ToolCall("call_1_0", "calculate", '{"expression": "47 * 23"}'),
+        ToolCall("call_1_1", "current_time", "{}"),
+    ], "fragments joined into whole calls, in order"
+    assert standin.config.log.chat_requests[-1]["tools"] == tools
+    acts = [Act(items[0], "47 * 23 = 1081", ok=True), Act(items[1], "Wednesday, 02 December 2026, 12:00 (UTC)", ok=True)]
+    answer: list[Any] = []
+    async for item in llm.stream([*question, *Act.messages(acts)], tools):
+        answer.append(item)
+    assert answer and all(isinstance(a, str) for a in answer), "with the results, it answers in words"
+    sent = standin.config.log.chat_requests[-1]["messages"]
+    assert sent[1]["tool_calls"][0]["function"] == {"name": "calculate", "arguments": '{"expression": "47 * 23"}'}
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_1_0", "content": "47 * 23 = 1081"}
+    async for _ in llm.stream(question):
+        pass
+    assert "tools" not in standin.config.log.chat_requests[-1], "no tools: none offered"
+
+
 @pytest.mark.parametrize("how", ["aclose", "cancel"])
 async def test_llm_stopping_early_stops_the_server(standin: Standin, how: str) -> None:
     standin.config.llm_reply = lambda messages: " ".join(f"word{i}" for i in range(200))

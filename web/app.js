@@ -294,6 +294,29 @@
         renderMetrics(turn);
         break;
       }
+      case "tool_call": {
+        // What the reply did, in its turn: the tool, its arguments, then how it went.
+        const t = turnEntry(turn);
+        let args = ev.arguments || "";
+        try { args = Object.values(JSON.parse(args || "{}")).join(", "); } catch (e) { /* shown as the model wrote it */ }
+        const div = bubble("tool", `${ev.name}(${args})`);
+        div.dataset.turn = String(turn);
+        (t.tools = t.tools || []).push(div);
+        break;
+      }
+      case "tool_result": {
+        const t = turnEntry(turn);
+        const div = (t.tools || []).find((d) => !d.dataset.done && d.querySelector(".text").textContent.startsWith(ev.name + "("));
+        if (div) {
+          div.dataset.done = "1";
+          div.classList.add(ev.ok ? "ok" : "failed");
+          const meta = document.createElement("span");
+          meta.className = "meta";
+          meta.textContent = (ev.ok ? "done" : "failed") + " · " + ms(ev.ms);
+          div.append(meta);
+        }
+        break;
+      }
       case "metrics":
         turnEntry(turn).metrics = ev;
         renderMetrics(turn);
@@ -478,6 +501,8 @@
     dc.onopen = () => {
       if (stale()) return;
       setTextEnabled(true);
+      const timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;  // for the clock tool
+      if (timezone) dc.send(JSON.stringify({ type: "timezone", timezone }));
       systemNote("Connected. Speak, or type a message.");
     };
     dc.onclose = () => {

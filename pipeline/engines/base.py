@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, TypedDict, TypeVar, runtime_checkable
+from typing import Any, NotRequired, Protocol, TypedDict, TypeVar, runtime_checkable
 
 from pipeline.events import Stage
 
@@ -18,8 +18,25 @@ T = TypeVar("T")
 
 
 class Message(TypedDict):
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]  # an assistant message that calls tools (OpenAI's shape)
+    tool_call_id: NotRequired[str]  # a tool message: the call it answers
+
+
+ToolSpec = dict[str, Any]  # a tool offered to the model: {"type": "function", "function": {name, description, parameters}}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asks for a tool: `arguments` is JSON as the model wrote it (it may be malformed)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def message(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 class EngineError(Exception):
@@ -85,9 +102,10 @@ class STT(Protocol):
 class LLM(Protocol):
     name: str
 
-    def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
-        """Reply text, streamed as it is generated (deltas, not cumulative); an async generator, so
-        that callers can close it (which stops the work)."""
+    def stream(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> AsyncGenerator[str | ToolCall, None]:
+        """Reply text, streamed as it is generated (deltas, not cumulative), and the calls of `tools`
+        the model makes, each once complete; an async generator, so that callers can close it
+        (which stops the work)."""
         ...
 
 

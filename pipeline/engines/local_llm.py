@@ -30,8 +30,9 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.engines.base import EngineError, Message, each_within
+from pipeline.engines.base import EngineError, Message, ToolCall, ToolSpec, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
+from pipeline.engines.tool_router import ROUTED, answer, route
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
 from pipeline.events import Stage
 from settings import Settings
@@ -251,12 +252,12 @@ class LocalLLM:
                     continue
         return out
 
-    async def warm(self, messages: list[Message]) -> None:
-        await asyncio.to_thread(self.warm_slots, messages)
+    async def warm(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> None:
+        await asyncio.to_thread(self.warm_slots, messages, tools)
 
-    def warm_slots(self, messages: list[Message]) -> None:
-        """Blocking: `messages` in every slot at once, up to their first token, so each slot's KV
-        cache starts with them (the system prompt every conversation opens with)."""
+    def warm_slots(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> None:
+        """Blocking: `messages` (and `tools`) in every slot at once, up to their first token, so each
+        slot's KV cache starts with them (the system prompt every conversation opens with)."""
 
         def one() -> None:
             token = CancelToken()
@@ -266,7 +267,7 @@ class LocalLLM:
                     token.cancel()
 
             try:
-                self._generate(token, stop_at_first_token, self._request(messages), {})
+                self._generate(token, stop_at_first_token, self._request(messages, tools=tools), {}, {})
             except EngineError as exc:
                 log.warning("llm: warming a slot failed: %s", exc.message)
 
@@ -276,10 +277,13 @@ class LocalLLM:
         for thread in threads:
             thread.join()
 
-    def _request(self, messages: list[Message], max_tokens: int | None = None) -> dict[str, Any]:
+    def _request(self, messages: list[Message], max_tokens: int | None = None, tools: list[ToolSpec] | None = None) -> dict[str, Any]:
         # A last message from the assistant is continued, not answered (llama.cpp's assistant prefill).
+        # Tools go through the model's own chat template (Qwen2.5's <tool_call>), which llama.cpp
+        # parses back into OpenAI-shaped tool_calls.
         return {
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": [dict(m) for m in messages],
+            **({"tools": tools} if tools else {}),
             "stream": True,
             "max_tokens": max(1, self.max_tokens if max_tokens is None else max_tokens),
             "cache_prompt": True,
@@ -290,31 +294,47 @@ class LocalLLM:
             "chat_template_kwargs": {"enable_thinking": False},  # a thinking model would delay speech
         }
 
-    async def stream(self, messages: list[Message]) -> AsyncGenerator[str, None]:
-        """The reply, token by token. A reply whose first sentence is out may step aside, at a word
-        boundary, for another turn's more urgent reply (see `_generate`); it then goes on from where
-        it stopped as a new job, needed when its audio so far will have played. Its slot kept the
-        cache, so going on costs only the new tokens."""
+    async def stream(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> AsyncGenerator[str | ToolCall, None]:
+        """The reply, token by token, then the calls of `tools` it makes. A reply whose first sentence
+        is out may step aside, at a word boundary, for another turn's more urgent reply (see
+        `_generate`); it then goes on from where it stopped as a new job, needed when its audio so far
+        will have played. Its slot kept the cache, so going on costs only the new tokens. The built-in
+        tools are called by pipeline/engines/tool_router.py's rules; other tools go through the
+        model's own chat template."""
         if self._server is None:
             await self.start()
+        if tools and messages and messages[-1]["role"] == "user":
+            call = route(messages[-1]["content"], {tool["function"]["name"] for tool in tools})
+            if call is not None:
+                yield call
+                return
+        if (said := _routed_answer(messages)) is not None:
+            yield said
+            return
+        tools = [tool for tool in tools or () if tool["function"]["name"] not in ROUTED] or None  # see tool_router
         text = ""
         tokens = 0
         when: float | None = None  # the first job: the caller's needed_by
         while True:
             aside: dict[str, Any] = {}
+            calls: dict[int, list[str]] = {}
             prefix: list[Message] = [{"role": "assistant", "content": text}] if text else []
-            request = self._request([*messages, *prefix], self.max_tokens - tokens)
-            deltas = self._queue.stream(self._generate, request, aside, when=when)
+            request = self._request([*messages, *prefix], self.max_tokens - tokens, tools)
+            deltas = self._queue.stream(self._generate, request, aside, calls, when=when)
             async for delta in each_within(deltas, self.timeout_s, STAGE, "token"):
                 if delta:  # "" only says the job started (see _generate)
                     text += delta
                     yield delta
             if not aside:
+                for index, (call_id, name, arguments) in sorted(calls.items()):
+                    yield ToolCall(call_id or f"call_{index}", name, arguments)
                 return
             tokens += aside["tokens"]
             when = aside["needed_by"]
 
-    def _generate(self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any], aside: dict[str, Any]) -> None:
+    def _generate(
+        self, token: CancelToken, emit: Callable[[str], None], request: dict[str, Any], aside: dict[str, Any], calls: dict[int, list[str]]
+    ) -> None:
         """One llama.cpp request on this thread. Once a sentence is written the rest of the reply is
         needed only when its audio will have played; if a job needed sooner waits for this engine
         (`token.outranked()`: another turn's first sentence), stop at the next word boundary and fill
@@ -336,6 +356,12 @@ class LocalLLM:
                     return True
                 state["timings"] = chunk.get("timings") or state["timings"]
                 for choice in chunk.get("choices") or ():
+                    for part in (choice.get("delta") or {}).get("tool_calls") or ():  # filled in `calls`, by index
+                        call = calls.setdefault(int(part.get("index", 0)), ["", "", ""])
+                        function = part.get("function") or {}
+                        call[0] = call[0] or part.get("id") or ""
+                        call[1] += function.get("name") or ""
+                        call[2] += function.get("arguments") or ""
                     delta = (choice.get("delta") or {}).get("content")
                     if not delta:
                         continue
@@ -377,6 +403,17 @@ class LocalLLM:
         )
 
 
+def _routed_answer(messages: list[Message]) -> str | None:
+    """The sentence for a routed tool's result, when the messages end with one (see tool_router)."""
+    if len(messages) < 3 or messages[-1]["role"] != "tool" or messages[-3]["role"] != "user":
+        return None
+    calls = messages[-2].get("tool_calls") or []
+    if len(calls) != 1 or calls[0]["function"]["name"] not in ROUTED:
+        return None
+    function = calls[0]["function"]
+    return answer(messages[-3]["content"], ToolCall(calls[0]["id"], function["name"], function["arguments"]), messages[-1]["content"])
+
+
 class BoxModelServer:
     """The embedded LLM once per box (WORKERS > 1): llama.cpp's HTTP server with LLM_PARALLEL
     slots, loaded by the supervisor; every worker reaches it through the `openai` LLM engine.
@@ -390,13 +427,13 @@ class BoxModelServer:
     def __init__(self, llm: LocalLLM) -> None:
         self.llm = llm
 
-    def start(self, port: int, warm: list[Message] | None = None) -> dict[str, str]:
-        """Load the model, warm every slot with `warm`, and listen on `port`; the settings that point a
-        worker at it."""
+    def start(self, port: int, warm: list[Message] | None = None, tools: list[ToolSpec] | None = None) -> dict[str, str]:
+        """Load the model, warm every slot with `warm` (and `tools`), and listen on `port`; the settings
+        that point a worker at it."""
         self.llm.port = port
         self.llm._server = self.llm._load()
         if warm:
-            self.llm.warm_slots(warm)
+            self.llm.warm_slots(warm, tools)
         return {
             "LLM_ENGINE": "openai",
             "LLM_BASE_URL": f"http://127.0.0.1:{port}/v1",
