@@ -187,8 +187,8 @@ class Settings:
     llm_temperature: float = _opt(0.0, "Sampling temperature of the local LLM (0 = greedy: the same question gets the same answer).")
     # tools
     tools: str = _opt(
-        "clock,arithmetic",
-        "Built-in tools, comma-separated: `clock` (the date and time where the user is: the page says, else `TIMEZONE`), `arithmetic` (exact). Empty: none, the LLM only talks. The openai engine offers them as `tools` (the endpoint must support function calling); the embedded one calls them from the user's words (docs/decisions/0014).",
+        "clock,arithmetic,timers",
+        "Built-in tools, comma-separated: `clock` (the date and time where the user is: the page says, else `TIMEZONE`), `arithmetic` (exact), `timers` (timers and reminders, said aloud when due, once nobody is speaking). Empty: none, the LLM only talks. The openai engine offers them as `tools` (the endpoint must support function calling); the embedded one calls them from the user's words (docs/decisions/0014).",
     )
     mcp_servers: str = _opt(
         "",

@@ -3,7 +3,7 @@
 Turn-taking (pipeline/turn_taking.py) is pure: it is fed the segmenter's events, the time,
 typed text and what the turns report, and answers with commands. This module owns everything
 with a lifetime: the running turns (pipeline/turn.py) and their tasks, the history, the rate
-limit, the tools and the passes over words in progress (pipeline/preview.py), and the echo gate:
+limit, the tools and timers, the passes over words in progress (pipeline/preview.py) and the echo gate:
 while a reply plays, the segmenter's level gate rises to the reply's recent level minus
 `echo_gate_db`, so its own voice coming back into the microphone is not the user's.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pipeline import turn_protocol as tp
 from pipeline.engines.base import EngineError, Engines, Heard
 from pipeline.engines.workers import needed_by
-from pipeline.events import Error, Event, Reply, Stage, State, StateName
+from pipeline.events import Error, Event, Reply, Stage, State, StateName, TimerEvent
 from pipeline.hearing import misheard
 from pipeline.history import DEFAULT_SYSTEM_PROMPT, History
 from pipeline.language import next_language, rules_for
@@ -26,6 +26,7 @@ from pipeline.ports import AudioOutput, EventSink, Playback
 from pipeline.preview import Preview
 from pipeline.rate_limit import RateLimit
 from pipeline.segmenter import RATE, Segmenter, SegmenterConfig, SpeechEnded, SpeechHint, SpeechPaused, SpeechResumed, SpeechStarted
+from pipeline.timers import Timers
 from pipeline.tools import ToolsConfig
 from pipeline.turn import Turn, failures_of
 from pipeline.turn_protocol import Outcome, TurnTakingConfig
@@ -89,7 +90,8 @@ class Conversation:
         self.language = config.languages[0]  # what the user speaks now
         self._closed = False
         self._rate = RateLimit(config.max_turns_per_minute)
-        self.tools = config.tools.toolbox()
+        self.timers = Timers(lambda timer, status: self._emit(TimerEvent(timer.id, status, timer.seconds, timer.label)))
+        self.tools = config.tools.toolbox(self.timers, lambda: self._now)
         self._preview = Preview(engines, self._emit, config.partial_every_ms / 1000)
         audio.add_listener(self._on_playback)
         self._emit(State(StateName.LISTENING))
@@ -113,6 +115,8 @@ class Conversation:
                 self._run(machine.resumed(event.t_resumed))
             elif isinstance(event, SpeechEnded):
                 self._run(machine.ended(event))
+        for timer in self.timers.due(self._now):
+            self._run(machine.unasked(rules_for(self.language).timer_done(timer)))
         self._run(machine.tick(self._now, self._segmenter.voiced_until))
         for turn in list(self.turns.values()):
             turn.tick(self._now)
@@ -186,6 +190,7 @@ class Conversation:
             language=self.language,
             tools=self.tools,
             clock=lambda: self._now,
+            unasked=command.unasked,
         )
         self.turns[turn.id] = turn
         turn.start(self._drive(turn))  # scheduled, not run: the commands after this one come first
@@ -194,7 +199,7 @@ class Conversation:
         turn = self.turns.get(command.turn)
         if turn is None:
             return
-        if not self._rate.allow(time.monotonic()):  # a turn counts when it is released to the user
+        if turn.unasked is None and not self._rate.allow(time.monotonic()):  # a user's turn counts when it is released
             self._emit(Error("rate", f"too many turns: at most {self._rate.per_minute} a minute; please wait a moment"))
             turn.cancel()
             return
@@ -227,28 +232,18 @@ class Conversation:
         outcome: Outcome = Outcome.CANCELLED
         stage: Stage = "stt"
         try:
-            heard = await turn.transcribe()
-            turn.misheard = turn.pcm is not None and misheard(heard, self.config.repeat_below_logprob)
-            turn.language = next_language(self.language, heard.text, heard.language, self.config.languages)
-            self._run(self.turn_taking.transcribed(turn.id, heard.text, self._now, turn.language))
-            if not turn.user_text:
+            if turn.unasked is None and not await self._question(turn):
                 outcome = Outcome.COMPLETED
                 return
-            self.language = turn.language
-            previous, self._previous = self._previous, turn
-            if previous is not None:
-                await previous.wait()  # an interrupted reply commits its history first
-            if self.config.log_content:
-                log.info("turn %d: user said %r", turn.id, turn.user_text)
             stage = "llm"
             rules = rules_for(turn.language)
             instruction = rules.answer_in if len(self.config.languages) > 1 else ""
             # Words it most likely misheard are not answered: the user is asked to say them again.
-            said = rules.repeat if turn.misheard else None
+            said = turn.unasked or (rules.repeat if turn.misheard else None)
             await turn.respond(self.history.messages(turn.user_text, instruction), turn.user_text, said)
             reply = turn.reply.strip()
             if not turn.misheard:
-                self.history.add_turn(turn.user_text, reply, acts=tuple(turn.acts))
+                self.history.add_turn(_asked(turn), reply, acts=tuple(turn.acts))
             turn.emit(Reply(reply, interrupted=False, heard=reply))
             outcome = Outcome.COMPLETED
         except asyncio.CancelledError:
@@ -270,13 +265,29 @@ class Conversation:
             if not self._closed:
                 self._run(self.turn_taking.turn_done(turn.id, outcome, kept=turn.heard_any or bool(turn.acts)))
 
+    async def _question(self, turn: Turn) -> bool:
+        """Transcribe the turn and tell turn-taking; True if it is a question to answer."""
+        heard = await turn.transcribe()
+        turn.misheard = turn.pcm is not None and misheard(heard, self.config.repeat_below_logprob)
+        turn.language = next_language(self.language, heard.text, heard.language, self.config.languages)
+        self._run(self.turn_taking.transcribed(turn.id, heard.text, self._now, turn.language))
+        if not turn.user_text:
+            return False
+        self.language = turn.language
+        previous, self._previous = self._previous, turn
+        if previous is not None:
+            await previous.wait()  # an interrupted reply commits its history first
+        if self.config.log_content:
+            log.info("turn %d: user said %r", turn.id, turn.user_text)
+        return True
+
     def _cut_short(self, turn: Turn) -> None:
         """A released turn ended before its reply (interrupted, or a stage failed): keep what the user heard."""
-        if self._closed or turn.held or not turn.user_text:
+        if self._closed or turn.held or not (turn.user_text or turn.unasked):
             return  # a held turn leaves no trace; one cut off before it answered may carry on (turn-taking)
         heard = turn.heard()
         if (turn.heard_any or turn.acts) and not turn.misheard:  # a tool that ran is remembered, heard or not
-            self.history.add_turn(turn.user_text, heard, interrupted=True, acts=tuple(turn.acts))
+            self.history.add_turn(_asked(turn), heard, interrupted=True, acts=tuple(turn.acts))
         # Every turn whose transcript was sent ends with a reply event, an empty one if it was
         # cut off before any reply, so a client can close the turn it opened.
         turn.emit(Reply(turn.reply.strip(), interrupted=True, heard=heard))
@@ -295,3 +306,8 @@ class Conversation:
             if turn.owns(event.mark):
                 turn.on_playback(event)
                 return
+
+
+def _asked(turn: Turn) -> str | None:
+    """What the user asked, for the history; None when nobody did."""
+    return turn.user_text if turn.unasked is None else None

@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
+from pipeline.timers import TimerStatus
+
 Stage = Literal["stt", "llm", "tts", "turn", "tool", "input", "session", "rate"]
 
 
@@ -18,6 +20,7 @@ class EndOfTurn(StrEnum):
     MODEL = "model"  # the end-of-turn model, at a pause
     SILENCE = "silence"  # the long silence
     TEXT = "text"  # typed text
+    TIMER = "timer"  # no user turn: a timer the user set is due
 
 
 class StateName(StrEnum):
@@ -107,6 +110,17 @@ class ToolResultEvent(Event):
     ok: bool  # False: it failed, timed out or was cancelled
     ms: float
     turn: int | None = None
+
+
+@dataclass
+class TimerEvent(Event):
+    """A timer or reminder was set, is due (said now) or was cancelled."""
+
+    type: ClassVar[str] = "timer"
+    id: int
+    status: TimerStatus
+    seconds: float  # its duration, as set
+    label: str  # what it reminds of; "" for a plain timer
 
 
 @dataclass

@@ -18,9 +18,12 @@ DEFAULT_SYSTEM_PROMPT = (
 STT_CONTEXT_CHARS = 300  # about 60 words: Whisper keeps at most 223 prompt tokens anyway
 
 
+UNASKED_NOTE = "Nobody asked just now: a timer the user set is due, and you said:"
+
+
 @dataclass
 class Entry:
-    role: str  # "user" | "assistant"
+    role: str  # "user" | "assistant" | "system" (a note in place of the user's words)
     text: str
     interrupted: bool = False  # an assistant reply cut short: `text` is what the user heard
     acts: tuple[Act, ...] = ()  # the tools the reply ran before it, with their outcomes
@@ -33,8 +36,9 @@ class History:
     max_chars: int = 6000
     entries: list[Entry] = field(default_factory=list)
 
-    def add_turn(self, user: str, assistant: str, interrupted: bool = False, acts: tuple[Act, ...] = ()) -> None:
-        self.entries.append(Entry("user", user))
+    def add_turn(self, user: str | None, assistant: str, interrupted: bool = False, acts: tuple[Act, ...] = ()) -> None:
+        """`user`: what the reply answers; None when nobody asked (a timer is due)."""
+        self.entries.append(Entry("user", user) if user is not None else Entry("system", UNASKED_NOTE))
         self.entries.append(Entry("assistant", assistant, interrupted, acts))
         self._trim()
 

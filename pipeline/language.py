@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.timers import ENGLISH_UNITS, Timer, Units, say_duration
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -34,6 +36,16 @@ class Rules:
     repeat: str = "Sorry, I didn't catch that. Could you say it again?"  # what it says when it likely misheard
     one_moment: str = "One moment."  # said while a tool takes its time
     could_not: str = "Sorry, I couldn't do that just now."  # said when a tool timed out
+    timer_up: str = "Your timer for {duration} is up."  # said when a timer is due
+    reminder: str = "Reminder: {label}."  # ... or a reminder, in the user's words
+    units: Units = ENGLISH_UNITS
+
+    def timer_done(self, timer: Timer) -> str:
+        return (
+            self.reminder.format(label=timer.label)
+            if timer.label
+            else self.timer_up.format(duration=say_duration(timer.seconds, self.units))
+        )
 
 
 ENGLISH = Rules(
@@ -77,6 +89,9 @@ CHINESE = Rules(
     repeat="抱歉，我没听清楚。您能再说一遍吗？",
     one_moment="请稍等。",
     could_not="抱歉，我现在做不到。",
+    timer_up="{duration}的计时到了。",
+    reminder="提醒您：{label}。",
+    units=(("小时", "小时"), ("分钟", "分钟"), ("秒", "秒")),
     silence_phrases=frozenset({
         "字幕由amara.org社群提供", "小编字幕由amara.org社区提供", "请不吝点赞订阅转发打赏支持明镜与点点栏目",
         "谢谢观看", "谢谢大家观看", "感谢观看", "字幕志愿者", "中文字幕", "优优独播剧场", "请订阅我的频道",
@@ -100,6 +115,9 @@ PORTUGUESE = Rules(
     repeat="Desculpe, não entendi. Pode repetir?",
     one_moment="Um momento.",
     could_not="Desculpe, não consegui fazer isso agora.",
+    timer_up="O seu temporizador de {duration} terminou.",
+    reminder="Lembrete: {label}.",
+    units=(("hora", "horas"), ("minuto", "minutos"), ("segundo", "segundos")),
 )  # fmt: skip
 
 RULES: dict[str, Rules] = {"en": ENGLISH, "zh": CHINESE, "pt": PORTUGUESE}

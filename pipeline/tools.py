@@ -19,9 +19,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.engines.base import Message, ToolCall, ToolSpec
+from pipeline.timers import TimerRefused, Timers
 from settings import Settings
-
-BUILT_IN = ("clock", "arithmetic")
 
 
 class ToolFailed(Exception):
@@ -34,6 +33,8 @@ class Context:
 
     timezone: tzinfo = UTC
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    timers: Timers | None = None  # the conversation's, which says them when due
+    media_now: Callable[[], float] = lambda: 0.0  # the conversation's media time, the timers' clock
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,59 @@ ARITHMETIC = Tool(
     _arithmetic,
 )
 
-_BUILT_INS = {"clock": CLOCK, "arithmetic": ARITHMETIC}
+
+# -- timers and reminders -------------------------------------------------------------------
+
+
+def _timers(context: Context) -> Timers:
+    if context.timers is None:
+        raise ToolFailed("timers are not available here")
+    return context.timers
+
+
+async def _set_timer(args: dict[str, Any], context: Context) -> str:
+    try:
+        seconds = sum(float(args.get(unit) or 0) * size for unit, size in (("hours", 3600), ("minutes", 60), ("seconds", 1)))
+        timer = _timers(context).set(seconds, str(args.get("label") or ""), context.media_now())
+    except (TypeError, ValueError) as exc:  # TimerRefused among them
+        raise ToolFailed(str(exc) if isinstance(exc, TimerRefused) else "the duration must be numbers") from None
+    at = (context.now() + timedelta(seconds=timer.seconds)).astimezone(context.timezone)
+    what = f"reminder {timer.label!r}" if timer.label else "timer"
+    return f"{what} set for {timer.duration}, due at {at:%H:%M:%S}; it will be said aloud then"
+
+
+async def _cancel_timer(args: dict[str, Any], context: Context) -> str:
+    try:
+        timer = _timers(context).cancel(str(args.get("label") or ""))
+    except TimerRefused as exc:
+        raise ToolFailed(str(exc)) from None
+    return f"cancelled the reminder {timer.label!r}" if timer.label else f"cancelled the timer for {timer.duration}"
+
+
+_NUMBER_OF = {"type": "number", "minimum": 0}
+SET_TIMER = Tool(
+    "set_timer",
+    "Set a timer or a reminder; when it is due it is said aloud. Give the duration in any of hours, minutes and seconds.",
+    {
+        "type": "object",
+        "properties": {
+            "hours": _NUMBER_OF,
+            "minutes": _NUMBER_OF,
+            "seconds": _NUMBER_OF,
+            "label": {"type": "string", "description": "what to remind the user of, in their words; none for a plain timer"},
+        },
+    },
+    _set_timer,
+)
+CANCEL_TIMER = Tool(
+    "cancel_timer",
+    "Cancel a timer or reminder: the one whose label is given, else the one set last.",
+    {"type": "object", "properties": {"label": {"type": "string"}}},
+    _cancel_timer,
+)
+
+_BUILT_INS = {"clock": (CLOCK,), "arithmetic": (ARITHMETIC,), "timers": (SET_TIMER, CANCEL_TIMER)}
+BUILT_IN = tuple(_BUILT_INS)  # what TOOLS may name
 
 
 @dataclass(frozen=True)
@@ -216,14 +269,15 @@ class ToolsConfig:
     def from_settings(cls, settings: Settings) -> ToolsConfig:
         return cls(settings.tool_list, settings.tool_timeout_s, settings.timezone)
 
-    def toolbox(self) -> Toolbox | None:
+    def toolbox(self, timers: Timers | None = None, media_now: Callable[[], float] = lambda: 0.0) -> Toolbox | None:
         tools = [*built_in(self.names), *self.extra]
-        return Toolbox(tools, Context(timezone_named(self.timezone)), self.timeout_s) if tools else None
+        context = Context(timezone_named(self.timezone), timers=timers, media_now=media_now)
+        return Toolbox(tools, context, self.timeout_s) if tools else None
 
 
 def built_in(names: Sequence[str]) -> list[Tool]:
-    """The built-in tools a setting names ("clock", "arithmetic")."""
+    """The built-in tools a setting names ("clock", "arithmetic", "timers")."""
     unknown = [name for name in names if name not in _BUILT_INS]
     if unknown:
         raise ValueError(f"unknown tools {unknown}: the built-in ones are {', '.join(_BUILT_INS)}")
-    return [_BUILT_INS[name] for name in names]
+    return [tool for name in names for tool in _BUILT_INS[name]]

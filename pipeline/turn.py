@@ -98,12 +98,14 @@ class Turn:
         language: str = "en",
         tools: Toolbox | None = None,
         clock: Callable[[], float] = time.monotonic,  # the conversation's media time
+        unasked: str | None = None,  # no user turn: this is said (a timer is due)
     ) -> None:
         self.id = id  # unique in the session; `number` is what events carry, once released
         self.number: int | None = None
         self.stt_prompt = stt_prompt  # the user's earlier words in this session: context for STT
         self.pcm = pcm
         self.typed = text
+        self.unasked = unasked
         self.t_speech_end = t_speech_end  # media time the user stopped speaking
         self.metrics = Metrics()
         self.user_text = ""  # what the reply answers, once it answers
@@ -255,7 +257,8 @@ class Turn:
     async def respond(self, messages: list[Message], user_text: str, said: str | None = None) -> None:
         """Stream the reply for `messages` (or say `said` instead), voice it sentence by sentence, and wait until it played."""
         self.user_text = user_text
-        self.emit(Transcript(user_text, source="voice" if self.pcm is not None else "text", language=self.language))
+        if self.unasked is None:
+            self.emit(Transcript(user_text, source="voice" if self.pcm is not None else "text", language=self.language))
         self.emit(State(StateName.THINKING))
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         writer = self.spawn(self._write_reply(messages, sentences, said), f"turn-{self.id}-llm")

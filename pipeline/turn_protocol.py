@@ -25,6 +25,9 @@ class Outcome(StrEnum):
 # - `Paused`: the reply's audio is paused for the user, on a hint of voice or on speech. Words
 #   other than a backchannel, or speech longer than `interrupt_min_s`, interrupt it; a backchannel
 #   or noise resumes it where it paused.
+# A reply nobody asked for just then (a timer that is due) waits for a free floor: `Listening`
+# with nothing held, nobody speaking and no turn still ending. Then it is released like any and
+# can be interrupted like any; cut off before a word of it played, it waits to be said again.
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Prepare:
     pcm: bytes | None
     text: str | None
     t_speech_end: float | None
+    unasked: str | None = None  # no user turn: this is said as it is (a timer is due)
 
 
 @dataclass(frozen=True)

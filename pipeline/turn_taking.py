@@ -26,6 +26,7 @@ class _Turn:
     user_text: str | None = None  # once it answers
     failed: bool = False
     language: str = "en"  # of its words, once they are known
+    unasked: str | None = None  # a reply nobody asked for just then, said as it is
 
 
 class TurnTaking:
@@ -39,6 +40,8 @@ class TurnTaking:
         self._carry_pcm = b""  # an utterance whose turn was cut off before it was transcribed ...
         self._carry_text = ""  # ... or before any of its reply was heard: joined to the next
         self._turns: dict[int, _Turn] = {}
+        self._speech = False  # an utterance is in progress
+        self._unasked: list[str] = []  # replies waiting for a free floor
         self._ids = itertools.count(1)
         self._out: list[tp.Command] = []
 
@@ -66,6 +69,7 @@ class TurnTaking:
             self._carry_pcm = self._turns[held.turn].pcm or b""
         self._drop_held()
         self.utterance += 1
+        self._speech = True
         self._do(tp.Emit(SpeechStartedEvent(turn=self.number + 1)))
         return self.resumed(t_start)
 
@@ -87,6 +91,7 @@ class TurnTaking:
 
     def ended(self, event: SpeechEnded) -> list[tp.Command]:
         self._do(tp.CancelPreview())
+        self._speech = False
         held = self.held
         # The turn this utterance belongs to: held, already released at a pause, or the next one.
         number = self.number if held is None and self._answered == self.utterance else self.number + 1
@@ -119,6 +124,16 @@ class TurnTaking:
             self._do(tp.Judge(held.turn))
         elif held is not None and held.wait_until is not None and now >= held.wait_until:
             self._maybe_release(now)
+        if self._unasked and self.floor == tp.Listening() and not self._speech and not self._turns:
+            turn = next(self._ids)
+            self._turns[turn] = _Turn(None, None, unasked=self._unasked.pop(0))
+            self._do(tp.Prepare(turn, None, None, None, unasked=self._turns[turn].unasked))
+            self._release(turn, EndOfTurn.TIMER, now)
+        return self._flush()
+
+    def unasked(self, text: str) -> list[tp.Command]:
+        """Say `text` unasked (a timer is due), once the floor is free (see turn_protocol)."""
+        self._unasked.append(text)
         return self._flush()
 
     def text(self, text: str, now: float) -> list[tp.Command]:
@@ -199,7 +214,9 @@ class TurnTaking:
         elif isinstance(floor, tp.Speaking | tp.Paused) and floor.turn == turn:
             self.floor = tp.Listening(floor.held if isinstance(floor, tp.Paused) else None)
             self._do(tp.Emit(State(StateName.LISTENING, turn=info.number)))
-        if outcome is tp.Outcome.CANCELLED and info.number is not None and info.utterance != self.utterance:
+        if info.unasked is not None and outcome is tp.Outcome.CANCELLED and not kept:
+            self._unasked.insert(0, info.unasked)  # cut off before it was heard: said again later
+        elif outcome is tp.Outcome.CANCELLED and info.number is not None and info.utterance != self.utterance:
             # Cut off: the next utterance continues the same question, unless some of the turn is in the history.
             if info.user_text is None:
                 self._carry_pcm = (info.pcm or b"") + self._carry_pcm

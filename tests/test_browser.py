@@ -242,6 +242,32 @@ def test_tool_calls_show_in_their_turn(page, server):
     assert not errors, errors
 
 
+def test_timers_count_down_and_show_when_due_or_cancelled(page, server):
+    page.goto(server.base + "/")
+    for ev in [
+        {"type": "timer", "id": 1, "status": "set", "seconds": 120, "label": ""},
+        {"type": "timer", "id": 2, "status": "set", "seconds": 600, "label": "check the oven"},
+        {"type": "timer", "id": 1, "status": "due", "seconds": 120, "label": ""},
+        {
+            "type": "reply",
+            "turn": 3,
+            "text": "Your timer for 2 minutes is up.",
+            "interrupted": False,
+            "heard": "Your timer for 2 minutes is up.",
+        },
+        {"type": "timer", "id": 2, "status": "cancelled", "seconds": 600, "label": "check the oven"},
+    ]:
+        page.evaluate("ev => voice.handleEvent(ev)", ev)
+    timers = page.locator(".msg.timer")
+    assert timers.count() == 2
+    assert timers.nth(0).inner_text().startswith("timer: 2:00") and "due now" in timers.nth(0).inner_text()
+    assert "due" in timers.nth(0).get_attribute("class").split()
+    assert "reminder: check the oven" in timers.nth(1).inner_text() and "cancelled" in timers.nth(1).get_attribute("class")
+    assert page.locator(".msg.assistant").inner_text().startswith("Your timer for 2 minutes is up.")
+    errors = [line for line in page.console_lines if line.startswith("pageerror")]
+    assert not errors, errors
+
+
 def test_a_chinese_turn_shows_its_language_and_renders_as_chinese(page, server):
     page.goto(server.base + "/")
     reply = "中国的首都是北京。北京是一座历史悠久的城市，有三千多年的历史。"

@@ -46,7 +46,7 @@ class ScriptedSTT:
 class EchoLLM:
     name = "echo-llm"
 
-    async def stream(self, messages):
+    async def stream(self, messages, tools=None):
         for word in f"You said {messages[-1]['content']}".split():
             yield word + " "
 

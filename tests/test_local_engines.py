@@ -7,6 +7,7 @@ product's piper voice. Timing bounds are generous: two shared, busy cores.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -299,7 +300,8 @@ async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> No
 async def test_llm_calls_the_built_in_tools_and_answers_with_their_results(llm: LocalLLM) -> None:
     from pipeline.engines.base import ToolCall
     from pipeline.history import DEFAULT_SYSTEM_PROMPT
-    from pipeline.tools import Act, Toolbox, built_in
+    from pipeline.timers import Timers
+    from pipeline.tools import Act, Context, Toolbox, built_in
 
     box = Toolbox(built_in(["clock", "arithmetic"]))
     question: list[Any] = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "What is 47 times 23?"}]
@@ -310,6 +312,12 @@ async def test_llm_calls_the_built_in_tools_and_answers_with_their_results(llm: 
     assert "1081" in answer.replace(",", "")
     plain = await collect(llm.stream([question[0], {"role": "user", "content": "What is the capital of France?"}], box.specs))
     assert all(isinstance(p, str) for p in plain) and "Paris" in "".join(plain), "a plain question is the model's"
+    timers = Toolbox(built_in(["timers"]), Context(timers=Timers()))
+    ask = [question[0], {"role": "user", "content": "Set a timer for five minutes, please."}]
+    (call,) = await collect(llm.stream(ask, timers.specs))
+    assert isinstance(call, ToolCall) and call.name == "set_timer" and json.loads(call.arguments) == {"seconds": 300.0}
+    act = Act(call, await timers.run(call.name, call.arguments), ok=True)
+    assert "".join(await collect(llm.stream([*ask, *Act.messages([act])], timers.specs))) == "Timer set for 5 minutes."
 
 
 @pytest.mark.models
@@ -378,7 +386,7 @@ async def test_a_looping_reply_is_cut_and_its_generation_stopped() -> None:
     class Looping:
         name = "looping"
 
-        async def stream(self, messages: Any) -> AsyncIterator[str]:
+        async def stream(self, messages: Any, tools: Any = None) -> AsyncIterator[str]:
             nonlocal sent
             try:
                 for delta in ["Well", "."] + sentence * 50:

@@ -59,10 +59,8 @@ async def test_a_streamable_http_server():
 
 
 async def test_the_product_offers_an_mcp_servers_tools_runs_them_and_answers_with_their_results(aiohttp_server, clients):
-    from rtc.ice import use_host_addresses
     from server import build_app
 
-    use_host_addresses(["127.0.0.1"])
     config = StandinConfig(llm_reply="It has four words.", llm_tool_calls=[{"name": "count_words", "arguments": '{"text": "a b c d"}'}])
     async with run_standin(config) as url:
         stages = {
@@ -70,7 +68,7 @@ async def test_the_product_offers_an_mcp_servers_tools_runs_them_and_answers_wit
             for stage in ("stt", "llm", "tts")
             for key, value in (("engine", "openai"), ("base_url", url), ("api_key", "sk-test"), ("model", f"standin-{stage}"))
         }
-        settings = make_settings(**stages, tools="clock", mcp_servers=STDIO)
+        settings = make_settings(**stages, tools="clock", mcp_servers=STDIO, ice_hosts="127.0.0.1", tool_timeout_s=60.0)
         server = await aiohttp_server(build_app(settings))  # its startup connects the MCP server
         client = await clients(str(server.make_url("")).rstrip("/"))
         await client.wait_event("state", state="listening")

@@ -71,7 +71,7 @@ async def test_bad_calls_fail_with_a_message_for_the_model():
 
 def test_specs_are_openai_function_tools():
     spec = Toolbox(built_in(BUILT_IN)).specs
-    assert [s["function"]["name"] for s in spec] == ["current_time", "calculate"]
+    assert [s["function"]["name"] for s in spec] == ["current_time", "calculate", "set_timer", "cancel_timer"]
     assert all(s["type"] == "function" and s["function"]["parameters"]["type"] == "object" for s in spec)
     with pytest.raises(ValueError, match="unknown tools"):
         built_in(["clock", "weather"])

@@ -30,6 +30,7 @@ from pipeline.turn_protocol import (
 from pipeline.turn_taking import TurnTaking
 
 Q = "What is the capital of France?"
+T = "Your timer for 2 minutes is up."
 
 
 def paused(t_end: float, pcm: bytes = b"a") -> SpeechPaused:
@@ -68,6 +69,8 @@ def play(m: TurnTaking, steps: list[Step]) -> list[tp.Command]:
             out = m.judged(*args)
         elif name == "done":
             out = m.turn_done(*args)
+        elif name == "unasked":
+            out = m.unasked(*args)
         else:
             raise ValueError(name)
     return out
@@ -176,6 +179,22 @@ ROWS = [
         Speaking(2)),
     Row("typed text drops a held reply", [("started", 0.0), ("paused", 1.0), ("text", "Hi.", 1.1)], ["Drop 1", "Prepare 2", "Release 2 text"],
         Speaking(2)),
+    # -- a reply nobody asked for just then (a timer is due) --------------------------------------------
+    Row("it is said at the next tick when the floor is free", [("unasked", T), ("tick", 0.0, None)], ["Prepare 1", "Release 1 timer"],
+        Speaking(1)),
+    Row("it waits while the user speaks", [("started", 0.0), ("unasked", T), ("tick", 0.5, 0.5)], [], Listening()),
+    Row("and while their turn is held", [("started", 0.0), ("paused", 1.0), ("unasked", T), ("tick", 1.1, 1.0)], [], "held"),
+    Row("and while a reply plays", [*SPEAKING, ("unasked", T), ("ended", 1.0), ("tick", 2.0, None)], [], Speaking(1)),
+    Row("then it is said", [*SPEAKING, ("unasked", T), ("ended", 1.0), ("done", 1, Outcome.COMPLETED), ("tick", 3.0, None)],
+        ["Prepare 2", "Release 2 timer"], Speaking(2)),
+    Row("speech pauses it like any reply", [("unasked", T), ("tick", 0.0, None), ("started", 1.0)], ["Emit speech_started", "PauseOutput"],
+        Paused(1, onset=1.0)),
+    Row("cut off before a word of it was heard, it is said again",
+        [("unasked", T), ("tick", 0.0, None), ("text", "Stop.", 0.5), ("done", 1, Outcome.CANCELLED, False), ("done", 2, Outcome.COMPLETED),
+         ("tick", 3.0, None)], ["Prepare 3", "Release 3 timer"], Speaking(3)),
+    Row("cut off after some of it was heard, it is not",
+        [("unasked", T), ("tick", 0.0, None), ("text", "Stop.", 0.5), ("done", 1, Outcome.CANCELLED, True), ("done", 2, Outcome.COMPLETED),
+         ("tick", 3.0, None)], [], Listening()),
     # -- failures and cut-offs ------------------------------------------------------------------------
     Row("a held reply that failed stays held", [("started", 0.0), ("paused", 1.0), ("done", 1, Outcome.FAILED)], [], "held"),
     Row("and is told when the silence would release it", [("started", 0.0), ("paused", 1.0), ("done", 1, Outcome.FAILED), ("ended", 1.0)],

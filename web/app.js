@@ -203,6 +203,38 @@
     chatScroll();
   }
 
+  // A timer or reminder: its bubble counts down until it is due (then the assistant says it) or cancelled.
+  const timers = new Map();  // id -> {div, due (performance.now() ms), name}
+  let timerTick = null;
+  function clock(ms) {
+    const s = Math.max(0, Math.ceil(ms / 1000));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + String(r).padStart(2, "0");
+  }
+  function renderTimers() {
+    for (const t of timers.values()) t.div.querySelector(".meta").textContent = clock(t.due - performance.now()) + " left";
+    if (!timers.size) { clearInterval(timerTick); timerTick = null; }
+  }
+  function showTimer(ev) {
+    let t = timers.get(ev.id);
+    if (ev.status === "set") {
+      const name = ev.label ? `reminder: ${ev.label}` : `timer: ${clock(ev.seconds * 1000)}`;
+      const div = bubble("timer", name);
+      const meta = document.createElement("span");
+      meta.className = "meta";
+      div.append(meta);
+      timers.set(ev.id, { div, due: performance.now() + ev.seconds * 1000 });
+      renderTimers();
+      if (!timerTick) timerTick = setInterval(renderTimers, 500);
+      return;
+    }
+    if (!t) return;
+    timers.delete(ev.id);
+    t.div.classList.add(ev.status);
+    t.div.querySelector(".meta").textContent = ev.status === "due" ? "due now" : "cancelled";
+    renderTimers();
+  }
+
   // ---------- server events ----------
 
   function handleEvent(ev) {
@@ -317,6 +349,9 @@
         }
         break;
       }
+      case "timer":
+        showTimer(ev);
+        break;
       case "metrics":
         turnEntry(turn).metrics = ev;
         renderMetrics(turn);
@@ -593,6 +628,7 @@
     cancelAnimationFrame(meterRaf);
     micAnalyser = null;
     remoteAnalyser = null;
+    for (const id of [...timers.keys()]) showTimer({ id, status: "cancelled" });  // they end with the session
     voice.micLevel = 0;
     ui.meterBar.style.width = "0%";
     if (voice.dc) { try { voice.dc.close(); } catch (_) { /* ignore */ } }

@@ -2,11 +2,12 @@
 
 Offered tools through its chat template, the embedded Qwen2.5-Coder wrote about the functions
 instead of calling them, and the tool block cost seconds of prompt on two cores (decision 0014).
-So for the clock and arithmetic the engine decides from the words: a plain arithmetic question or
-a question about the date or time now becomes the call the model would have made, and its result
-is said in a sentence made for what was asked (the model, given the result, took two seconds of
-prompt and still answered "what day is it tomorrow?" with today). English words only; anything
-else, and anything the sentences here do not cover, goes to the model.
+So for the built-ins the engine decides from the words: a plain arithmetic question, a question
+about the date or time now, or a timer or reminder asked for or cancelled becomes the call the
+model would have made, and its result is said in a sentence made for what was asked (the model,
+given the result, took two seconds of prompt and still answered "what day is it tomorrow?" with
+today). English words only; anything else, and anything the sentences here do not cover, goes to
+the model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Collection
 
 from pipeline.engines.base import ToolCall
 
-ROUTED = ("calculate", "current_time")
+ROUTED = ("calculate", "current_time", "set_timer", "cancel_timer")
 
 _UNITS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
@@ -94,8 +95,37 @@ def asks_the_clock(text: str) -> bool:
     return bool(_CLOCK_WORDS.search(lowered) and _NOW_WORDS.search(lowered))
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?|an?|half an?)\s+(hour|hr|minute|min|second|sec)s?\b(\s+and a half)?")
+_SIZES = {"hour": 3600, "hr": 3600, "minute": 60, "min": 60, "second": 1, "sec": 1}
+_CANCEL = re.compile(r"\b(cancel|stop|delete|remove|clear|turn off)\b.*\b(timer|reminder|alarm)s?\b")
+_IN_DURATION = re.compile(r"\b(?:in|after|for)\s+(?:[\w.-]+\s+){1,3}?(?:hours?|hrs?|minutes?|mins?|seconds?|secs?)\b(?:\s+and a half)?")
+_REMINDER = re.compile(r"\bremind me (?:to |about |that )?(?P<what>.+)")
+
+
+def timer_in(text: str) -> tuple[float, str] | None:
+    """The timer or reminder `text` asks for, as seconds and what to remind of ("" for a plain timer)."""
+    spoken = _digits(text.lower().replace("-", " "))
+    found = list(_DURATION.finditer(spoken))
+    if not found or not re.search(r"\b(timer|alarm|remind me|wake me)\b", spoken):
+        return None
+    seconds = 0.0
+    for number, unit, half in (m.groups() for m in found):
+        count = 0.5 if number.startswith("half") else 1.0 if number in ("a", "an") else float(number)
+        seconds += (count + (0.5 if half else 0)) * _SIZES[unit]
+    label = ""
+    if reminder := _REMINDER.search(text.lower()):  # what to remind of, in the user's words, without the duration
+        what = _IN_DURATION.sub(" ", reminder.group("what"))
+        label = re.sub(r"^(to|about|that)\s+|\s+", lambda m: " " if m.group(0).isspace() else "", what.strip(" .,!?")).strip()
+    return seconds, label
+
+
 def route(text: str, offered: Collection[str]) -> ToolCall | None:
     """The built-in tool call `text` plainly asks for, among those `offered`; None: the model answers."""
+    if "cancel_timer" in offered and _CANCEL.search(text.lower()):
+        return ToolCall(f"call_{uuid.uuid4().hex[:12]}", "cancel_timer", "{}")
+    if "set_timer" in offered and (timer := timer_in(text)) is not None:
+        arguments = {"seconds": timer[0], **({"label": timer[1]} if timer[1] else {})}
+        return ToolCall(f"call_{uuid.uuid4().hex[:12]}", "set_timer", json.dumps(arguments))
     if "calculate" in offered and (expression := arithmetic_in(text)) is not None:
         return ToolCall(f"call_{uuid.uuid4().hex[:12]}", "calculate", json.dumps({"expression": expression}))
     if "current_time" in offered and asks_the_clock(text):
@@ -115,6 +145,8 @@ def _ordinal(day: int) -> str:
 
 def answer(question: str, call: ToolCall, result: str) -> str | None:
     """What to say for a routed call's result, or None: the model answers instead."""
+    if call.name in ("set_timer", "cancel_timer"):
+        return _timer_answer(call, result)
     if call.name == "calculate" and " = " in result and not result.startswith("error"):
         expression, value = result.rsplit(" = ", 1)
         spoken = expression.replace(" * ", " times ").replace(" / ", " divided by ").replace(" + ", " plus ")
@@ -143,3 +175,14 @@ def answer(question: str, call: ToolCall, result: str) -> str | None:
     if "day" in q:
         return f"It's {c['weekday']}."
     return f"It's {c['weekday']}, {c['day']} {c['month']}, {time_said}."
+
+
+def _timer_answer(call: ToolCall, result: str) -> str:
+    if result.startswith("error: "):
+        return f"Sorry, {result.removeprefix('error: ')}."
+    if call.name == "cancel_timer":
+        return f"{result[0].upper()}{result[1:]}."
+    duration = re.search(r"set for (.+?), due", result)
+    label = json.loads(call.arguments or "{}").get("label")
+    when = duration.group(1) if duration else "then"
+    return f"Reminder set for {when}: {label}." if label else f"Timer set for {when}."
