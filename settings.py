@@ -194,6 +194,10 @@ class Settings:
         "",
         "MCP servers whose tools the LLM may also call, `;`-separated: a Streamable HTTP URL (`http://127.0.0.1:8931/mcp`) or a command that speaks MCP on stdio (`npx -y @modelcontextprotocol/server-everything`). Each is connected once at start; one that cannot be reached is logged and left out.",
     )
+    tool_router: str = _opt(
+        "auto",
+        "How the built-in tools are called: `on`, from the user's words by rules (English), their results said in fixed sentences; `off`, by the LLM itself, through `tools`; `auto`, `on` for the embedded LLM, whose small model does not call them (docs/decisions/0014), `off` for the openai engine.",
+    )
     tool_timeout_s: float = _opt(
         5.0, "How long a tool may run before the assistant says it could not do it (an `error` event, stage `tool`)."
     )
@@ -251,6 +255,11 @@ class Settings:
     @property
     def tool_list(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(name.strip().lower() for name in self.tools.split(",") if name.strip()))
+
+    @property
+    def routes_tools(self) -> bool:
+        """The built-in tools are called by the router (TOOL_ROUTER), not by the LLM."""
+        return self.tool_router == "on" or (self.tool_router == "auto" and self.llm_engine == "local")
 
     @property
     def voice_map(self) -> dict[str, str]:
@@ -319,6 +328,8 @@ class Settings:
             raise SettingsError(f"TOOLS must name built-in tools ({', '.join(BUILT_IN)}); got {', '.join(unknown)}")
         if self.tool_timeout_s <= 0:
             raise SettingsError("TOOL_TIMEOUT_S must be a positive number of seconds")
+        if self.tool_router not in ("auto", "on", "off"):
+            raise SettingsError(f"TOOL_ROUTER must be auto, on or off; got {self.tool_router!r}")
         if self.timezone and getattr(timezone_named(self.timezone), "key", None) != self.timezone:
             raise SettingsError(f"TIMEZONE must be an IANA time zone such as Europe/Lisbon; got {self.timezone!r}")
         if not 1 <= self.llm_parallel <= 16:

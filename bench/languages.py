@@ -10,7 +10,7 @@ import numpy as np
 
 from bench.context import Ctx, reason_of
 from bench.eval_set import QUESTIONS, QUESTIONS_BY_LANGUAGE, is_right
-from bench.quality import TURN_TIMEOUT_S, _clip
+from bench.quality import TURN_TIMEOUT_S, clip_of
 from bench.stats import pct
 from kit.eval_voices import SEEN_VOICES, Recording, level, mandarin_recordings, portuguese_recordings, render
 from kit.peers import Peer
@@ -39,7 +39,7 @@ async def _ask(
             await peer.connect()
         if samples is None:
             samples = _spoken(text, language, index)
-        turn = await peer.ask(_clip(text, samples), timeout=TURN_TIMEOUT_S)
+        turn = await peer.ask(clip_of(text, samples), timeout=TURN_TIMEOUT_S)
         return {"said": text, "language": language, "heard": turn.transcript, "heard_as": turn.language, "reply": turn.reply,
                 "v2v_ms": turn.client_ms()["voice_to_voice"], "error": turn.error}  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - one broken item is a wrong answer, not a broken run

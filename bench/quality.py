@@ -38,7 +38,7 @@ class ItemResult:
     error: str = ""
 
 
-def _clip(text: str, samples: np.ndarray) -> Clip:
+def clip_of(text: str, samples: np.ndarray) -> Clip:
     first, last = voiced_bounds(samples)
     return Clip(text, samples, to_48k(samples), first, last)
 
@@ -71,7 +71,7 @@ async def ask_question(url: str, q: Question, group: str, index: int) -> ItemRes
     item = ItemResult("question", q.text, group, voice, q.split)
     peer = await _session(url)
     try:
-        turn = await peer.ask(_clip(q.text, samples), timeout=TURN_TIMEOUT_S)
+        turn = await peer.ask(clip_of(q.text, samples), timeout=TURN_TIMEOUT_S)
         item.steps.append(_turn_row(turn, q.text, q.keywords))
     except Exception as exc:  # noqa: BLE001 - one broken item is a wrong answer, not a broken run
         item.error = reason_of(exc)
@@ -104,7 +104,7 @@ async def run_conversation(url: str, conv: Conversation, group: str, index: int)
                 first = await _first_audible(peer, time.monotonic() - 5.0)
                 if first is not None:
                     await asyncio.sleep(max(0.0, first + step.delay_s - time.monotonic()))
-            task = asyncio.create_task(peer.ask(_clip(step.spoken, made[1]), timeout=TURN_TIMEOUT_S))
+            task = asyncio.create_task(peer.ask(clip_of(step.spoken, made[1]), timeout=TURN_TIMEOUT_S))
             if pending is not None:
                 old, said, keywords = pending
                 interrupted = await old

@@ -86,7 +86,7 @@ class Conversation:
         self.state: StateName | None = None
         self.turns: dict[int, Turn] = {}  # every turn not finished yet, by id
         self._previous: Turn | None = None  # the turn that answered before: its history comes first
-        self._now = 0.0  # media time of the end of the latest frame
+        self._now: float | None = None  # media time of the end of the latest frame; None before the first
         self.language = config.languages[0]  # what the user speaks now
         self._closed = False
         self._rate = RateLimit(config.max_turns_per_minute)
@@ -99,7 +99,7 @@ class Conversation:
     # -- inputs ----------------------------------------------------------------
 
     def on_audio(self, pcm: bytes, t: float) -> None:
-        self._now = t + len(pcm) / 2 / RATE
+        now = self._now = t + len(pcm) / 2 / RATE
         floor = None
         if self.config.echo_gate_db > 0 and self._audio.busy:
             floor = self._audio.level_dbfs(ECHO_WINDOW_S) - self.config.echo_gate_db
@@ -115,18 +115,18 @@ class Conversation:
                 self._run(machine.resumed(event.t_resumed))
             elif isinstance(event, SpeechEnded):
                 self._run(machine.ended(event))
-        for timer in self.timers.due(self._now):
+        for timer in self.timers.due(now):
             self._run(machine.unasked(rules_for(self.language).timer_done(timer)))
-        self._run(machine.tick(self._now, self._segmenter.voiced_until))
+        self._run(machine.tick(now, self._segmenter.voiced_until))
         for turn in list(self.turns.values()):
-            turn.tick(self._now)
+            turn.tick(now)
         if self._segmenter.speaking and machine.previewing:
             self._preview.feed(
                 machine.utterance, self._segmenter.speech_span(), self._segmenter.utterance_pcm, self.history.user_context, self.language
             )
 
     def on_text(self, text: str) -> None:
-        self._run(self.turn_taking.text(text, self._now))
+        self._run(self.turn_taking.text(text, self._now or 0.0))
 
     def on_timezone(self, name: str) -> None:
         if self.tools is not None and not self.tools.set_timezone(name):
@@ -215,7 +215,7 @@ class Conversation:
     async def _judge(self, turn: Turn, pcm: bytes) -> None:
         p = await turn.judge(pcm)
         if p is not None:
-            self._run(self.turn_taking.judged(turn.id, p, self._now))
+            self._run(self.turn_taking.judged(turn.id, p, self._now or 0.0))
 
     async def _check_words(self, pcm: bytes) -> None:
         heard: Heard | None = None
@@ -270,7 +270,7 @@ class Conversation:
         heard = await turn.transcribe()
         turn.misheard = turn.pcm is not None and misheard(heard, self.config.repeat_below_logprob)
         turn.language = next_language(self.language, heard.text, heard.language, self.config.languages)
-        self._run(self.turn_taking.transcribed(turn.id, heard.text, self._now, turn.language))
+        self._run(self.turn_taking.transcribed(turn.id, heard.text, self._now or 0.0, turn.language))
         if not turn.user_text:
             return False
         self.language = turn.language

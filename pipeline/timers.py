@@ -7,6 +7,7 @@ nobody is speaking. Nothing here runs a task: a closed session drops its timers 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class TimerStatus(StrEnum):
 class Timer:
     id: int
     seconds: float  # as it was set
-    due: float  # media time
+    due: float | None  # media time (None: set before the first frame; it counts from the first tick)
     label: str = ""  # what to remind the user of; "" for a plain timer
 
     @property
@@ -62,14 +63,14 @@ class Timers:
     @property
     def pending(self) -> list[Timer]:
         """Soonest first."""
-        return sorted(self._pending.values(), key=lambda timer: timer.due)
+        return sorted(self._pending.values(), key=lambda timer: (timer.due is None, timer.due or 0.0, timer.id))
 
-    def set(self, seconds: float, label: str, now: float) -> Timer:
+    def set(self, seconds: float, label: str, now: float | None) -> Timer:
         if not MIN_SECONDS <= seconds <= MAX_SECONDS:
             raise TimerRefused(f"a timer must be between {MIN_SECONDS:g} second and 24 hours; got {seconds:g} s")
         if len(self._pending) >= MAX_PENDING:
             raise TimerRefused(f"there are already {MAX_PENDING} timers; cancel one first")
-        timer = Timer(next(self._ids), seconds, now + seconds, label.strip())
+        timer = Timer(next(self._ids), seconds, None if now is None else now + seconds, label.strip())
         self._pending[timer.id] = timer
         self._notify(timer, TimerStatus.SET)
         return timer
@@ -87,7 +88,9 @@ class Timers:
 
     def due(self, now: float) -> list[Timer]:
         """The timers due by `now`, soonest first: they are no longer pending."""
-        out = [timer for timer in self.pending if timer.due <= now]
+        for timer in [t for t in self._pending.values() if t.due is None]:
+            self._pending[timer.id] = dataclasses.replace(timer, due=now + timer.seconds)
+        out = [timer for timer in self.pending if timer.due is not None and timer.due <= now]
         for timer in out:
             del self._pending[timer.id]
             self._notify(timer, TimerStatus.DUE)

@@ -34,7 +34,7 @@ class Context:
     timezone: tzinfo = UTC
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     timers: Timers | None = None  # the conversation's, which says them when due
-    media_now: Callable[[], float] = lambda: 0.0  # the conversation's media time, the timers' clock
+    media_now: Callable[[], float | None] = lambda: None  # the conversation's media time, the timers' clock
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ class ToolsConfig:
     def from_settings(cls, settings: Settings) -> ToolsConfig:
         return cls(settings.tool_list, settings.tool_timeout_s, settings.timezone)
 
-    def toolbox(self, timers: Timers | None = None, media_now: Callable[[], float] = lambda: 0.0) -> Toolbox | None:
+    def toolbox(self, timers: Timers | None = None, media_now: Callable[[], float | None] = lambda: None) -> Toolbox | None:
         tools = [*built_in(self.names), *self.extra]
         context = Context(timezone_named(self.timezone), timers=timers, media_now=media_now)
         return Toolbox(tools, context, self.timeout_s) if tools else None

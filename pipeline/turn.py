@@ -76,7 +76,7 @@ def trim_leading_silence(pcm: bytes, rate: int, threshold: int = 300, keep_ms: i
 
 @dataclasses.dataclass
 class _Running:
-    since: float  # media time it started
+    since: float | None  # media time it started (None: before the first frame; then it is the first tick)
     task: asyncio.Task[str]
     say: Callable[[str], None]
     expired: bool = False
@@ -97,7 +97,7 @@ class Turn:
         stt_prompt: str = "",
         language: str = "en",
         tools: Toolbox | None = None,
-        clock: Callable[[], float] = time.monotonic,  # the conversation's media time
+        clock: Callable[[], float | None] = time.monotonic,  # the conversation's media time; None before its first frame
         unasked: str | None = None,  # no user turn: this is said (a timer is due)
     ) -> None:
         self.id = id  # unique in the session; `number` is what events carry, once released
@@ -373,6 +373,8 @@ class Turn:
         running = self._running
         if running is None or self._tools is None:
             return
+        if running.since is None:
+            running.since = now
         if not self._said_one_moment and now - running.since >= ONE_MOMENT_AFTER_S:
             self._said_one_moment = True
             running.say(rules_for(self.language).one_moment)

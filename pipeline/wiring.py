@@ -57,10 +57,13 @@ def warm_up_messages(settings: Settings) -> list[Message]:
 
 
 def offered_tools(settings: Settings, extra: Sequence[Tool] = ()) -> list[ToolSpec] | None:
-    """The tools every conversation offers the LLM: part of each prompt's cached prefix, so warmed too."""
+    """The tools every conversation's prompt carries: part of its cached prefix, so warmed too
+    (not those the router calls: TOOL_ROUTER)."""
+    from pipeline.engines.tool_router import unrouted
     from pipeline.tools import Toolbox, built_in
 
-    return Toolbox([*built_in(settings.tool_list), *extra]).specs or None
+    specs = Toolbox([*built_in(settings.tool_list), *extra]).specs or None
+    return unrouted(specs) if settings.routes_tools else specs
 
 
 async def warm_up(engines: Engines, settings: Settings, extra_tools: Sequence[Tool] = ()) -> None:

@@ -299,25 +299,27 @@ async def test_llm_default_is_greedy_and_repeats_its_answer(llm: LocalLLM) -> No
 @module_loop
 async def test_llm_calls_the_built_in_tools_and_answers_with_their_results(llm: LocalLLM) -> None:
     from pipeline.engines.base import ToolCall
+    from pipeline.engines.tool_router import RoutedLLM
     from pipeline.history import DEFAULT_SYSTEM_PROMPT
     from pipeline.timers import Timers
     from pipeline.tools import Act, Context, Toolbox, built_in
 
+    routed = RoutedLLM(llm)  # TOOL_ROUTER=auto, the embedded engine: the built-ins are the router's
     box = Toolbox(built_in(["clock", "arithmetic"]))
     question: list[Any] = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "What is 47 times 23?"}]
-    (call,) = await collect(llm.stream(question, box.specs))
+    (call,) = await collect(routed.stream(question, box.specs))
     assert isinstance(call, ToolCall) and call.name == "calculate"
     act = Act(call, await box.run(call.name, call.arguments), ok=True)
-    answer = "".join(await collect(llm.stream([*question, *Act.messages([act])], box.specs)))
+    answer = "".join(await collect(routed.stream([*question, *Act.messages([act])], box.specs)))
     assert "1081" in answer.replace(",", "")
-    plain = await collect(llm.stream([question[0], {"role": "user", "content": "What is the capital of France?"}], box.specs))
+    plain = await collect(routed.stream([question[0], {"role": "user", "content": "What is the capital of France?"}], box.specs))
     assert all(isinstance(p, str) for p in plain) and "Paris" in "".join(plain), "a plain question is the model's"
     timers = Toolbox(built_in(["timers"]), Context(timers=Timers()))
     ask = [question[0], {"role": "user", "content": "Set a timer for five minutes, please."}]
-    (call,) = await collect(llm.stream(ask, timers.specs))
+    (call,) = await collect(routed.stream(ask, timers.specs))
     assert isinstance(call, ToolCall) and call.name == "set_timer" and json.loads(call.arguments) == {"seconds": 300.0}
     act = Act(call, await timers.run(call.name, call.arguments), ok=True)
-    assert "".join(await collect(llm.stream([*ask, *Act.messages([act])], timers.specs))) == "Timer set for 5 minutes."
+    assert "".join(await collect(routed.stream([*ask, *Act.messages([act])], timers.specs))) == "Timer set for 5 minutes."
 
 
 @pytest.mark.models

@@ -233,6 +233,30 @@ async def test_llm_streams_tool_calls_and_answers_with_their_results(standin: St
     assert "tools" not in standin.config.log.chat_requests[-1], "no tools: none offered"
 
 
+async def test_tool_router_on_calls_the_built_ins_itself_and_offers_the_model_only_the_others(standin: Standin) -> None:
+    """TOOL_ROUTER=on (the embedded LLM behind the supervisor's server, or any small model): the
+    built-ins never reach the endpoint; an MCP tool still does."""
+    from pipeline.engines.factory import build_llm
+    from pipeline.engines.tool_router import RoutedLLM
+    from pipeline.tools import Act, Toolbox, built_in
+    from tests.conftest import make_settings
+
+    endpoint = {"llm_engine": "openai", "llm_base_url": standin.url, "llm_api_key": KEY, "llm_model": "m"}
+    llm = build_llm(make_settings(**endpoint, tool_router="on"))
+    assert isinstance(llm, RoutedLLM) and isinstance(llm.llm, OpenAILLM) and standin._keep(llm.llm)
+    assert isinstance(standin._keep(build_llm(make_settings(**endpoint))), OpenAILLM), "auto: off for the openai engine"
+    other = {"type": "function", "function": {"name": "count_words", "description": "", "parameters": {"type": "object"}}}
+    tools = [*Toolbox(built_in(["clock", "arithmetic", "timers"])).specs, other]
+    question: list[Any] = [{"role": "user", "content": "What is 47 times 23?"}]
+    (call,) = [item async for item in llm.stream(question, tools)]
+    assert call.name == "calculate" and standin.config.log.chat_requests == [], "routed: no request"
+    said = [item async for item in llm.stream([*question, *Act.messages([Act(call, "47 * 23 = 1081", ok=True)])], tools)]
+    assert said == ["47 times 23 is 1081."] and standin.config.log.chat_requests == []
+    async for _ in llm.stream([{"role": "user", "content": "What is the capital of France?"}], tools):
+        pass
+    assert [t["function"]["name"] for t in standin.config.log.chat_requests[-1]["tools"]] == ["count_words"]
+
+
 @pytest.mark.parametrize("how", ["aclose", "cancel"])
 async def test_llm_stopping_early_stops_the_server(standin: Standin, how: str) -> None:
     standin.config.llm_reply = lambda messages: " ".join(f"word{i}" for i in range(200))
@@ -435,7 +459,7 @@ def test_local_engines_are_imported_only_when_chosen(monkeypatch: pytest.MonkeyP
     made = []
 
     def fake(module: str, cls: str) -> None:
-        engine = type(cls, (), {"from_settings": classmethod(lambda c, s: made.append(cls) or c())})
+        engine = type(cls, (), {"name": cls, "from_settings": classmethod(lambda c, s: made.append(cls) or c())})
         monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**{cls: engine}))
 
     fake("pipeline.engines.local_stt", "LocalSTT")

@@ -188,3 +188,18 @@ def test_the_router_cancels_and_says_what_was_done():
     assert said == "Reminder set for 10 minutes: check the oven."
     assert answer("", cancel, "cancelled the timer for 2 minutes") == "Cancelled the timer for 2 minutes."
     assert answer("", cancel, "error: there is no timer to cancel") == "Sorry, there is no timer to cancel."
+
+
+async def test_a_timer_set_before_the_first_frame_counts_from_it():
+    """Media time is the inbound clock (about the monotonic one): unknown until audio arrives."""
+    h = harness()
+    h.t = 5000.0
+    h.conversation.on_text("Set a timer for three seconds.")
+    await h.settle()
+    assert h.conversation.timers.pending[0].due is None
+    await h.silence(2.5)
+    assert not [e for e in h.of("timer") if e["status"] == "due"]
+    await h.silence(1.0)
+    t_due, _ = h.first("timer", status="due")
+    assert 5003.0 <= t_due <= 5003.04
+    await h.close()

@@ -1,5 +1,6 @@
 """Tools in a spoken conversation, in virtual time: a held reply never acts, a call always has an
-outcome in the history, nothing runs twice, a slow tool gets a filler and a timeout an apology."""
+outcome in the history, nothing runs twice, a slow tool gets a filler (never over the user) and a
+timeout an apology."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kit.speech import concat, silence, speak
+from kit.speech import concat, silence, speak, voiced_bounds
 from pipeline.engines.base import ToolCall
 from pipeline.tools import Context, Tool, Toolbox, ToolsConfig
 from tests.fakes import FakeLLM, Harness
@@ -185,4 +186,39 @@ async def test_the_page_tells_the_clock_the_users_time_zone():
     h.conversation.on_timezone("Mars/Olympus")
     assert h.of("error")[0]["stage"] == "input" and "Mars/Olympus" in h.of("error")[0]["message"]
     assert getattr(h.conversation.tools.context.timezone, "key", None) == "Asia/Shanghai", "a bad name changes nothing"
+    await h.close()
+
+
+async def test_the_filler_never_plays_over_the_user():
+    gate = asyncio.Event()
+    tool = Counted(gate=gate)
+    h = harness(tool, stt=lambda s: QUESTION if s > 1.2 else "Mm-hmm.")
+    await ask(h)
+    called = await until(h, lambda: h.of("tool_call"))
+    await h.silence(0.8 - (h.t - called))
+    backchannel = speak("Mm-hmm.")
+    first, last = voiced_bounds(backchannel)
+    voiced = (h.t + first, h.t + last)  # from 0.8 s into the tool's run, past the filler's second
+    await h.feed(backchannel)
+    end = h.t
+    assert voiced[0] - called < 1.0 < voiced[1] - called and ("en", "One moment.") in h.tts.spoken, "due while the user spoke"
+    assert h.audio.audible(voiced[0], voiced[1]) == [], "paused for the user: nothing played over them"
+    assert h.audio.audible(voiced[1], end), "said once they stopped (a backchannel: the reply goes on)"
+    gate.set()
+    await until(h, lambda: h.of("reply"))
+    assert h.of("reply")[-1]["text"] == "It is 1081." and tool.runs == 1 and h.tts.spoken.count(("en", "One moment.")) == 1
+    await h.close()
+
+
+async def test_a_tool_started_before_the_first_frame_is_timed_from_it():
+    tool = Counted(gate=asyncio.Event())
+    h = harness(tool, timeout_s=3.0)
+    h.t = 5000.0  # media time is the inbound clock: unknown until audio arrives
+    h.conversation.on_text("What is 47 times 23?")
+    await h.settle()
+    assert tool.runs == 1
+    await h.silence(0.5)
+    assert h.of("error") == [] and ("en", "One moment.") not in h.tts.spoken
+    await until(h, lambda: h.of("error"))
+    assert 5003.0 <= h.first("error")[0] <= 5003.1
     await h.close()

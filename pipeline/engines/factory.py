@@ -43,15 +43,22 @@ def build_stt(settings: Settings) -> STT:
 
 
 def build_llm(settings: Settings) -> LLM:
+    llm: LLM
     if settings.llm_engine == "openai":
         from pipeline.engines.openai_llm import OpenAILLM
 
-        return OpenAILLM.from_settings(settings)
-    if settings.llm_engine == "local":
+        llm = OpenAILLM.from_settings(settings)
+    elif settings.llm_engine == "local":
         from pipeline.engines.local_llm import LocalLLM
 
-        return LocalLLM.from_settings(settings)
-    raise SettingsError(f"LLM_ENGINE must be local or openai; got {settings.llm_engine!r}")
+        llm = LocalLLM.from_settings(settings)
+    else:
+        raise SettingsError(f"LLM_ENGINE must be local or openai; got {settings.llm_engine!r}")
+    if settings.routes_tools:
+        from pipeline.engines.tool_router import RoutedLLM
+
+        return RoutedLLM(llm)
+    return llm
 
 
 def build_tts(settings: Settings) -> TTS:

@@ -32,7 +32,6 @@ from typing import Any
 
 from pipeline.engines.base import EngineError, Message, ToolCall, ToolSpec, each_within
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, check_gguf, ensure_split_model, verify_package_files
-from pipeline.engines.tool_router import ROUTED, answer, route
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
 from pipeline.events import Stage
 from settings import Settings
@@ -298,20 +297,11 @@ class LocalLLM:
         """The reply, token by token, then the calls of `tools` it makes. A reply whose first sentence
         is out may step aside, at a word boundary, for another turn's more urgent reply (see
         `_generate`); it then goes on from where it stopped as a new job, needed when its audio so far
-        will have played. Its slot kept the cache, so going on costs only the new tokens. The built-in
-        tools are called by pipeline/engines/tool_router.py's rules; other tools go through the
-        model's own chat template."""
+        will have played. Its slot kept the cache, so going on costs only the new tokens. Tools go
+        through the model's own chat template (the built-ins, by default, do not reach it: see
+        pipeline/engines/tool_router.py)."""
         if self._server is None:
             await self.start()
-        if tools and messages and messages[-1]["role"] == "user":
-            call = route(messages[-1]["content"], {tool["function"]["name"] for tool in tools})
-            if call is not None:
-                yield call
-                return
-        if (said := _routed_answer(messages)) is not None:
-            yield said
-            return
-        tools = [tool for tool in tools or () if tool["function"]["name"] not in ROUTED] or None  # see tool_router
         text = ""
         tokens = 0
         when: float | None = None  # the first job: the caller's needed_by
@@ -403,17 +393,6 @@ class LocalLLM:
         )
 
 
-def _routed_answer(messages: list[Message]) -> str | None:
-    """The sentence for a routed tool's result, when the messages end with one (see tool_router)."""
-    if len(messages) < 3 or messages[-1]["role"] != "tool" or messages[-3]["role"] != "user":
-        return None
-    calls = messages[-2].get("tool_calls") or []
-    if len(calls) != 1 or calls[0]["function"]["name"] not in ROUTED:
-        return None
-    function = calls[0]["function"]
-    return answer(messages[-3]["content"], ToolCall(calls[0]["id"], function["name"], function["arguments"]), messages[-1]["content"])
-
-
 class BoxModelServer:
     """The embedded LLM once per box (WORKERS > 1): llama.cpp's HTTP server with LLM_PARALLEL
     slots, loaded by the supervisor; every worker reaches it through the `openai` LLM engine.
@@ -435,6 +414,7 @@ class BoxModelServer:
         if warm:
             self.llm.warm_slots(warm, tools)
         return {
+            "TOOL_ROUTER": "on",  # the built-ins are the router's, as in one process
             "LLM_ENGINE": "openai",
             "LLM_BASE_URL": f"http://127.0.0.1:{port}/v1",
             "LLM_API_KEY": self.llm.api_key,

@@ -1,5 +1,8 @@
 """The embedded LLM's way to the built-in tools: a router on the user's words, not the model's own calls.
 
+`RoutedLLM` wraps an LLM engine with it (TOOL_ROUTER: by default the embedded one, in one process
+or behind the supervisor's llama.cpp server).
+
 Offered tools through its chat template, the embedded Qwen2.5-Coder wrote about the functions
 instead of calling them, and the tool block cost seconds of prompt on two cores (decision 0014).
 So for the built-ins the engine decides from the words: a plain arithmetic question, a question
@@ -15,9 +18,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Collection
+from collections.abc import AsyncGenerator, Collection
+from contextlib import aclosing
+from typing import Any
 
-from pipeline.engines.base import ToolCall
+from pipeline.engines.base import LLM, Message, ToolCall, ToolSpec
 
 ROUTED = ("calculate", "current_time", "set_timer", "cancel_timer")
 
@@ -186,3 +191,45 @@ def _timer_answer(call: ToolCall, result: str) -> str:
     label = json.loads(call.arguments or "{}").get("label")
     when = duration.group(1) if duration else "then"
     return f"Reminder set for {when}: {label}." if label else f"Timer set for {when}."
+
+
+def unrouted(tools: list[ToolSpec] | None) -> list[ToolSpec] | None:
+    """The tools the model itself is offered: not those the router calls."""
+    return [tool for tool in tools or () if tool["function"]["name"] not in ROUTED] or None
+
+
+def routed_answer(messages: list[Message]) -> str | None:
+    """The sentence for a routed tool's result, when the messages end with one."""
+    if len(messages) < 3 or messages[-1]["role"] != "tool" or messages[-3]["role"] != "user":
+        return None
+    calls = messages[-2].get("tool_calls") or []
+    if len(calls) != 1 or calls[0]["function"]["name"] not in ROUTED:
+        return None
+    function = calls[0]["function"]
+    return answer(messages[-3]["content"], ToolCall(calls[0]["id"], function["name"], function["arguments"]), messages[-1]["content"])
+
+
+class RoutedLLM:
+    """`llm` with the built-in tools called from the user's words and their results said here;
+    other tools, and everything else, are its model's."""
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+        self.name = llm.name
+
+    def __getattr__(self, name: str) -> Any:  # start, close, warm, readiness: the engine's own
+        return getattr(self.llm, name)
+
+    async def stream(self, messages: list[Message], tools: list[ToolSpec] | None = None) -> AsyncGenerator[str | ToolCall, None]:
+        if tools and messages and messages[-1]["role"] == "user":
+            call = route(messages[-1]["content"], {tool["function"]["name"] for tool in tools})
+            if call is not None:
+                yield call
+                return
+        if (said := routed_answer(messages)) is not None:
+            yield said
+            return
+        offered = unrouted(tools)
+        async with aclosing(self.llm.stream(messages, offered) if offered else self.llm.stream(messages)) as deltas:
+            async for delta in deltas:
+                yield delta
