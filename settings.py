@@ -188,7 +188,7 @@ class Settings:
     # tools
     tools: str = _opt(
         "clock,arithmetic,timers",
-        "Built-in tools, comma-separated: `clock` (the date and time where the user is: the page says, else `TIMEZONE`), `arithmetic` (exact), `timers` (timers and reminders, said aloud when due, once nobody is speaking). Empty: none, the LLM only talks. The openai engine offers them as `tools` (the endpoint must support function calling); the embedded one calls them from the user's words (docs/decisions/0014).",
+        "Built-in tools, comma-separated: `clock` (the date and time where the user is: the page says, else `TIMEZONE`), `arithmetic` (exact), `timers` (timers and reminders, said aloud when due, once nobody is speaking). Empty: none, the LLM only talks. The LLM is offered them as `tools` (the endpoint must support function calling), or the router calls them (`TOOL_ROUTER`).",
     )
     mcp_servers: str = _opt(
         "",

@@ -91,7 +91,7 @@ async def _timer_trial(url: str, group: str, index: int, speak_over: bool) -> di
             }
             floor_free = question.t_reply  # the user's question answered, and played
         t_due, _ = await peer.client.wait_event("timer", timeout=60, after=t_set, status="due")
-        t_said, said = await peer.client.wait_event("reply", timeout=30, after=max(t_due, floor_free) - 0.5, interrupted=False)
+        t_said, said = await _unasked_reply(peer, t_due)
         heard = peer.audible(max(t_due, floor_free))
         row |= {"said": said["text"], "due_ms": round((t_due - due_at) * 1000)}
         row["first_audio_after_due_ms"] = round((heard[0] - due_at) * 1000) if heard and heard[0] < t_said else None
@@ -102,6 +102,18 @@ async def _timer_trial(url: str, group: str, index: int, speak_over: bool) -> di
     finally:
         await peer.close()
     return row
+
+
+async def _unasked_reply(peer: Peer, after: float, timeout: float = 30.0) -> tuple[float, dict[str, Any]]:
+    """The first reply after `after` in a turn with no transcript: one nobody asked for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        asked = {ev.get("turn") for _, ev in peer.client.events if ev.get("type") == "transcript"}
+        for t, ev in peer.client.events:
+            if t >= after and ev.get("type") == "reply" and ev.get("turn") not in asked:
+                return t, ev
+        await asyncio.sleep(0.05)
+    raise TimeoutError("nothing was said when the timer was due")
 
 
 async def _timers(ctx: Ctx, url: str) -> list[dict[str, Any]]:
