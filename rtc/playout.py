@@ -24,6 +24,10 @@ for the rest of the session. Here:
 - Media time is the sender's RTP clock on the monotonic clock, anchored at the
   first packet, so the segmenter never sees a hole or a jump; only a gap of over
   RESYNC_GAP_S (the sender stopped, or its clock jumped) starts the timeline afresh.
+  A first packet that came late (the loop was busy as the call started) would put
+  media time ahead of the wall clock the replies are played on for the whole
+  session, so the anchor slews to the fastest path seen, SLEW of a frame at a
+  time: media time never runs backwards and soon never runs ahead of arrival.
 
 Everything here is synchronous and takes `now` from the caller, so the tests drive
 it in virtual time.
@@ -48,6 +52,7 @@ RESYNC_GAP_S = 5.0  # a gap longer than this is a new timeline, not something to
 MARGIN_S = 0.005  # timer slack added to the measured lateness
 JITTER_WINDOW = 50  # packets: the last second
 BASE_EPOCH_S = 5.0  # the fastest transit is the least over the current and the previous epoch
+SLEW = 0.1  # of each frame's duration, the most the anchor moves back toward the fastest path
 
 PlayoutCount = Literal["concealed", "recovered", "late", "duplicate", "resync"]
 
@@ -260,6 +265,7 @@ class PlayoutBuffer:
     def _emit(self, pcm: bytes, frames: list[PcmFrame]) -> None:
         self._pcm += pcm
         while len(self._pcm) >= FRAME_BYTES:
+            self._anchor -= min(max(0.0, self._anchor - self.base), SLEW * FRAME_SAMPLES / RATE)
             frames.append(PcmFrame(bytes(self._pcm[:FRAME_BYTES]), self._anchor + self._pcm_ts / RTP_RATE))
             del self._pcm[:FRAME_BYTES]
             self._pcm_ts += FRAME_SAMPLES * TS_PER_SAMPLE

@@ -81,6 +81,20 @@ def test_in_order_packets_never_wait_and_media_time_is_continuous() -> None:
     assert buffer.wake_at() is None
 
 
+def test_a_late_first_packet_does_not_put_media_time_ahead_of_arrival_for_good() -> None:
+    """The loop was busy as the call started: packet 0 landed 90 ms late, the rest on time."""
+    buffer = PlayoutBuffer(MarkingDecoder())
+    frames = []
+    for n in range(100):
+        arrival = 10.02 + n * FRAME + (0.09 if n == 0 else 0.0)
+        buffer.push(packet(n, max(arrival, 10.11)))  # 1..4 queued behind 0, then on time
+        frames += buffer.pop(max(arrival, 10.11))
+    steps = np.diff([f.t for f in frames])
+    assert (steps > 0).all() and np.allclose(steps[steps < FRAME - 1e-9], FRAME * 0.9), "a slew, never a jump back"
+    assert frames[0].t == pytest.approx(10.11), "anchored at the first packet"
+    assert frames[-1].t == pytest.approx(10.02 + 99 * FRAME), "then on the fastest path: not ahead of the wall clock"
+
+
 def test_a_reordered_packet_is_waited_for_not_concealed() -> None:
     buffer = PlayoutBuffer(MarkingDecoder())
     assert steady(buffer, 10) == list(range(10))
