@@ -75,7 +75,9 @@ async def test_spoken_question_gets_a_streamed_spoken_answer(assistant, clients)
         assert metrics["released_by"] == "silence" and abs(metrics["endpoint_ms"] - 1200) <= 40
     # The reply was ready when released, so audio starts right at the release. Two clocks meet here:
     # endpoint_ms is in inbound media time, voice_to_voice_ms ends at an outbound frame; they may
-    # differ by the receive jitter buffer (RTP_JITTER_FRAMES, 2 frames).
+    # differ by the receive jitter buffer (RTP_JITTER_FRAMES, 2 frames). A first packet that came late
+    # once put media time 91 ms ahead of the wall clock here (a CI run); media time now slews back to
+    # the fastest path (rtc/playout.py SLEW) within the first seconds of the call.
     assert metrics["voice_to_voice_ms"] >= metrics["endpoint_ms"] - 40
     for key in ("stt_ms", "llm_first_token_ms", "first_sentence_ms", "tts_first_audio_ms"):
         assert metrics[key] is not None and metrics[key] >= 0
