@@ -19,6 +19,7 @@ class EndOfTurn(StrEnum):
 
     MODEL = "model"  # the end-of-turn model, at a pause
     SILENCE = "silence"  # the long silence
+    WORDS = "words"  # at a pause, words that only end a finished question (Mandarin's 吗, 呢, ？)
     TEXT = "text"  # typed text
     TIMER = "timer"  # no user turn: a timer the user set is due
 

@@ -28,6 +28,9 @@ class Rules:
     question_words: frozenset[str] = frozenset()
     auxiliaries: frozenset[str] = frozenset()
     subjects: frozenset[str] = frozenset()
+    # Endings that close a question beyond doubt (Mandarin's final particles): the turn is over at the
+    # pause, whatever the end-of-turn model makes of the voice (Smart Turn calls Mandarin unfinished).
+    closing: frozenset[str] = frozenset()
     max_backchannel_words: int = 4  # in characters where the language has no spaces
     spaced: bool = True  # words are separated by spaces
     # What Whisper writes on silence or noise in this language (subtitle credits of its training data).
@@ -83,6 +86,7 @@ CHINESE = Rules(
         "那个", "这个", "把", "被", "对于", "关于", "除了", "呃", "额",
     }),
     lead_ins=frozenset({("告诉我",), ("我想知道",), ("我想问",), ("请问",), ("你知道",), ("我想问一下",)}),
+    closing=frozenset({"吗", "呢", "么", "？", "?"}),
     max_backchannel_words=6,
     spaced=False,
     answer_in="The user is speaking Mandarin Chinese: answer in Simplified Chinese (简体中文), in plain sentences.",
@@ -187,6 +191,12 @@ def sounds_unfinished(text: str, rules: Rules = ENGLISH) -> bool:
         return True
     question = len(words) >= 2 and words[0] in rules.question_words
     return question and words[-1] in rules.auxiliaries and words[-2] not in rules.subjects and not rules.auxiliaries & set(words[1:-1])
+
+
+def sounds_finished(text: str, rules: Rules = ENGLISH) -> bool:
+    """True when a transcript ends the way only a finished question does in its language (none in English)."""
+    stripped = text.strip()
+    return bool(rules.closing) and stripped.endswith(tuple(rules.closing)) and not sounds_unfinished(stripped, rules)
 
 
 # Language names some endpoints answer with (OpenAI's verbose_json says "chinese"), to ISO codes.

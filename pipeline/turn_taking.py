@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from pipeline import turn_protocol as tp
 from pipeline.events import EndOfTurn, SpeechStartedEvent, SpeechStoppedEvent, State, StateName
-from pipeline.language import aside, meaningful, rules_for, sounds_unfinished
+from pipeline.language import aside, meaningful, rules_for, sounds_finished, sounds_unfinished
 from pipeline.segmenter import SpeechEnded, SpeechPaused
 
 
@@ -246,9 +246,12 @@ class TurnTaking:
         if held is None or held.transcript is None:
             return  # decided once its words are known, and never over a paused reply
         info = self._turns[held.turn]
-        complete = info.failed or not sounds_unfinished(held.transcript, rules_for(info.language))
+        rules = rules_for(info.language)
+        complete = info.failed or not sounds_unfinished(held.transcript, rules)
         if held.finished and complete:
             self._release(held.turn, EndOfTurn.MODEL, now)
+        elif sounds_finished(held.transcript, rules):
+            self._release(held.turn, EndOfTurn.WORDS, now)
         elif held.silence and (complete or (held.wait_until is not None and now >= held.wait_until)):
             self._release(held.turn, EndOfTurn.SILENCE, now)
         elif held.silence and held.wait_until is None:

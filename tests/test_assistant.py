@@ -313,6 +313,8 @@ async def test_a_mandarin_question_is_heard_answered_sentence_by_sentence_and_th
     spoken = [request["input"] for request in standin.log.speech_requests]
     assert spoken == ["中国的首都是北京。", "北京是一座历史悠久的城市，有三千多年的历史。", "你去过北京吗？"]
     assert standin.log.tts_started_at[0] < standin.log.llm_completed_at[0], "the first sentence was voiced while the rest was written"
+    _, metrics = await client.wait_event("metrics")
+    assert metrics["released_by"] in ("model", "words"), "a question ending in ？ is not left to the long silence"
 
     config.stt_text, config.llm_reply = QUESTION, "Paris is the capital of France."
     sent = (await ask(client))[1]

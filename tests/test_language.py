@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.language import aside, code_of, is_backchannel, meaningful, next_language, rules_for, script_language, sounds_unfinished
+from pipeline.language import (
+    aside,
+    code_of,
+    is_backchannel,
+    meaningful,
+    next_language,
+    rules_for,
+    script_language,
+    sounds_finished,
+    sounds_unfinished,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +72,23 @@ def test_chinese_backchannels_without_spaces(text, expected):
 )  # fmt: skip
 def test_chinese_unfinished_text(text, expected):
     assert sounds_unfinished(text, rules_for("zh")) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("你去过北京吗", "zh", True),
+        ("中国的首都是哪里？", "zh", True),
+        ("那你呢?", "zh", True),
+        ("我想去北京。", "zh", False),
+        ("你知道吗，", "zh", False),  # a comma: more is coming
+        ("请问？", "zh", False),  # a lead-in, however it is punctuated
+        ("What is the capital of France?", "en", False),  # English has no such ending: Smart Turn decides
+        ("Qual é a capital?", "pt", False),
+    ],
+)
+def test_endings_that_only_close_a_finished_question(text, language, expected):
+    assert sounds_finished(text, rules_for(language)) is expected
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 from kit.rtc_client import to_48k
 from kit.speech import concat, silence, speak
 from rtc.inbound import FRAME_BYTES, PcmFrame
+from rtc.playout import SLEW
 from tests.conftest import until
 
 pytestmark = pytest.mark.loopback
@@ -48,12 +49,12 @@ async def test_echo_plays_back_what_was_said(start_server, clients):
     t_stop, _ = await client.wait_event("speech_stopped", timeout=15)
     await client.wait_event("state", state="listening", after=t_stop, timeout=15)
 
-    # Inbound: exact 20 ms 16 kHz int16 frames, contiguous media time, the clip's duration.
+    # Inbound: exact 20 ms 16 kHz int16 frames, media time with no hole and no jump: each step is
+    # a frame, less the playout buffer's slew toward the fastest path (a first packet came late).
     assert received and all(len(f.pcm) == FRAME_BYTES for f in received)
     gaps = np.diff([f.t for f in received])
-    assert np.allclose(gaps, 0.02, atol=1e-6)
+    assert np.all((gaps >= 0.02 * (1 - SLEW) - 1e-6) & (gaps <= 0.02 + 1e-6)), gaps
     heard = np.frombuffer(b"".join(f.pcm for f in received), dtype=np.int16)
-    assert abs(received[-1].t + 0.02 - received[0].t - len(heard) / 16000) < 1e-3
     # The speech is in there, intact, at the media time it was sent (plus loopback latency).
     corr, lag = _best_correlation(heard, speech)
     assert corr > 0.8, corr

@@ -137,6 +137,14 @@ ROWS = [
     Row("speech before it continues the same question",
         [("started", 0.0), ("paused", 1.0), ("heard", 1, "What is the capital of", 1.1), ("ended", 1.0), ("started", 3.0)],
         ["Drop 1", "Emit speech_started"], Listening()),
+    # -- words that end a question beyond doubt (Mandarin) ----------------------------------------------
+    Row("a Mandarin question ending in its particle is released at the pause, the model not asked",
+        [("started", 0.0), ("paused", 1.0), ("heard", 1, "你去过北京吗", 1.1, "zh")], ["Respond 1 你去过北京吗", "Release 1 words"], Speaking(1)),
+    Row("or in a question mark", [("started", 0.0), ("paused", 1.0), ("heard", 1, "中国的首都是哪里？", 1.1, "zh")],
+        ["Respond 1 中国的首都是哪里？", "Release 1 words"], Speaking(1)),
+    Row("a Mandarin statement waits for the model", [("started", 0.0), ("paused", 1.0), ("heard", 1, "我想去北京。", 1.1, "zh")],
+        ["Respond 1 我想去北京。"], "held"),
+    Row("an English question mark does not end the turn", [("started", 0.0), ("paused", 1.0), ("heard", 1, Q, 1.1, "en")], [f"Respond 1 {Q}"], "held"),
     # -- without pauses (TURN_PAUSE_MS=0), or without an end-of-turn model ------------------------
     Row("no pause: the silence makes the turn", [("started", 0.0), ("ended", 1.0)], ["CancelPreview", "Emit speech_stopped", "Prepare 1"], "held"),
     Row("released once its words are known", [("started", 0.0), ("ended", 1.0), ("heard", 1, Q, 2.3)], [f"Respond 1 {Q}", "Release 1 silence"],
