@@ -37,6 +37,7 @@ log = logging.getLogger("pipeline.conversation")
 
 ECHO_WINDOW_S = 0.5  # how far back the echo gate looks at what was played (echo path + jitter buffers)
 TURN_MODEL_AUDIO_S = 8.0  # what the end-of-turn model hears of an utterance
+KEEP_RELEASED = 8  # turns a client may still truncate
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Conversation:
         self.history = History(config.system_prompt, config.history_turns, config.history_chars)
         self.state: StateName | None = None
         self.turns: dict[int, Turn] = {}  # every turn not finished yet, by id
+        self._released: dict[int, Turn] = {}  # the latest released turns, by number: what a client may truncate
         self._previous: Turn | None = None  # the turn that answered before: its history comes first
         self._now: float | None = None  # media time of the end of the latest frame; None before the first
         self.language = config.languages[0]  # what the user speaks now
@@ -127,6 +129,24 @@ class Conversation:
 
     def on_text(self, text: str) -> None:
         self._run(self.turn_taking.text(text, self._now or 0.0))
+
+    def on_commit(self, pcm: bytes) -> None:
+        self._run(self.turn_taking.committed(pcm, self._now or 0.0))
+
+    def on_cancel(self) -> None:
+        self._run(self.turn_taking.cancel())
+
+    def on_truncate(self, turn: int, played_s: float) -> bool:
+        """The client played only `played_s` of turn `turn`'s reply: the history keeps that much."""
+        released = self._released.get(turn)
+        if released is None:
+            return False
+        released.played_s = played_s
+        self.history.cut(turn, released.heard())
+        return True
+
+    def on_instructions(self, text: str) -> None:
+        self.history.system_prompt = text
 
     def on_timezone(self, name: str) -> None:
         if self.tools is not None and not self.tools.set_timezone(name):
@@ -207,6 +227,9 @@ class Conversation:
         if turn.transcript is None:
             self._emit(State(StateName.TRANSCRIBING, turn=command.number))
         turn.release(command.number, command.t)
+        self._released[command.number] = turn
+        while len(self._released) > KEEP_RELEASED:
+            del self._released[next(iter(self._released))]
         if turn.done:  # it failed while held: its error is out now
             del self.turns[turn.id]
 
@@ -243,7 +266,7 @@ class Conversation:
             await turn.respond(self.history.messages(turn.user_text, instruction), turn.user_text, said)
             reply = turn.reply.strip()
             if not turn.misheard:
-                self.history.add_turn(_asked(turn), reply, acts=tuple(turn.acts))
+                self.history.add_turn(_asked(turn), reply, acts=tuple(turn.acts), turn=turn.number)
             turn.emit(Reply(reply, interrupted=False, heard=reply))
             outcome = Outcome.COMPLETED
         except asyncio.CancelledError:
@@ -287,7 +310,7 @@ class Conversation:
             return  # a held turn leaves no trace; one cut off before it answered may carry on (turn-taking)
         heard = turn.heard()
         if (turn.heard_any or turn.acts) and not turn.misheard:  # a tool that ran is remembered, heard or not
-            self.history.add_turn(_asked(turn), heard, interrupted=True, acts=tuple(turn.acts))
+            self.history.add_turn(_asked(turn), heard, interrupted=True, acts=tuple(turn.acts), turn=turn.number)
         # Every turn whose transcript was sent ends with a reply event, an empty one if it was
         # cut off before any reply, so a client can close the turn it opened.
         turn.emit(Reply(turn.reply.strip(), interrupted=True, heard=heard))

@@ -38,6 +38,19 @@ class EchoPipeline:
     def on_timezone(self, name: str) -> None:
         """A mic test has no clock."""
 
+    def on_commit(self, pcm: bytes) -> None:
+        self._turn += 1
+        self._audio.write(pcm, RATE, mark=("echo", self._turn))
+
+    def on_cancel(self) -> None:
+        self._audio.clear()
+
+    def on_truncate(self, turn: int, played_s: float) -> bool:
+        return True  # a mic test keeps no history
+
+    def on_instructions(self, text: str) -> None:
+        """A mic test follows none."""
+
     def _on_playback(self, event: Playback) -> None:
         mark = event.mark
         if isinstance(mark, tuple) and mark[0] == "echo":

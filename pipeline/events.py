@@ -21,6 +21,7 @@ class EndOfTurn(StrEnum):
     SILENCE = "silence"  # the long silence
     WORDS = "words"  # at a pause, words that only end a finished question (Mandarin's 吗, 呢, ？)
     TEXT = "text"  # typed text
+    COMMIT = "commit"  # the client ended the turn itself (a Realtime client's input_audio_buffer.commit)
     TIMER = "timer"  # no user turn: a timer the user set is due
 
 

@@ -27,6 +27,7 @@ class Entry:
     text: str
     interrupted: bool = False  # an assistant reply cut short: `text` is what the user heard
     acts: tuple[Act, ...] = ()  # the tools the reply ran before it, with their outcomes
+    turn: int | None = None  # the turn number of an assistant reply
 
 
 @dataclass
@@ -36,11 +37,19 @@ class History:
     max_chars: int = 6000
     entries: list[Entry] = field(default_factory=list)
 
-    def add_turn(self, user: str | None, assistant: str, interrupted: bool = False, acts: tuple[Act, ...] = ()) -> None:
+    def add_turn(
+        self, user: str | None, assistant: str, interrupted: bool = False, acts: tuple[Act, ...] = (), turn: int | None = None
+    ) -> None:
         """`user`: what the reply answers; None when nobody asked (a timer is due)."""
         self.entries.append(Entry("user", user) if user is not None else Entry("system", UNASKED_NOTE))
-        self.entries.append(Entry("assistant", assistant, interrupted, acts))
+        self.entries.append(Entry("assistant", assistant, interrupted, acts, turn))
         self._trim()
+
+    def cut(self, turn: int, heard: str) -> None:
+        """Turn `turn`'s reply was heard only as far as `heard` (the client says what it played)."""
+        for entry in self.entries:
+            if entry.role == "assistant" and entry.turn == turn and entry.text != heard:
+                entry.text, entry.interrupted = heard, True
 
     def _trim(self) -> None:
         # Drop whole turns, oldest first, so a user message never loses its reply.

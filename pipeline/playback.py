@@ -56,6 +56,7 @@ class PlaybackLedger:
         self._last: Hashable | None = None  # mark that played last, kept until another starts
         self._levels: deque[tuple[float, float]] = deque()  # (t, dBFS) of frames with queued audio in them
         self._listeners: list[PlaybackListener] = []
+        self.last_audible = False  # the last frame taken held queued audio
 
     def add_listener(self, listener: PlaybackListener) -> None:
         self._listeners.append(listener)
@@ -113,6 +114,7 @@ class PlaybackLedger:
             self._played[chunk.mark] = self._played.get(chunk.mark, 0) + take
             if chunk.offset >= len(chunk.samples):
                 self._queue.popleft()
+        self.last_audible = filled > 0
         if filled:
             self._note_level(t, out)
         if not self._queue and self._current is not None:

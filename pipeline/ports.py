@@ -98,4 +98,20 @@ class Pipeline(Protocol):
         """The user's time zone, as their page reports it (an IANA name)."""
         ...
 
+    def on_commit(self, pcm: bytes) -> None:
+        """16 kHz audio the client says is the user's whole turn (its own turn detection)."""
+        ...
+
+    def on_cancel(self) -> None:
+        """Stop the reply now, as if the user had interrupted it."""
+        ...
+
+    def on_truncate(self, turn: int, played_s: float) -> bool:
+        """The client played only the first `played_s` of turn `turn`'s reply; False: no such turn."""
+        ...
+
+    def on_instructions(self, text: str) -> None:
+        """The system prompt from now on."""
+        ...
+
     async def close(self) -> None: ...

@@ -125,6 +125,8 @@ class Turn:
         self._sentences: dict[Hashable, str] = {}  # mark -> displayed sentence, in order
         self._started: set[Hashable] = set()  # marks whose audio began to leave
         self._cut: dict[Hashable, Played] = {}  # marks cut by clear(), with how much had played
+        self._seconds: dict[Hashable, float] = {}  # mark -> its audio's duration
+        self.played_s: float | None = None  # what the client says it played of the reply (a Realtime truncate)
         self._wrote_audio = False
         self._held_events: list[Event] = []
         self._held_audio: list[tuple[bytes, int, Hashable]] = []
@@ -193,6 +195,7 @@ class Turn:
 
     def _write(self, pcm: bytes, rate: int, mark: Hashable) -> None:
         self._wrote_audio = True
+        self._seconds[mark] = self._seconds.get(mark, 0.0) + len(pcm) / 2 / rate
         if self.held:
             self._held_audio.append((pcm, rate, mark))
         else:
@@ -221,11 +224,16 @@ class Turn:
     def heard(self) -> str:
         """The reply as far as it left the output."""
         parts: list[str] = []
+        before = 0.0  # seconds of the reply's audio before this mark
         for mark, sentence in self._sentences.items():
             if mark in self._cut:
                 share = self._cut[mark].share
             else:
                 share = 1.0 if mark in self._started else 0.0
+            seconds = self._seconds.get(mark, 0.0)
+            if self.played_s is not None and seconds:  # the client played less than left the output
+                share = min(share, max(0.0, (self.played_s - before) / seconds))
+            before += seconds
             if share >= 0.999:
                 parts.append(sentence)
                 continue

@@ -137,13 +137,28 @@ class TurnTaking:
         return self._flush()
 
     def text(self, text: str, now: float) -> list[tp.Command]:
+        return self._given(None, text, EndOfTurn.TEXT, now)
+
+    def committed(self, pcm: bytes, now: float) -> list[tp.Command]:
+        """The client says `pcm` is the user's whole turn (its own turn detection: push to talk)."""
+        return self._given(pcm, None, EndOfTurn.COMMIT, now)
+
+    def cancel(self) -> list[tp.Command]:
+        """The client wants the reply stopped: one playing is interrupted, one held is dropped."""
         self._drop_held()
         if isinstance(self.floor, tp.Speaking | tp.Paused):
-            self._interrupt("user sent text")
+            self._interrupt("the client cancelled the reply")
+        return self._flush()
+
+    def _given(self, pcm: bytes | None, text: str | None, by: EndOfTurn, now: float) -> list[tp.Command]:
+        """A turn the client ended itself: it interrupts any reply and is answered at once."""
+        self._drop_held()
+        if isinstance(self.floor, tp.Speaking | tp.Paused):
+            self._interrupt("user sent text" if text is not None else "the client committed audio")
         turn = next(self._ids)
-        self._turns[turn] = _Turn(None, None)
-        self._do(tp.Prepare(turn, None, text, None))
-        self._release(turn, EndOfTurn.TEXT, now)
+        self._turns[turn] = _Turn(None, pcm)
+        self._do(tp.Prepare(turn, pcm, text, None if pcm is None else now))
+        self._release(turn, by, now)
         return self._flush()
 
     # -- inputs: what the turns report ---------------------------------------------------------

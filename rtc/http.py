@@ -1,4 +1,4 @@
-"""The HTTP side: the page, `POST /offer`, `GET /healthz`, `GET /config`, `GET /metrics`.
+"""The HTTP side: the page, `POST /offer`, `GET /v1/realtime`, `GET /healthz`, `GET /config`, `GET /metrics`.
 
 `create_app` is given what it needs (a pipeline factory, ICE settings, a
 readiness probe) rather than building it, so tests assemble the same app.
@@ -22,6 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from rtc.ice import rtc_configuration
 from rtc.inbound import InboundConfig
 from rtc.playout import DelayBounds
+from rtc.realtime import RealtimeSession, serve
 from rtc.session import SESSION_ID, InvalidOffer, PipelineFactory, Session, SessionLimits
 from rtc.telemetry import Telemetry
 from rtc.turn import TurnConfig
@@ -33,6 +34,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_OFFER_BYTES = 64 * 1024  # a real SDP offer is a few KB
 
 SESSIONS: web.AppKey[dict[str, Session]] = web.AppKey("sessions", dict)
+REALTIME: web.AppKey[dict[str, RealtimeSession]] = web.AppKey("realtime_sessions", dict)
 CONFIG: web.AppKey[HttpConfig] = web.AppKey("config")
 TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 
@@ -137,10 +139,8 @@ async def offer(request: web.Request) -> web.Response:
         return _error(409, "renegotiating a session is not supported: close it and send a new offer")
 
     sessions = request.app[SESSIONS]
-    if len(sessions) >= config.max_sessions:
-        refused = _refuse(request, 503, "capacity", f"server is full ({config.max_sessions} sessions); try again later")
-        refused.force_close()  # a retry opens a new connection, which the kernel may give to another worker
-        return refused
+    if (full := _full(request)) is not None:
+        return full
     telemetry = request.app[TELEMETRY]
 
     def closed(s: Session) -> None:
@@ -166,6 +166,43 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id, "worker": config.worker})
 
 
+def _open_sessions(app: web.Application) -> int:
+    return len(app[SESSIONS]) + len(app[REALTIME])
+
+
+def _full(request: web.Request) -> web.Response | None:
+    config = request.app[CONFIG]
+    if _open_sessions(request.app) < config.max_sessions:
+        return None
+    refused = _refuse(request, 503, "capacity", f"server is full ({config.max_sessions} sessions); try again later")
+    refused.force_close()  # a retry opens a new connection, which the kernel may give to another worker
+    return refused
+
+
+async def realtime(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/realtime`: the OpenAI Realtime protocol over a WebSocket (rtc/realtime.py)."""
+    config = request.app[CONFIG]
+    if not _has_token(request, config.token):
+        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
+    if not _origin_allowed(request, config.allowed_origins):
+        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
+    if (full := _full(request)) is not None:
+        return full
+    open_, telemetry = request.app[REALTIME], request.app[TELEMETRY]
+
+    def opened(session: RealtimeSession) -> None:
+        SESSION_ID.set(session.id)
+        open_[session.id] = session
+        telemetry.sessions.inc()
+        log.info("realtime session opened (%d open)", _open_sessions(request.app))
+
+    def closed(session: RealtimeSession) -> None:
+        open_.pop(session.id, None)
+        telemetry.closed.labels(session.close_reason_kind or "closed").inc()
+
+    return await serve(request, config.make_pipeline, config.limits, opened, closed)
+
+
 async def healthz(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     engines = config.readiness()
@@ -173,7 +210,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": "ok" if ready else "starting",
-            "sessions": len(request.app[SESSIONS]),
+            "sessions": _open_sessions(request.app),
             "worker": config.worker,
             "pipeline": config.pipeline_name,
             "engines": engines,
@@ -202,6 +239,8 @@ async def _close_sessions(app: web.Application) -> None:
     sessions = list(app[SESSIONS].values())
     if sessions:
         log.info("closing %d session(s)", len(sessions))
+    for realtime_session in app[REALTIME].values():
+        realtime_session.close_soon("the server is shutting down", "shutdown")
     await asyncio.gather(*(s.close("the server is shutting down", kind="shutdown") for s in sessions), return_exceptions=True)
 
 
@@ -217,8 +256,10 @@ def create_app(config: HttpConfig) -> web.Application:
     app[CONFIG] = config
     sessions: dict[str, Session] = {}
     app[SESSIONS] = sessions
+    realtime_sessions: dict[str, RealtimeSession] = {}
+    app[REALTIME] = realtime_sessions
     app[TELEMETRY] = Telemetry(
-        open_sessions=lambda: len(sessions),
+        open_sessions=lambda: len(sessions) + len(realtime_sessions),
         readiness=config.readiness,
         late_frames=lambda: sum(s.outbound.late_frames for s in sessions.values()),
         worker=config.worker,
@@ -228,6 +269,7 @@ def create_app(config: HttpConfig) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/config", client_config)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/realtime", realtime)
     if WEB_DIR.exists():
         app.router.add_static("/", WEB_DIR, show_index=False)
     app.cleanup_ctx.append(_watch_loop)

@@ -32,17 +32,20 @@ from pipeline.ports import PlaybackListener, Played
 RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms
 FRAME_S = FRAME_SAMPLES / RATE
-TIME_BASE = fractions.Fraction(1, RATE)
 
 
 class OutboundAudioTrack(MediaStreamTrack):
     kind = "audio"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep, rate: int = RATE
+    ) -> None:
         super().__init__()
         self._clock = clock
         self._sleep = sleep  # with `clock`, what the tests replace to pace in virtual time
-        self._ledger = PlaybackLedger(RATE)  # what is queued and what of each mark has left
+        self.rate = rate  # 48 kHz for WebRTC; a Realtime WebSocket client's own rate
+        self._frame = rate // 50
+        self._ledger = PlaybackLedger(rate)  # what is queued and what of each mark has left
         self._resamplers: dict[int, av.AudioResampler] = {}
         self._start: float | None = None
         self._pts = 0
@@ -93,7 +96,7 @@ class OutboundAudioTrack(MediaStreamTrack):
 
     @property
     def queued_seconds(self) -> float:
-        return self._ledger.queued_samples / RATE
+        return self._ledger.queued_samples / self.rate
 
     @property
     def busy(self) -> bool:
@@ -102,13 +105,13 @@ class OutboundAudioTrack(MediaStreamTrack):
     def _to_48k(self, pcm: bytes, sample_rate: int) -> np.ndarray:
         if len(pcm) % 2:
             raise ValueError("PCM must be whole int16 samples")
-        if sample_rate == RATE:
+        if sample_rate == self.rate:
             return np.frombuffer(pcm, dtype=np.int16).copy()
         resampler = self._resamplers.get(sample_rate)
         if resampler is None:
             # One resampler per source rate, kept across writes: its filter state
             # carries over chunk boundaries, so sentences join without clicks.
-            resampler = self._resamplers[sample_rate] = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+            resampler = self._resamplers[sample_rate] = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
         frame = av.AudioFrame.from_ndarray(np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = sample_rate
         out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
@@ -121,29 +124,35 @@ class OutboundAudioTrack(MediaStreamTrack):
             from aiortc.mediastreams import MediaStreamError
 
             raise MediaStreamError
+        samples = await self.next_frame()
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.rate
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.rate)
+        return frame
+
+    async def next_frame(self) -> np.ndarray:
+        """The next 20 ms of samples, when it is due to leave (silence where nothing is queued or paused)."""
         now = self._clock()
         if self._start is None:
             self._start = now
         else:
-            self._pts += FRAME_SAMPLES
-            due = self._start + self._pts / RATE
+            self._pts += self._frame
+            due = self._start + self._pts / self.rate
             if due > now:
                 await self._sleep(due - now)
             elif now - due > FRAME_S:
                 self.late_frames += 1
-        samples = self._next_samples()
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = TIME_BASE
-        self.frames_sent += 1
-        return frame
-
-    def _next_samples(self) -> np.ndarray:
-        samples = self._ledger.take(FRAME_SAMPLES, self._clock())
+        samples = self._ledger.take(self._frame, self._clock())
         if not self._ledger.busy:
             self._drained.set()
+        self.frames_sent += 1
         return samples
+
+    @property
+    def audible(self) -> bool:
+        """The frame `next_frame` returned last held queued audio."""
+        return self._ledger.last_audible
 
 
 class OpusPacketTrack(MediaStreamTrack):

@@ -436,3 +436,31 @@ async def test_words_it_most_likely_misheard_are_asked_again_in_the_users_langua
         (e.role, e.text, e.interrupted) for e in h.conversation.history.entries
     ]
     await h.close()
+
+
+async def test_a_client_that_played_less_than_was_sent_truncates_the_history_to_that():
+    h = Harness()
+    h.conversation.on_text("What is the capital of France?")
+    await h.silence(6.0)
+    reply = h.of("reply")[0]
+    assert reply["interrupted"] is False and h.conversation.history.entries[-1].text == reply["text"]
+    # The client played 1 s of the first sentence's audio, then its user stopped it (a Realtime truncate).
+    assert h.conversation.on_truncate(1, 1.0)
+    kept = h.conversation.history.entries[-1]
+    assert kept.interrupted and 0 < len(kept.text.split()) < len("Paris is the capital of France.".split())
+    assert reply["text"].startswith(kept.text)
+    assert not h.conversation.on_truncate(7, 1.0)  # no such turn
+    await h.close()
+
+
+async def test_a_committed_utterance_is_transcribed_and_answered_and_a_cancel_stops_the_reply():
+    h = Harness(llm=FakeLLM(LONG))
+    h.conversation.on_commit(speak("What is the capital of France?").tobytes())
+    await h.silence(3.0)
+    assert h.of("transcript")[0]["source"] == "voice" and h.of("metrics")[0]["released_by"] == "commit"
+    assert h.audio.audible()
+    h.conversation.on_cancel()
+    await h.silence(0.5)
+    assert h.of("reply")[0]["interrupted"] is True
+    assert h.conversation.history.entries[-1].interrupted
+    await h.close()

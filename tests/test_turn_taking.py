@@ -71,6 +71,10 @@ def play(m: TurnTaking, steps: list[Step]) -> list[tp.Command]:
             out = m.turn_done(*args)
         elif name == "unasked":
             out = m.unasked(*args)
+        elif name == "committed":
+            out = m.committed(*args)
+        elif name == "cancel":
+            out = m.cancel()
         else:
             raise ValueError(name)
     return out
@@ -187,6 +191,13 @@ ROWS = [
         Speaking(2)),
     Row("typed text drops a held reply", [("started", 0.0), ("paused", 1.0), ("text", "Hi.", 1.1)], ["Drop 1", "Prepare 2", "Release 2 text"],
         Speaking(2)),
+    # -- a Realtime client's own turn detection and controls ---------------------------------------------
+    Row("committed audio is a turn at once", [("committed", b"pcm", 2.0)], ["Prepare 1", "Release 1 commit"], Speaking(1)),
+    Row("committed audio interrupts the reply", [*SPEAKING, ("committed", b"pcm", 5.0)],
+        ["Interrupt 1", "Emit state", "Prepare 2", "Release 2 commit"], Speaking(2)),
+    Row("a cancel interrupts the reply", [*SPEAKING, ("cancel",)], ["Interrupt 1", "Emit state"], Listening()),
+    Row("and drops a held one", [("started", 0.0), ("paused", 1.0), ("cancel",)], ["Drop 1"], Listening()),
+    Row("with nothing playing it does nothing", [("cancel",)], [], Listening()),
     # -- a reply nobody asked for just then (a timer is due) --------------------------------------------
     Row("it is said at the next tick when the floor is free", [("unasked", T), ("tick", 0.0, None)], ["Prepare 1", "Release 1 timer"],
         Speaking(1)),
