@@ -13,6 +13,7 @@ import fractions
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,20 +135,7 @@ class Client:
 
     async def connect(self, headers: dict[str, str] | None = None, retries: int = 0) -> None:
         """Offer, answer, connect; `retries`: how many more times to POST the offer while it gets 503 (full)."""
-        channel = self.pc.createDataChannel("events")
-        self.channel = channel
-
-        @channel.on("message")
-        def on_message(message: str) -> None:
-            self.events.append((time.monotonic(), json.loads(message)))
-            self._event_signal.set()
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._tasks.append(asyncio.ensure_future(self._record(track)))
-
-        self.pc.addTrack(self.mic)
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await self._offer("events")
         offer = {"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type}
         for attempt in range(retries + 1):
             # a new connection each time: a full worker's 503 closes it, and the kernel may hand
@@ -163,11 +151,36 @@ class Client:
             raise RuntimeError(f"offer refused: {status} {body}")
         self.worker = body.get("worker")
         self.session = body["session"]
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
-        if self.fec and re.search(r"a=fmtp:\d+ .*useinbandfec=1", body["sdp"]):
+        await self._answered(body["sdp"])
+
+    async def call(self, create: Callable[[str], Awaitable[str]]) -> None:
+        """Connect as an OpenAI Realtime WebRTC client: its events on `oai-events`, the offer answered by
+        `create` (the SDK's `realtime.calls.create`)."""
+        await self._offer("oai-events")
+        await self._answered(await create(self.pc.localDescription.sdp))
+
+    async def _answered(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        if self.fec and re.search(r"a=fmtp:\d+ .*useinbandfec=1", sdp):
             for sender in self.pc.getSenders():
                 if sender.track is self.mic:
                     send_fec(sender)
+
+    async def _offer(self, label: str) -> None:
+        channel = self.pc.createDataChannel(label)
+        self.channel = channel
+
+        @channel.on("message")
+        def on_message(message: str) -> None:
+            self.events.append((time.monotonic(), json.loads(message)))
+            self._event_signal.set()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._tasks.append(asyncio.ensure_future(self._record(track)))
+
+        self.pc.addTrack(self.mic)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
 
     async def _record(self, track: MediaStreamTrack) -> None:
         while True:

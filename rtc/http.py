@@ -22,8 +22,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from rtc.ice import rtc_configuration
 from rtc.inbound import InboundConfig
 from rtc.playout import DelayBounds
-from rtc.realtime import RealtimeSession, serve
-from rtc.session import SESSION_ID, InvalidOffer, PipelineFactory, Session, SessionLimits
+from rtc.realtime import RealtimeEvents, RealtimeSocket, serve
+from rtc.session import SESSION_ID, ChannelFactory, InvalidOffer, PageEvents, PipelineFactory, Session, SessionLimits
 from rtc.telemetry import Telemetry
 from rtc.turn import TurnConfig
 from settings import Settings
@@ -34,7 +34,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_OFFER_BYTES = 64 * 1024  # a real SDP offer is a few KB
 
 SESSIONS: web.AppKey[dict[str, Session]] = web.AppKey("sessions", dict)
-REALTIME: web.AppKey[dict[str, RealtimeSession]] = web.AppKey("realtime_sessions", dict)
+REALTIME: web.AppKey[dict[str, RealtimeSocket]] = web.AppKey("realtime_sessions", dict)
 CONFIG: web.AppKey[HttpConfig] = web.AppKey("config")
 TELEMETRY: web.AppKey[Telemetry] = web.AppKey("telemetry", Telemetry)
 
@@ -138,6 +138,18 @@ async def offer(request: web.Request) -> web.Response:
     if params.get("session") is not None:
         return _error(409, "renegotiating a session is not supported: close it and send a new offer")
 
+    answered = await _answer(request, sdp, PageEvents)
+    if isinstance(answered, web.Response):
+        return answered
+    session, answer = answered
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id, "worker": config.worker})
+
+
+async def _answer(
+    request: web.Request, sdp: str, channel: ChannelFactory, setup: Callable[[Session], None] = lambda s: None
+) -> tuple[Session, RTCSessionDescription] | web.Response:
+    """A session for the offer `sdp`, its events spoken by `channel`: the answer, or the error to return."""
+    config = request.app[CONFIG]
     sessions = request.app[SESSIONS]
     if (full := _full(request)) is not None:
         return full
@@ -149,11 +161,14 @@ async def offer(request: web.Request) -> web.Response:
 
     pc = RTCPeerConnection(configuration=rtc_configuration(config.ice_servers_for()))
     inbound = dataclasses.replace(config.inbound, observer=telemetry.inbound)
-    session = Session(pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe, inbound=inbound)
+    session = Session(
+        pc, config.make_pipeline, on_closed=closed, limits=config.limits, observe=telemetry.observe, inbound=inbound, channel=channel
+    )
     SESSION_ID.set(session.id)  # tasks and callbacks made from here on log with this session's id
     sessions[session.id] = session
     try:
-        answer = await session.accept(RTCSessionDescription(sdp=sdp, type=kind))
+        setup(session)
+        answer = await session.accept(RTCSessionDescription(sdp=sdp, type="offer"))
     except InvalidOffer as exc:
         await session.close("invalid offer")
         return _error(400, str(exc))
@@ -162,8 +177,53 @@ async def offer(request: web.Request) -> web.Response:
         await session.close("offer failed")
         return _error(400, f"could not answer the offer: {type(exc).__name__}")
     telemetry.sessions.inc()
-    log.info("answered (%d open)", len(sessions))
-    return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id, "worker": config.worker})
+    log.info("answered (%d open)", _open_sessions(request.app))
+    return session, answer
+
+
+def _form_text(value: Any) -> str | None:
+    """A form field as text: aiohttp gives a part with a content type but no file name as bytes."""
+    if isinstance(value, web.FileField):
+        value = value.file.read()
+    return bytes(value).decode() if isinstance(value, bytes | bytearray) else value
+
+
+async def realtime_call(request: web.Request) -> web.Response:
+    """`POST /v1/realtime/calls`: an OpenAI Realtime call over WebRTC. The SDP offer in (`application/sdp`,
+    or the SDK's multipart form with `sdp` and an optional `session`), the answer out; events on `oai-events`."""
+    config = request.app[CONFIG]
+    if not _has_token(request, config.token):
+        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
+    if not _origin_allowed(request, config.allowed_origins):
+        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
+    if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
+        return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
+    session_config: Any = None
+    try:
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            sdp, raw = _form_text(form.get("sdp")), _form_text(form.get("session"))
+            session_config = json.loads(raw) if raw else None
+        else:
+            sdp = (await request.content.read(MAX_OFFER_BYTES + 1)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "the body is an SDP offer (application/sdp), or a form with 'sdp' and a JSON 'session'")
+    if not isinstance(sdp, str) or not sdp.strip() or len(sdp) > MAX_OFFER_BYTES:
+        return _error(400, "'sdp' must be a non-empty SDP offer")
+    if session_config is not None and not isinstance(session_config, dict):
+        return _error(400, "'session' must be a JSON object")
+
+    def setup(session: Session) -> None:
+        if session_config is not None:  # as if the client's first event were this session.update
+            session.channel.incoming(json.dumps({"type": "session.update", "session": session_config}))
+
+    answered = await _answer(request, sdp, RealtimeEvents, setup)
+    if isinstance(answered, web.Response):
+        return answered
+    session, answer = answered
+    return web.Response(
+        status=201, text=answer.sdp, content_type="application/sdp", headers={"Location": f"/v1/realtime/calls/{session.id}"}
+    )
 
 
 def _open_sessions(app: web.Application) -> int:
@@ -190,13 +250,13 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         return full
     open_, telemetry = request.app[REALTIME], request.app[TELEMETRY]
 
-    def opened(session: RealtimeSession) -> None:
+    def opened(session: RealtimeSocket) -> None:
         SESSION_ID.set(session.id)
         open_[session.id] = session
         telemetry.sessions.inc()
         log.info("realtime session opened (%d open)", _open_sessions(request.app))
 
-    def closed(session: RealtimeSession) -> None:
+    def closed(session: RealtimeSocket) -> None:
         open_.pop(session.id, None)
         telemetry.closed.labels(session.close_reason_kind or "closed").inc()
 
@@ -256,7 +316,7 @@ def create_app(config: HttpConfig) -> web.Application:
     app[CONFIG] = config
     sessions: dict[str, Session] = {}
     app[SESSIONS] = sessions
-    realtime_sessions: dict[str, RealtimeSession] = {}
+    realtime_sessions: dict[str, RealtimeSocket] = {}
     app[REALTIME] = realtime_sessions
     app[TELEMETRY] = Telemetry(
         open_sessions=lambda: len(sessions) + len(realtime_sessions),
@@ -270,6 +330,7 @@ def create_app(config: HttpConfig) -> web.Application:
     app.router.add_get("/config", client_config)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/realtime", realtime)
+    app.router.add_post("/v1/realtime/calls", realtime_call)
     if WEB_DIR.exists():
         app.router.add_static("/", WEB_DIR, show_index=False)
     app.cleanup_ctx.append(_watch_loop)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pydantic
 from aiohttp import WSMsgType, web
 from openai.types.realtime import RealtimeClientEvent
@@ -40,7 +41,7 @@ from pipeline.events import (
     StateName,
     Transcript,
 )
-from pipeline.ports import Pipeline
+from pipeline.ports import EventSink, Pipeline
 from rtc.outbound import OutboundAudioTrack
 from rtc.pcm import RATE
 from rtc.realtime_audio import RATES, AudioFormat, ChunkFramer, Decoder, Encoder
@@ -76,117 +77,61 @@ class _Response:
     audio_ms: float = 0.0
 
 
-class RealtimeSession:
-    """One WebSocket client: its pipeline, reply pacing and event translation. `run` owns every task."""
+class RealtimeEvents:
+    """The OpenAI Realtime protocol as a session's event channel: over the WebSocket (`RealtimeSocket`,
+    audio in events too) or on a WebRTC call's `oai-events` data channel (audio on the call's tracks)."""
 
-    def __init__(self, ws: web.WebSocketResponse, make_pipeline: PipelineFactory, limits: SessionLimits, voice: str = "default") -> None:
+    label = "oai-events"
+
+    def __init__(self, send: Callable[[str], None], emit: EventSink | None = None, feed: Callable[[bytes], None] | None = None) -> None:
         self.id = uuid.uuid4().hex[:12]
-        self.ws = ws
-        self.limits = limits
-        self.voice = voice
-        self.created = self.last_activity = time.monotonic()
-        self.close_reason_kind = ""
+        self._send_text = send
+        self._feed = feed  # where appended 16 kHz audio goes under turn detection; None: it comes on a media track
+        self.voice = "default"
         self.instructions = ""
         self.vad = True  # the server's turn detection (server_vad / semantic_vad); False: the client commits
         self.input_format: AudioFormat = "audio/pcm"
         self.output_format: AudioFormat = "audio/pcm"
+        self.encoder = Encoder(self.output_format, OUTPUT_RATE)
         self._decoder = Decoder(self.input_format)
-        self._encoder = Encoder(self.output_format, OUTPUT_RATE)
-        self._framer = ChunkFramer()
         self._buffer = bytearray()  # appended 16 kHz audio the client has not committed (its own turn detection)
         self._committed: bytes | None = None  # committed audio waiting for response.create
         self._text: list[str] = []  # user text items waiting for response.create
         self._responses: dict[int, _Response] = {}  # open responses by turn number
-        self._speaking: _Response | None = None  # whose audio is leaving now
+        self.speaking: _Response | None = None  # whose audio is leaving now
         self._speech: int | None = None  # the turn of the user's speech in progress, once started
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._ids = 0
-        self.outbound = OutboundAudioTrack(rate=OUTPUT_RATE)
-        self.pipeline: Pipeline = make_pipeline(self.outbound, self._on_event)
-        self.instructions = getattr(getattr(self.pipeline, "history", None), "system_prompt", "")
+        self.media_ms: Callable[[], int] = lambda: 0  # the input's media time, for speech_started/stopped
+        self.last_activity = time.monotonic()
+        self.pipeline: Pipeline | None = None
 
-    # -- lifetime ------------------------------------------------------------------
-
-    async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._write(), name=f"realtime-write:{self.id}"),
-            asyncio.create_task(self._pace(), name=f"realtime-pace:{self.id}"),
-            asyncio.create_task(self._tick(), name=f"realtime-tick:{self.id}"),
-        ]
+    def attach(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.instructions = getattr(getattr(pipeline, "history", None), "system_prompt", "")
         self._send("session.created", session=self._session())
-        try:
-            async for message in self.ws:
-                if message.type == WSMsgType.TEXT:
-                    self._on_message(message.data)
-                elif message.type == WSMsgType.BINARY:
-                    self._error("events must be JSON text frames", "invalid_event")
-                elif message.type == WSMsgType.ERROR:
-                    break
-                if self.close_reason_kind:
-                    break
-        finally:
-            self.close_reason_kind = self.close_reason_kind or "closed"
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            try:
-                await self.pipeline.close()
-            except Exception:
-                log.exception("pipeline close failed")
-            self.outbound.stop()
-            await self.ws.close()
 
-    def close_soon(self, reason: str, kind: str) -> None:
-        """End the session from one of its tasks: the client is told why, then the socket closes."""
-        if not self.close_reason_kind:
-            self.close_reason_kind = kind
-            self._error(reason, kind, kind="server_error")
-            self._outbox.put_nowait(None)
+    @property
+    def _pipeline(self) -> Pipeline:
+        assert self.pipeline is not None
+        return self.pipeline
 
-    async def _write(self) -> None:
-        while (message := await self._outbox.get()) is not None:
-            await self.ws.send_str(message)
-        await self.ws.close()
-
-    async def _pace(self) -> None:
-        """The reply's audio, a frame at a time when it is due: only frames with reply audio in them leave."""
-        while True:
-            samples = await self.outbound.next_frame()
-            response = self._speaking
-            if self.outbound.audible and response is not None:
-                response.audio_ms += 20
-                self._send(
-                    "response.output_audio.delta",
-                    response_id=response.id,
-                    item_id=response.item_id,
-                    output_index=0,
-                    content_index=0,
-                    delta=base64.b64encode(self._encoder(samples)).decode(),
-                )
-
-    async def _tick(self) -> None:
-        """Media time goes on while the client sends nothing; and the session's time limits."""
-        limits = self.limits
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            self._feed(self._framer.tick(now))
-            if limits.max_duration_s and now - self.created > limits.max_duration_s:
-                self.close_soon("the maximum session length was reached, goodbye", "max_duration")
-            elif limits.idle_timeout_s and now - self.last_activity > limits.idle_timeout_s:
-                self.close_soon("no one has spoken for a while, goodbye", "idle")
-
-    def _feed(self, frames: list[Any]) -> None:
-        for frame in frames:
-            try:
-                self.pipeline.on_audio(frame.pcm, frame.t)
-            except Exception:
-                log.exception("pipeline failed on audio")
-                self._error("internal error handling audio", "internal", kind="server_error")
+    def audio_delta(self, samples: np.ndarray) -> None:
+        """A 20 ms frame of reply audio left: a WebSocket client gets it as a delta."""
+        response = self.speaking
+        if response is not None:
+            response.audio_ms += 20
+            self._send(
+                "response.output_audio.delta",
+                response_id=response.id,
+                item_id=response.item_id,
+                output_index=0,
+                content_index=0,
+                delta=base64.b64encode(self.encoder(samples)).decode(),
+            )
 
     # -- client events in ----------------------------------------------------------
 
-    def _on_message(self, data: str) -> None:
+    def incoming(self, data: str) -> None:
         event_id = None
         try:
             if len(data) > MAX_EVENT_BYTES:
@@ -227,7 +172,7 @@ class RealtimeSession:
         elif kind == "response.create":
             self._respond()
         elif kind == "response.cancel":
-            self.pipeline.on_cancel()
+            self._pipeline.on_cancel()
         elif kind == "conversation.item.truncate":
             self._truncate(event.item_id, event.content_index, event.audio_end_ms)
         elif kind == "session.update":
@@ -236,6 +181,8 @@ class RealtimeSession:
             raise ProtocolError(f"{kind} is not supported by this server", "unsupported_event")
 
     def _append(self, audio: str) -> None:
+        if self._feed is None:
+            raise ProtocolError("on a call the audio comes over its media track, not in events", "unsupported_event")
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
@@ -245,7 +192,8 @@ class RealtimeSession:
         except ValueError as exc:
             raise ProtocolError(str(exc), "invalid_audio", "audio") from None
         if self.vad:
-            self._feed(self._framer.push(pcm, time.monotonic()))
+            assert self._feed is not None
+            self._feed(pcm)
             return
         if (len(self._buffer) + len(pcm)) / 2 / RATE > MAX_BUFFER_S:
             raise ProtocolError(f"the input audio buffer holds at most {MAX_BUFFER_S:.0f} s: commit or clear it", "buffer_full")
@@ -281,16 +229,16 @@ class RealtimeSession:
     def _respond(self) -> None:
         if self._text:
             text, self._text = " ".join(self._text), []
-            self.pipeline.on_text(text)
+            self._pipeline.on_text(text)
         elif self._committed is not None:
             pcm, self._committed = self._committed, None
-            self.pipeline.on_commit(pcm)
+            self._pipeline.on_commit(pcm)
         else:
             raise ProtocolError("nothing to respond to: create a user item or commit audio first", "nothing_to_respond_to")
 
     def _truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
         number = _turn_of(item_id, "item_")
-        if number is None or audio_end_ms < 0 or not self.pipeline.on_truncate(number, audio_end_ms / 1000):
+        if number is None or audio_end_ms < 0 or not self._pipeline.on_truncate(number, audio_end_ms / 1000):
             raise ProtocolError(f"no assistant item {item_id[:40]!r} to truncate", "item_truncate_invalid_item_id", "item_id")
         self._send("conversation.item.truncated", item_id=item_id, content_index=content_index, audio_end_ms=audio_end_ms)
 
@@ -301,26 +249,30 @@ class RealtimeSession:
             if len(session.instructions) > 20 * MAX_TEXT_MESSAGE:
                 raise ProtocolError("instructions too long", "invalid_instructions", "session.instructions")
             self.instructions = session.instructions
-            self.pipeline.on_instructions(session.instructions)
+            self._pipeline.on_instructions(session.instructions)
         audio = session.audio
         if audio is not None and audio.input is not None:
             if audio.input.format is not None:
                 self.input_format = audio.input.format.type or "audio/pcm"
                 self._decoder = Decoder(self.input_format)
             if "turn_detection" in audio.input.model_fields_set:
+                if audio.input.turn_detection is None and self._feed is None:
+                    raise ProtocolError(
+                        "a call's turns are found by the server", "unsupported_session", "session.audio.input.turn_detection"
+                    )
                 self.vad = audio.input.turn_detection is not None
                 self._buffer.clear()
         if audio is not None and audio.output is not None and audio.output.format is not None:
             self.output_format = audio.output.format.type or "audio/pcm"
-            self._encoder = Encoder(self.output_format, OUTPUT_RATE)
+            self.encoder = Encoder(self.output_format, OUTPUT_RATE)
         self._send("session.updated", session=self._session())
 
     # -- pipeline events out ---------------------------------------------------------
 
-    def _on_event(self, event: Event) -> None:
+    def outgoing(self, event: Event) -> None:
         if isinstance(event, SpeechStartedEvent):
             self.last_activity = time.monotonic()
-            self._send("input_audio_buffer.speech_started", audio_start_ms=self._media_ms(), item_id=self._item_id("user", event.turn))
+            self._send("input_audio_buffer.speech_started", audio_start_ms=self.media_ms(), item_id=self._item_id("user", event.turn))
             self._speech = event.turn
         elif isinstance(event, SpeechStoppedEvent):
             self._stopped(event.turn)
@@ -338,7 +290,7 @@ class RealtimeSession:
             if event.state == StateName.THINKING:
                 self._open(event.turn)
             elif event.state == StateName.SPEAKING:
-                self._speaking = self._open(event.turn)
+                self.speaking = self._open(event.turn)
         elif isinstance(event, ReplyDelta) and event.turn is not None:
             response = self._open(event.turn)
             response.transcript.append(event.text)
@@ -355,7 +307,7 @@ class RealtimeSession:
         elif isinstance(event, Error):
             self._error(event.message, event.stage, kind="invalid_request_error" if event.stage in ("input", "rate") else "server_error")
         elif isinstance(event, Goodbye):
-            self.close_soon(event.reason, "goodbye")
+            self._error(event.reason, "session_closed", kind="server_error")
 
     def _stopped(self, turn: int | None) -> None:
         """The user's speech is over: at its end, or when turn-taking answered it at a pause before that
@@ -364,7 +316,7 @@ class RealtimeSession:
             return
         self._speech = None
         item_id = self._item_id("user", turn)
-        self._send("input_audio_buffer.speech_stopped", audio_end_ms=self._media_ms(), item_id=item_id)
+        self._send("input_audio_buffer.speech_stopped", audio_end_ms=self.media_ms(), item_id=item_id)
         self._send("input_audio_buffer.committed", item_id=item_id, previous_item_id=None)
 
     def _open(self, number: int) -> _Response:
@@ -390,8 +342,8 @@ class RealtimeSession:
         assert reply.turn is not None
         response = self._open(reply.turn)
         del self._responses[reply.turn]
-        if self._speaking is response:
-            self._speaking = None
+        if self.speaking is response:
+            self.speaking = None
         status = "cancelled" if reply.interrupted else "completed"
         transcript = reply.heard if reply.interrupted else reply.text
         ids = {"response_id": response.id, "item_id": response.item_id, "output_index": 0, "content_index": 0}
@@ -451,23 +403,114 @@ class RealtimeSession:
             return f"item_{role}_c{self._ids}"
         return f"item_{role}_{turn}"
 
-    def _media_ms(self) -> int:
-        t = self._framer.t_next
-        return 0 if t is None else max(0, round((t - self.created) * 1000))
-
     def _error(
         self, message: str, code: str, param: str | None = None, kind: str = "invalid_request_error", event_id: str | None = None
     ) -> None:
         self._send("error", error={"type": kind, "code": code, "message": message, "param": param, "event_id": event_id})
 
     def _send(self, kind: str, **fields: Any) -> None:
-        if self._outbox.qsize() >= MAX_QUEUED:
+        self._ids += 1
+        self._send_text(json.dumps({"type": kind, "event_id": f"event_{self._ids}", **fields}, ensure_ascii=False))
+
+
+class RealtimeSocket:
+    """One WebSocket client: the Realtime protocol, its pipeline, the reply's pacing and the media clock.
+    `run` owns every task and frees them all when either side closes."""
+
+    def __init__(self, ws: web.WebSocketResponse, make_pipeline: PipelineFactory, limits: SessionLimits) -> None:
+        self.ws = ws
+        self.limits = limits
+        self.created = time.monotonic()
+        self.close_reason_kind = ""
+        self._framer = ChunkFramer()
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.events = RealtimeEvents(self._queue, feed=lambda pcm: self._feed(self._framer.push(pcm, time.monotonic())))
+        self.events.media_ms = self._media_ms
+        self.id = self.events.id
+        self.outbound = OutboundAudioTrack(rate=OUTPUT_RATE)
+        self.pipeline: Pipeline = make_pipeline(self.outbound, self.events.outgoing)
+        self.events.attach(self.pipeline)
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._write(), name=f"realtime-write:{self.id}"),
+            asyncio.create_task(self._pace(), name=f"realtime-pace:{self.id}"),
+            asyncio.create_task(self._tick(), name=f"realtime-tick:{self.id}"),
+        ]
+        try:
+            async for message in self.ws:
+                if message.type == WSMsgType.TEXT:
+                    self.events.incoming(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    self.events.incoming("binary frame")  # answered as what it is: not a JSON event
+                elif message.type == WSMsgType.ERROR:
+                    break
+                if self.close_reason_kind:
+                    break
+        finally:
+            self.close_reason_kind = self.close_reason_kind or "closed"
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await self.pipeline.close()
+            except Exception:
+                log.exception("pipeline close failed")
+            self.outbound.stop()
+            await self.ws.close()
+
+    def close_soon(self, reason: str, kind: str) -> None:
+        """End the session from one of its tasks: the client is told why, then the socket closes."""
+        if not self.close_reason_kind:
+            self.close_reason_kind = kind
+            self.events.outgoing(Goodbye(reason))
+            self._outbox.put_nowait(None)
+
+    async def _write(self) -> None:
+        while (message := await self._outbox.get()) is not None:
+            await self.ws.send_str(message)
+        await self.ws.close()
+
+    async def _pace(self) -> None:
+        """The reply's audio, a frame at a time when it is due: only frames with reply audio in them leave."""
+        while True:
+            samples = await self.outbound.next_frame()
+            if self.outbound.audible:
+                self.events.audio_delta(samples)
+
+    async def _tick(self) -> None:
+        """Media time goes on while the client sends nothing; and the session's time limits."""
+        limits = self.limits
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            self._feed(self._framer.tick(now))
+            if limits.max_duration_s and now - self.created > limits.max_duration_s:
+                self.close_soon("the maximum session length was reached, goodbye", "max_duration")
+            elif limits.idle_timeout_s and now - self.events.last_activity > limits.idle_timeout_s:
+                self.close_soon("no one has spoken for a while, goodbye", "idle")
+
+    def _feed(self, frames: list[Any]) -> None:
+        for frame in frames:
+            try:
+                self.pipeline.on_audio(frame.pcm, frame.t)
+            except Exception:
+                log.exception("pipeline failed on audio")
+                self.events.outgoing(Error("session", "internal error handling audio"))
+
+    def _queue(self, message: str) -> None:
+        if self._outbox.qsize() >= MAX_QUEUED:  # the client does not read: it is dropped, not buffered for
             if not self.close_reason_kind:
                 self.close_reason_kind = "slow_client"
                 self._outbox.put_nowait(None)
             return
-        self._ids += 1
-        self._outbox.put_nowait(json.dumps({"type": kind, "event_id": f"event_{self._ids}", **fields}, ensure_ascii=False))
+        self._outbox.put_nowait(message)
+
+    def _media_ms(self) -> int:
+        t = self._framer.t_next
+        return 0 if t is None else max(0, round((t - self.created) * 1000))
 
 
 def _format(fmt: AudioFormat) -> dict[str, Any]:
@@ -483,14 +526,14 @@ async def serve(
     request: web.Request,
     make_pipeline: PipelineFactory,
     limits: SessionLimits,
-    on_open: Callable[[RealtimeSession], None],
-    on_closed: Callable[[RealtimeSession], None],
+    on_open: Callable[[RealtimeSocket], None],
+    on_closed: Callable[[RealtimeSocket], None],
 ) -> web.WebSocketResponse:
     """Accept the WebSocket and hold the conversation until either side closes it."""
     # Up to 4x the event limit is read and answered with an error event; beyond, aiohttp closes with 1009.
     ws = web.WebSocketResponse(max_msg_size=4 * MAX_EVENT_BYTES, heartbeat=30)
     await ws.prepare(request)
-    session = RealtimeSession(ws, make_pipeline, limits)
+    session = RealtimeSocket(ws, make_pipeline, limits)
     on_open(session)
     try:
         await session.run()

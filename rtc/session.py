@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdatachannel import RTCDataChannel
@@ -48,6 +48,70 @@ MAX_TEXT_MESSAGE = 4000  # characters of one typed message
 PipelineFactory = Callable[[AudioOutput, EventSink], Pipeline]
 
 
+class EventChannel(Protocol):
+    """What the session's data channel speaks: the page's `events` protocol, or the OpenAI Realtime one
+    (rtc/realtime.py). It turns the pipeline's events into messages and messages into the pipeline's inputs."""
+
+    label: str
+
+    def attach(self, pipeline: Pipeline) -> None: ...
+
+    def outgoing(self, event: Event) -> None: ...
+
+    def incoming(self, message: str) -> None: ...
+
+
+# make_channel(send_text, emit) -> the session's data channel protocol
+ChannelFactory = Callable[[Callable[[str], None], EventSink], EventChannel]
+
+
+class PageEvents:
+    """The page's protocol on the `events` channel: each event as its JSON; in, typed text and the time zone."""
+
+    label = "events"
+
+    def __init__(self, send: Callable[[str], None], emit: EventSink) -> None:
+        self._send, self._emit = send, emit
+        self.pipeline: Pipeline | None = None
+
+    def attach(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def outgoing(self, event: Event) -> None:
+        self._send(json.dumps(event.to_dict()))
+
+    def incoming(self, message: str) -> None:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        if len(message) > MAX_TEXT_MESSAGE + 200:
+            self._emit(Error(stage="input", message=f"message too long (limit {MAX_TEXT_MESSAGE} characters of text)"))
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            self._emit(Error(stage="input", message="message is not valid JSON"))
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            self._emit(Error(stage="input", message="message must be a JSON object with a string 'type'"))
+            return
+        if data["type"] == "text":
+            text = data.get("text")
+            if not isinstance(text, str) or not text.strip():
+                self._emit(Error(stage="input", message="'text' message needs a non-empty string 'text'"))
+            elif len(text) > MAX_TEXT_MESSAGE:
+                self._emit(Error(stage="input", message=f"text too long (limit {MAX_TEXT_MESSAGE} characters)"))
+            else:
+                pipeline.on_text(text.strip())
+        elif data["type"] == "timezone":
+            name = data.get("timezone")
+            if not isinstance(name, str) or not 0 < len(name) <= 64:
+                self._emit(Error(stage="input", message="'timezone' message needs 'timezone', an IANA name such as Europe/Lisbon"))
+            else:
+                pipeline.on_timezone(name)
+        elif data["type"] != "ping":
+            self._emit(Error(stage="input", message=f"unknown message type {data['type'][:40]!r}"))
+
+
 class InvalidOffer(ValueError):
     """The offer cannot be answered; the message is safe to return to the client."""
 
@@ -69,6 +133,7 @@ class Session:
         limits: SessionLimits | None = None,
         observe: Callable[[Event], None] | None = None,
         inbound: InboundConfig | None = None,
+        channel: ChannelFactory = PageEvents,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pc = pc
@@ -86,7 +151,9 @@ class Session:
         self._pending: list[str] = []  # events sent before the data channel opened
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
+        self.channel = channel(self._send_text, self.send_event)
         self.pipeline = make_pipeline(self.outbound, self.send_event)
+        self.channel.attach(self.pipeline)
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
@@ -130,7 +197,9 @@ class Session:
             self._observe(event)
         if event.type in ("speech_started", "transcript"):
             self.last_activity = time.monotonic()
-        message = json.dumps(event.to_dict())
+        self.channel.outgoing(event)
+
+    def _send_text(self, message: str) -> None:
         channel = self._channel
         if channel is None or channel.readyState != "open":
             if len(self._pending) < 200:
@@ -160,7 +229,7 @@ class Session:
         self._spawn(self._pump(inbound), "inbound")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != "events":
+        if channel.label != self.channel.label:
             return
         self._channel = channel
         channel.on("message", self._on_message)
@@ -177,35 +246,9 @@ class Session:
 
     def _on_message(self, message: Any) -> None:
         if not isinstance(message, str):
-            self.send_event(Error(stage="input", message="messages on 'events' must be JSON text"))
+            self.send_event(Error(stage="input", message=f"messages on {self.channel.label!r} must be JSON text"))
             return
-        if len(message) > MAX_TEXT_MESSAGE + 200:
-            self.send_event(Error(stage="input", message=f"message too long (limit {MAX_TEXT_MESSAGE} characters of text)"))
-            return
-        try:
-            data = json.loads(message)
-        except ValueError:
-            self.send_event(Error(stage="input", message="message is not valid JSON"))
-            return
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            self.send_event(Error(stage="input", message="message must be a JSON object with a string 'type'"))
-            return
-        if data["type"] == "text":
-            text = data.get("text")
-            if not isinstance(text, str) or not text.strip():
-                self.send_event(Error(stage="input", message="'text' message needs a non-empty string 'text'"))
-            elif len(text) > MAX_TEXT_MESSAGE:
-                self.send_event(Error(stage="input", message=f"text too long (limit {MAX_TEXT_MESSAGE} characters)"))
-            else:
-                self.pipeline.on_text(text.strip())
-        elif data["type"] == "timezone":
-            name = data.get("timezone")
-            if not isinstance(name, str) or not 0 < len(name) <= 64:
-                self.send_event(Error(stage="input", message="'timezone' message needs 'timezone', an IANA name such as Europe/Lisbon"))
-            else:
-                self.pipeline.on_timezone(name)
-        elif data["type"] != "ping":
-            self.send_event(Error(stage="input", message=f"unknown message type {data['type'][:40]!r}"))
+        self.channel.incoming(message)
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState

@@ -225,3 +225,38 @@ async def test_the_token_and_the_session_limit_hold_for_realtime_too(assistant):
             async with realtime(server.url, token="s3cret"):
                 pass
         assert full.value.response.status_code == 503
+
+
+async def test_a_webrtc_call_through_the_sdks_calls_create_with_events_on_oai_events(assistant, clients):
+    from openai import AsyncOpenAI
+
+    from kit.rtc_client import Client, to_48k
+
+    server, _ = await assistant(StandinConfig(stt_text=QUESTION))
+    sdk = AsyncOpenAI(api_key="no-key", base_url=f"{server.url}/v1")
+
+    async def create(offer: str) -> str:
+        answer = await sdk.realtime.calls.create(sdp=offer, session={"type": "realtime", "instructions": "Be brief."})
+        return answer.text
+
+    client = Client(server.url)
+    try:
+        await client.call(create)
+        _, created = await client.wait_event("session.created")
+        _, updated = await client.wait_event("session.updated")
+        assert updated["session"]["instructions"] == "Be brief."
+        await client.mic.say(to_48k(concat(silence(0.3), speak(QUESTION), silence(0.1))))
+        _, heard = await client.wait_event("conversation.item.input_audio_transcription.completed", timeout=15)
+        assert heard["transcript"] == QUESTION
+        t_done, done = await client.wait_event("response.done", timeout=20)
+        assert done["response"]["status"] == "completed"
+        assert client.audible_times() and client.audible_times()[0] < t_done  # the reply came over the track
+        assert not [e for _, e in client.events if e["type"] == "response.output_audio.delta"]
+        client.send({"type": "input_audio_buffer.append", "audio": "AAAA"})  # audio comes over the track on a call
+        _, error = await client.wait_event("error")
+        assert error["error"]["code"] == "unsupported_event"
+        for _, event in client.events:
+            SERVER_EVENT.validate_python(event)
+    finally:
+        await client.close()
+    await until(lambda: server.sessions == {})
