@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from pipeline.engines.base import Engines
 from pipeline.mcp_tools import McpServers
 from pipeline.tools import built_in
 from pipeline.wiring import offered_tools, pipeline_factory, warm_up, warm_up_messages
+from rtc.handoff import SIBLINGS_ENV, Siblings
 from rtc.http import HttpConfig, create_app
 from rtc.ice import use_host_addresses
 from rtc.session import SESSION_ID
@@ -44,6 +47,8 @@ def build_app(settings: Settings) -> web.Application:
     mcp = McpServers(settings.mcp_server_list, reserved=[tool.name for tool in built_in(settings.tool_list)])
     config = HttpConfig.from_settings(settings, pipeline_factory(settings, engines, mcp.tools), engines.readiness if engines else dict)
     config.worker = worker_index() or 0
+    if worker_index() is not None:
+        config.siblings = Siblings.from_env(config.worker)
     app = create_app(config)
     if engines is not None:
         app.on_startup.append(lambda _app: _start_engines(engines, settings, mcp))
@@ -112,12 +117,16 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # run_app handles SIGINT/SIGTERM: on_shutdown closes every session first. Workers share
-    # the port: SO_REUSEPORT lets the kernel hand each new connection to one of them.
+    # the port: SO_REUSEPORT lets the kernel hand each new connection to one of them; each also
+    # listens on its own Unix socket, where a full sibling hands it sessions (rtc/handoff.py).
+    worker = worker_index()
+    siblings = Siblings.from_env(worker) if worker is not None else None
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
-        reuse_port=worker_index() is not None,
+        path=str(siblings.socket(worker)) if siblings is not None and worker is not None else None,
+        reuse_port=worker is not None,
         print=lambda msg: log.info(msg.strip()),
         shutdown_timeout=5,
     )
@@ -149,6 +158,8 @@ def supervise(settings: Settings, argv: list[str]) -> int:
         env["LLM_API_KEY"] = endpoint.pop("LLM_API_KEY")  # the environment, not argv: `ps` shows argv
         for name, value in endpoint.items():
             command += [f"--{name.lower().replace('_', '-')}", value]
+    # Where the workers' Unix sockets are, for a full one to hand a session to one with room.
+    env[SIBLINGS_ENV] = tempfile.mkdtemp(prefix="voice-workers-")
     workers: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -189,6 +200,7 @@ def supervise(settings: Settings, argv: list[str]) -> int:
             proc.wait()
     if model is not None:
         model.stop()
+    shutil.rmtree(env[SIBLINGS_ENV], ignore_errors=True)
     return 0
 
 

@@ -26,7 +26,7 @@ from bench.context import Ctx, Options
 from bench.procs import RESULTS, ROOT, Standin, kill_all
 from bench.stats import LoopLag
 
-PARTS = ["latency", "bargein", "turns", "network", "scale", "quality", "languages", "tools"]
+PARTS = ["latency", "bargein", "turns", "network", "scale", "quality", "languages", "tools", "realtime"]
 
 
 async def _part(name: str, ctx: Ctx) -> dict[str, Any]:

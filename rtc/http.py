@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from rtc.handoff import Siblings, forward, handed, relay
 from rtc.ice import rtc_configuration
 from rtc.inbound import InboundConfig
 from rtc.playout import DelayBounds
@@ -52,6 +54,7 @@ class HttpConfig:
     max_sessions: int = 10
     inbound: InboundConfig = field(default_factory=InboundConfig)
     worker: int = 0  # this process's number among WORKERS (0 when there is one)
+    siblings: Siblings | None = None  # the other workers, to hand a session to when this one is full
 
     @classmethod
     def from_settings(
@@ -110,7 +113,7 @@ def _has_token(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode())
 
 
-async def offer(request: web.Request) -> web.Response:
+async def offer(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     if not _has_token(request, config.token):
         return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
@@ -138,20 +141,25 @@ async def offer(request: web.Request) -> web.Response:
     if params.get("session") is not None:
         return _error(409, "renegotiating a session is not supported: close it and send a new offer")
 
-    answered = await _answer(request, sdp, PageEvents)
-    if isinstance(answered, web.Response):
+    answered = await _answer(request, sdp, PageEvents, body)
+    if isinstance(answered, web.StreamResponse):
         return answered
     session, answer = answered
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session.id, "worker": config.worker})
 
 
 async def _answer(
-    request: web.Request, sdp: str, channel: ChannelFactory, setup: Callable[[Session], None] = lambda s: None
-) -> tuple[Session, RTCSessionDescription] | web.Response:
-    """A session for the offer `sdp`, its events spoken by `channel`: the answer, or the error to return."""
+    request: web.Request,
+    sdp: str,
+    channel: ChannelFactory,
+    body: bytes | aiohttp.FormData,
+    setup: Callable[[Session], None] = lambda s: None,
+) -> tuple[Session, RTCSessionDescription] | web.StreamResponse:
+    """A session for the offer `sdp`, its events spoken by `channel`: the answer, or the response to return
+    (`body`: the request as a sibling would be sent it, should this worker be full)."""
     config = request.app[CONFIG]
     sessions = request.app[SESSIONS]
-    if (full := _full(request)) is not None:
+    if (full := await _full(request, body)) is not None:
         return full
     telemetry = request.app[TELEMETRY]
 
@@ -188,7 +196,7 @@ def _form_text(value: Any) -> str | None:
     return bytes(value).decode() if isinstance(value, bytes | bytearray) else value
 
 
-async def realtime_call(request: web.Request) -> web.Response:
+async def realtime_call(request: web.Request) -> web.StreamResponse:
     """`POST /v1/realtime/calls`: an OpenAI Realtime call over WebRTC. The SDP offer in (`application/sdp`,
     or the SDK's multipart form with `sdp` and an optional `session`), the answer out; events on `oai-events`."""
     config = request.app[CONFIG]
@@ -199,13 +207,19 @@ async def realtime_call(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
     session_config: Any = None
+    body: bytes | aiohttp.FormData
     try:
         if request.content_type == "multipart/form-data":
             form = await request.post()
             sdp, raw = _form_text(form.get("sdp")), _form_text(form.get("session"))
             session_config = json.loads(raw) if raw else None
+            body = aiohttp.FormData()
+            body.add_field("sdp", sdp or "", content_type="application/sdp")
+            if raw:
+                body.add_field("session", raw, content_type="application/json")
         else:
-            sdp = (await request.content.read(MAX_OFFER_BYTES + 1)).decode()
+            body = await request.content.read(MAX_OFFER_BYTES + 1)
+            sdp = body.decode()
     except (ValueError, UnicodeDecodeError):
         return _error(400, "the body is an SDP offer (application/sdp), or a form with 'sdp' and a JSON 'session'")
     if not isinstance(sdp, str) or not sdp.strip() or len(sdp) > MAX_OFFER_BYTES:
@@ -217,8 +231,8 @@ async def realtime_call(request: web.Request) -> web.Response:
         if session_config is not None:  # as if the client's first event were this session.update
             session.channel.incoming(json.dumps({"type": "session.update", "session": session_config}))
 
-    answered = await _answer(request, sdp, RealtimeEvents, setup)
-    if isinstance(answered, web.Response):
+    answered = await _answer(request, sdp, RealtimeEvents, body, setup)
+    if isinstance(answered, web.StreamResponse):
         return answered
     session, answer = answered
     return web.Response(
@@ -230,10 +244,16 @@ def _open_sessions(app: web.Application) -> int:
     return len(app[SESSIONS]) + len(app[REALTIME])
 
 
-def _full(request: web.Request) -> web.Response | None:
+async def _full(request: web.Request, body: bytes | aiohttp.FormData | None) -> web.StreamResponse | None:
+    """None while this worker has room; else a sibling's answer (`body`: the POST to pass on; None: a
+    WebSocket, relayed), or a 503 when every worker is full."""
     config = request.app[CONFIG]
     if _open_sessions(request.app) < config.max_sessions:
         return None
+    if config.siblings is not None and not handed(request):
+        answer = await (relay(request, config.siblings) if body is None else forward(request, body, config.siblings))
+        if answer is not None:
+            return answer
     refused = _refuse(request, 503, "capacity", f"server is full ({config.max_sessions} sessions); try again later")
     refused.force_close()  # a retry opens a new connection, which the kernel may give to another worker
     return refused
@@ -246,7 +266,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
     if not _origin_allowed(request, config.allowed_origins):
         return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
-    if (full := _full(request)) is not None:
+    if (full := await _full(request, None)) is not None:
         return full
     open_, telemetry = request.app[REALTIME], request.app[TELEMETRY]
 

@@ -433,7 +433,7 @@ class RealtimeSocket:
 
     # -- lifetime ------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, on_closed: Callable[[RealtimeSocket], None]) -> None:
         tasks = [
             asyncio.create_task(self._write(), name=f"realtime-write:{self.id}"),
             asyncio.create_task(self._pace(), name=f"realtime-pace:{self.id}"),
@@ -450,16 +450,22 @@ class RealtimeSocket:
                 if self.close_reason_kind:
                     break
         finally:
-            self.close_reason_kind = self.close_reason_kind or "closed"
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            try:
-                await self.pipeline.close()
-            except Exception:
-                log.exception("pipeline close failed")
+            # Shielded: aiohttp may cancel this handler when the client goes, and the turns must still end.
+            await asyncio.shield(asyncio.ensure_future(self._close(tasks, on_closed)))
+
+    async def _close(self, tasks: list[asyncio.Task[None]], on_closed: Callable[[RealtimeSocket], None]) -> None:
+        self.close_reason_kind = self.close_reason_kind or "closed"
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.pipeline.close()
+        except Exception:
+            log.exception("pipeline close failed")
+        finally:
             self.outbound.stop()
-            await self.ws.close()
+            on_closed(self)
+        await self.ws.close()
 
     def close_soon(self, reason: str, kind: str) -> None:
         """End the session from one of its tasks: the client is told why, then the socket closes."""
@@ -535,8 +541,5 @@ async def serve(
     await ws.prepare(request)
     session = RealtimeSocket(ws, make_pipeline, limits)
     on_open(session)
-    try:
-        await session.run()
-    finally:
-        on_closed(session)
+    await session.run(on_closed)
     return ws

@@ -26,6 +26,10 @@ from rtc.ice import use_host_addresses  # noqa: E402
 from rtc.session import SessionLimits  # noqa: E402
 from settings import Settings, load_settings  # noqa: E402
 
+# Every peer in the test process (clients too, whatever test runs first) gathers loopback candidates
+# only: the namespace has nothing else, and aioice leaves loopback out by default.
+use_host_addresses(["127.0.0.1"])
+
 # --- tiers (markers registered in pyproject.toml) -------------------------------------------
 
 HEAVY_TIERS = ("loopback", "models", "browser", "deploy")

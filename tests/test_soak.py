@@ -111,3 +111,45 @@ async def test_soak_cycles_and_killed_clients_leave_nothing_behind(start_server)
     assert fds1 <= fds0 + 5
     assert rss1 <= rss0 + 40, (rss0, rss1)
     assert noticed_s < 10.0  # the no-media watchdog (2 s, plus a loaded machine's delays), not aiortc's ~30 s
+
+
+REALTIME_CYCLES = int(os.environ.get("SOAK_REALTIME_CYCLES", "100"))
+
+
+async def test_realtime_websocket_sessions_connect_talk_and_drop_leaving_nothing_behind(start_server, caplog):
+    """The Realtime WebSocket under the same soak: the SDK's client connects, talks (audio and a typed
+    turn), and drops, mid-reply every other time; no server error, no session, task or fd left."""
+    import base64
+
+    from kit.realtime_client import realtime
+    from rtc.http import REALTIME
+
+    eng = engines()
+    eng.tts = ShortTTS()
+    server = await start_server(engines=eng, max_sessions=50, max_turns_per_minute=1000)
+    noise = base64.b64encode((np.random.default_rng(0).normal(0, 300, 4800)).astype("<i2").tobytes()).decode()
+
+    async def talk(i: int) -> None:
+        async with realtime(server.url) as (connection, received):
+            await received.wait("session.created")
+            await connection.input_audio_buffer.append(audio=noise)
+            await connection.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": f"Cycle {i}"}]}
+            )
+            await connection.response.create()
+            await received.wait("response.done" if i % 2 else "response.created", timeout=15)
+
+    for base in range(0, 10, 2):  # warm-up
+        await asyncio.gather(*(talk(i) for i in range(base, base + 2)))
+    assert await wait_until(lambda: not server.app[REALTIME], 10)
+    gc.collect()
+    fds0 = open_fds()
+    caplog.clear()
+    for base in range(0, REALTIME_CYCLES, 4):
+        await asyncio.gather(*(talk(i) for i in range(base, min(base + 4, REALTIME_CYCLES))))
+    assert await wait_until(lambda: not server.app[REALTIME], 10), f"{len(server.app[REALTIME])} sessions left"
+    assert await wait_until(lambda: not session_tasks(), 5), session_tasks()
+    gc.collect()
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [], [r.getMessage() for r in errors[:5]]
+    assert open_fds() <= fds0 + 5

@@ -9,6 +9,7 @@ may reach the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -88,6 +89,58 @@ async def test_four_clients_at_once_are_served_by_two_workers_of_two_sessions(tw
         await fifth.close()
     finally:
         await close(clients)
+
+
+async def test_clients_that_never_retry_are_handed_to_a_worker_with_room(two_workers: ServerProcess) -> None:
+    """No client here retries (as SDK clients and telephony bridges don't): a full worker hands the
+    offer, the Realtime call or the Realtime WebSocket to its sibling; only a full box says 503."""
+    from openai import AsyncOpenAI
+
+    from kit.realtime_client import realtime
+
+    sdk = AsyncOpenAI(api_key="no-key", base_url=f"{two_workers.base}/v1")
+
+    async def create(offer: str) -> str:
+        return (await sdk.realtime.calls.create(sdp=offer)).text
+
+    page = [Client(two_workers.base) for _ in range(2)]
+    call = Client(two_workers.base)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await asyncio.gather(*(c.connect(retries=0) for c in page), call.call(create))
+            _, socket = await stack.enter_async_context(realtime(two_workers.base))
+            await socket.wait("session.created")
+            await asyncio.gather(*(c.wait_event("state", state="listening", timeout=15) for c in page))
+            await call.wait_event("session.created", timeout=15)
+            health = await asyncio.gather(*(_health(two_workers, w) for w in (0, 1)))
+            assert [h["sessions"] for h in health] == [2, 2], "four sessions, two on each worker"
+            assert all(await asyncio.gather(*(talks(c) for c in page)))
+            await call.mic.say(to_48k(concat(silence(0.2), speak("Are you still there?"), silence(0.2))))
+            await call.wait_event("input_audio_buffer.speech_started", timeout=10)  # a call handed on still hears
+            fifth = Client(two_workers.base)
+            with pytest.raises(RuntimeError, match="503"):
+                await fifth.connect(retries=0)
+            await fifth.close()
+        finally:
+            await close([*page, call])
+
+
+async def _health(server: ServerProcess, worker: int) -> dict[str, Any]:
+    """A worker's own /healthz, through its Unix socket."""
+    import aiohttp
+
+    directory = _siblings_dir(server)
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(directory / f"worker-{worker}.sock"))) as http:
+        async with http.get("http://worker/healthz") as resp:
+            return await resp.json()
+
+
+def _siblings_dir(server: ServerProcess) -> Path:
+    pid = next(iter(workers(server).values()))
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"VOICE_SIBLINGS="):
+            return Path(item.split(b"=", 1)[1].decode())
+    raise AssertionError("no VOICE_SIBLINGS in the worker's environment")
 
 
 async def test_a_killed_worker_loses_only_its_own_sessions_and_comes_back(two_workers: ServerProcess) -> None:
