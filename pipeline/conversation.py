@@ -90,6 +90,7 @@ class Conversation:
         self._previous: Turn | None = None  # the turn that answered before: its history comes first
         self._now: float | None = None  # media time of the end of the latest frame; None before the first
         self.language = config.languages[0]  # what the user speaks now
+        self.voice: str | None = None  # a voice the client asked for; None: the engines' own
         self._closed = False
         self._rate = RateLimit(config.max_turns_per_minute)
         self.timers = Timers(lambda timer, status: self._emit(TimerEvent(timer.id, status, timer.seconds, timer.label)))
@@ -147,6 +148,9 @@ class Conversation:
 
     def on_instructions(self, text: str) -> None:
         self.history.system_prompt = text
+
+    def on_voice(self, name: str) -> None:
+        self.voice = name or None
 
     def on_timezone(self, name: str) -> None:
         if self.tools is not None and not self.tools.set_timezone(name):
@@ -211,6 +215,7 @@ class Conversation:
             tools=self.tools,
             clock=lambda: self._now,
             unasked=command.unasked,
+            voice=self.voice,
         )
         self.turns[turn.id] = turn
         turn.start(self._drive(turn))  # scheduled, not run: the commands after this one come first

@@ -51,6 +51,9 @@ class EchoPipeline:
     def on_instructions(self, text: str) -> None:
         """A mic test follows none."""
 
+    def on_voice(self, name: str) -> None:
+        """A mic test plays back the user's own voice."""
+
     def _on_playback(self, event: Playback) -> None:
         mark = event.mark
         if isinstance(mark, tuple) and mark[0] == "echo":

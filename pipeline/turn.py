@@ -99,6 +99,7 @@ class Turn:
         tools: Toolbox | None = None,
         clock: Callable[[], float | None] = time.monotonic,  # the conversation's media time; None before its first frame
         unasked: str | None = None,  # no user turn: this is said (a timer is due)
+        voice: str | None = None,  # the session's own voice (a Realtime client's); None: the engine's
     ) -> None:
         self.id = id  # unique in the session; `number` is what events carry, once released
         self.number: int | None = None
@@ -106,6 +107,7 @@ class Turn:
         self.pcm = pcm
         self.typed = text
         self.unasked = unasked
+        self.voice = voice
         self.t_speech_end = t_speech_end  # media time the user stopped speaking
         self.metrics = Metrics()
         self.user_text = ""  # what the reply answers, once it answers
@@ -409,7 +411,8 @@ class Turn:
             # the audio queued ahead of it has played.
             when = started if index == 1 else started + self._audio.queued_seconds
             with needed_by(when):
-                async with failures_of("tts"), aclosing(tts.stream(spoken, self.language)) as chunks:
+                speech = tts.stream(spoken, self.language, self.voice) if self.voice else tts.stream(spoken, self.language)
+                async with failures_of("tts"), aclosing(speech) as chunks:
                     async for chunk in chunks:
                         if not self._wrote_audio:
                             # Voices start with a breath of silence; before the reply's first

@@ -106,6 +106,16 @@ def _refuse(request: web.Request, status: int, reason: str, message: str) -> web
     return _error(status, message)
 
 
+def _admit(request: web.Request) -> web.Response | None:
+    """The token and the origin every way in checks: None, or the refusal."""
+    config = request.app[CONFIG]
+    if not _has_token(request, config.token):
+        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
+    if not _origin_allowed(request, config.allowed_origins):
+        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
+    return None
+
+
 def _has_token(request: web.Request, token: str) -> bool:
     """No token configured, or the request carries `Authorization: Bearer <token>`."""
     if not token:
@@ -115,10 +125,8 @@ def _has_token(request: web.Request, token: str) -> bool:
 
 async def offer(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    if not _has_token(request, config.token):
-        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
-    if not _origin_allowed(request, config.allowed_origins):
-        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
+    if (refused := _admit(request)) is not None:
+        return refused
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
     try:
@@ -199,11 +207,8 @@ def _form_text(value: Any) -> str | None:
 async def realtime_call(request: web.Request) -> web.StreamResponse:
     """`POST /v1/realtime/calls`: an OpenAI Realtime call over WebRTC. The SDP offer in (`application/sdp`,
     or the SDK's multipart form with `sdp` and an optional `session`), the answer out; events on `oai-events`."""
-    config = request.app[CONFIG]
-    if not _has_token(request, config.token):
-        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
-    if not _origin_allowed(request, config.allowed_origins):
-        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
+    if (refused := _admit(request)) is not None:
+        return refused
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
         return _error(413, f"offer too large (limit {MAX_OFFER_BYTES} bytes)")
     session_config: Any = None
@@ -262,10 +267,8 @@ async def _full(request: web.Request, body: bytes | aiohttp.FormData | None) -> 
 async def realtime(request: web.Request) -> web.StreamResponse:
     """`GET /v1/realtime`: the OpenAI Realtime protocol over a WebSocket (rtc/realtime.py)."""
     config = request.app[CONFIG]
-    if not _has_token(request, config.token):
-        return _refuse(request, 401, "auth", "missing or wrong token: send Authorization: Bearer <VOICE_TOKEN>")
-    if not _origin_allowed(request, config.allowed_origins):
-        return _refuse(request, 403, "origin", f"origin {request.headers.get('Origin', '')[:100]!r} is not allowed (ALLOWED_ORIGINS)")
+    if (refused := _admit(request)) is not None:
+        return refused
     if (full := await _full(request, None)) is not None:
         return full
     open_, telemetry = request.app[REALTIME], request.app[TELEMETRY]

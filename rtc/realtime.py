@@ -265,6 +265,12 @@ class RealtimeEvents:
         if audio is not None and audio.output is not None and audio.output.format is not None:
             self.output_format = audio.output.format.type or "audio/pcm"
             self.encoder = Encoder(self.output_format, OUTPUT_RATE)
+        if audio is not None and audio.output is not None and audio.output.voice:
+            voice = audio.output.voice if isinstance(audio.output.voice, str) else getattr(audio.output.voice, "id", "")
+            if not voice or len(voice) > 64:
+                raise ProtocolError("a voice is a name of at most 64 characters", "invalid_voice", "session.audio.output.voice")
+            self.voice = voice
+            self._pipeline.on_voice(voice)
         self._send("session.updated", session=self._session())
 
     # -- pipeline events out ---------------------------------------------------------

@@ -39,13 +39,14 @@ def question(text: str = QUESTION) -> np.ndarray:
 
 
 async def test_a_spoken_question_gets_a_spoken_answer_over_the_sdk_websocket_client(assistant):
-    server, _ = await assistant(StandinConfig(stt_text=QUESTION))
+    server, standin = await assistant(StandinConfig(stt_text=QUESTION))
     async with realtime(server.url) as (connection, received):
         _, created = await received.wait("session.created")
         assert created.session.audio.input.format.rate == RATE
-        await connection.session.update(session={"type": "realtime", "instructions": "Answer briefly."})
+        session = {"type": "realtime", "instructions": "Answer briefly.", "audio": {"output": {"voice": "verse"}}}
+        await connection.session.update(session=session)
         _, updated = await received.wait("session.updated")
-        assert updated.session.instructions == "Answer briefly."
+        assert updated.session.instructions == "Answer briefly." and updated.session.audio.output.voice == "verse"
 
         await stream(connection, question())
         _, heard = await received.wait("conversation.item.input_audio_transcription.completed")
@@ -62,6 +63,8 @@ async def test_a_spoken_question_gets_a_spoken_answer_over_the_sdk_websocket_cli
         assert first("response.created") < first("response.output_audio.delta") < first("response.done")
         audio = received.audio(done.response.id)
         assert len(audio) > RATE // 2 and np.abs(audio).max() > 1000  # speech, at 24 kHz
+    assert standin.log.speech_requests and {r["voice"] for r in standin.log.speech_requests} == {"verse"}
+    assert standin.log.last_messages[0] == {"role": "system", "content": "Answer briefly."}
     valid(received)
     await until(lambda: server.app[REALTIME] == {})  # closed and freed when the client went
 

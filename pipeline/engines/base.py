@@ -114,7 +114,7 @@ class TTS(Protocol):
     name: str
     sample_rate: int  # the rate of every chunk `stream` yields
 
-    def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
+    def stream(self, text: str, language: str = "en", voice: str | None = None) -> AsyncGenerator[bytes, None]:
         """Speech for `text` in `language` (its voice for it) as PCM chunks at `sample_rate`, first
         chunk ASAP (an async generator, as LLM's)."""
         ...

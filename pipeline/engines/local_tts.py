@@ -81,8 +81,9 @@ class _QueuedVoice:
     async def close(self) -> None:
         await self._queue.close()
 
-    async def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
-        """Speech for `text`; each voice speaks one language (pipeline/engines/voices.py picks it)."""
+    async def stream(self, text: str, language: str = "en", voice: str | None = None) -> AsyncGenerator[bytes, None]:
+        """Speech for `text`; each voice speaks one language (pipeline/engines/voices.py picks it). An
+        embedded voice is the one loaded: `voice` (a name a session asked for) does not change it."""
         if not text.strip():
             return
         if not self.ready:

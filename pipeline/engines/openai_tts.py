@@ -42,12 +42,13 @@ class OpenAITTS(OpenAIEngine):
             timeout_s=settings.tts_timeout_s,
         )
 
-    async def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
+    async def stream(self, text: str, language: str = "en", voice: str | None = None) -> AsyncGenerator[bytes, None]:
+        """`voice`: the one a session asked for (a Realtime client's), else TTS_VOICE."""
         if not text.strip():
             return
         decoder = open_decoder(self.response_format, self.sample_rate)
         # The download runs beside the reader so decoded audio is handed out while later bytes are in flight.
-        download = asyncio.create_task(self._download(text, decoder))
+        download = asyncio.create_task(self._download(text, decoder, voice or self.voice))
         try:
             while True:
                 try:
@@ -64,7 +65,7 @@ class OpenAITTS(OpenAIEngine):
             download.cancel()  # leaving the response context closes the connection
             await asyncio.wait([download])
 
-    async def _download(self, text: str, decoder: StreamDecoder) -> None:
+    async def _download(self, text: str, decoder: StreamDecoder, voice: str) -> None:
         loop = asyncio.get_running_loop()
         received = False
         try:
@@ -72,7 +73,7 @@ class OpenAITTS(OpenAIEngine):
             async with asyncio.timeout(self.timeout_s) as deadline:
                 async with self.client.audio.speech.with_streaming_response.create(
                     model=self.endpoint.model,
-                    voice=self.voice,
+                    voice=voice,
                     input=text,
                     response_format=self.response_format,  # type: ignore[arg-type]
                     speed=self.speed,

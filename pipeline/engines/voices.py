@@ -54,9 +54,9 @@ class Voices:
             if (close := getattr(tts, "close", None)) is not None:
                 await close()
 
-    async def stream(self, text: str, language: str = "en") -> AsyncGenerator[bytes, None]:
+    async def stream(self, text: str, language: str = "en", voice: str | None = None) -> AsyncGenerator[bytes, None]:
         tts = self.by_language.get(language, self.default)
         if tts is not self.default and not getattr(self.default, "ready", True):
             await self.start()  # the first voice's rate is the output's
-        async for chunk in tts.stream(text, language):
+        async for chunk in tts.stream(text, language, voice) if voice else tts.stream(text, language):
             yield resample(chunk, tts.sample_rate, self.sample_rate)
