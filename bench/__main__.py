@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-nice", type=int, default=10, help="scale: nice of the client peers and the stand-in (0: as the server)")
     parser.add_argument("--product", default="", help="measure the server.py of this checkout (e.g. a worktree of an older commit)")
     parser.add_argument("--seed", type=int, default=1, help="random seed for timing jitter between trials")
+    parser.add_argument("--plots", default="", metavar="DIR", help="also write the figures as PNGs into DIR (bench/plots.py)")
     args = parser.parse_args(argv)
     args.parts = args.parts or ["all"]
     unknown = [p for p in args.parts if p not in ["all", *PARTS]]
@@ -136,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nbaseline saved: {base_path}")
     elif (base := baseline.load(base_path)) is not None:
         print("\n" + baseline.compare(results["figures"], base))
+    if args.plots:
+        from bench.plots import write_plots
+
+        for written in write_plots(results, Path(args.plots)):
+            print(f"plot: {written}")
     print(f"\ntotal {results['timing_s']['total']:.0f} s; parts {results['timing_s']}; results: {path.relative_to(ROOT)}")
     return 0
 

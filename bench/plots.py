@@ -1,0 +1,112 @@
+"""Bench results as pictures (`python -m bench ... --plots DIR`): PNGs beside the tables.
+
+- `voice_to_voice_cdf.png`: the client's voice-to-voice, one cumulative curve per configuration
+  (each part and engine set that measured turns: latency, realtime's page and WebSocket paths, ...).
+- `stages_<engines>.png`: the latency part's stages, p50 and p95 bars, server and client side.
+
+Drawn from the results JSON alone (so an old run can be drawn again: `python -m bench.plots FILE DIR`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def voice_to_voice(results: dict[str, Any]) -> Iterator[tuple[str, list[float]]]:
+    """(configuration, client voice-to-voice ms of each turn) for every part that timed turns."""
+    for part, by_engines in results.get("parts", {}).items():
+        if not isinstance(by_engines, dict):
+            continue
+        for engines, r in by_engines.items():
+            if not isinstance(r, dict):
+                continue
+            turns = r.get("turns")
+            if isinstance(turns, list):
+                values = [(t.get("client_ms") or {}).get("voice_to_voice") for t in turns if isinstance(t, dict)]
+                yield f"{part} / {engines}", [float(v) for v in values if v is not None]
+            for path in ("page", "websocket"):
+                if isinstance(r.get(path), list):
+                    yield (
+                        f"{part} / {engines} / {path}",
+                        [float(t["voice_to_voice"]) for t in r[path] if t.get("voice_to_voice") is not None],
+                    )
+
+
+def write_plots(results: dict[str, Any], directory: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    curves = [(name, values) for name, values in voice_to_voice(results) if values]
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        for name, values in curves:
+            v = np.sort(values)
+            ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", label=f"{name} (n={len(v)}, p50 {np.median(v):.0f} ms)")
+        ax.set_xlabel("voice-to-voice at the client, ms")
+        ax.set_ylabel("share of turns")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"Voice-to-voice, {_machine(results)}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, directory / "voice_to_voice_cdf.png"))
+        plt.close(fig)
+    for engines, r in (results.get("parts", {}).get("latency") or {}).items():
+        if not isinstance(r, dict) or not r.get("client"):
+            continue
+        from bench.latency import STAGES
+
+        rows = [(label.strip(), (r["server"].get(s) or {}) if s else {}, r["client"].get(c) or {}) for label, s, c, _ in STAGES]
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        y = np.arange(len(rows))
+        for offset, side, key, colour in ((-0.2, 1, "p50", "#4477aa"), (0.2, 2, "p50", "#ee6677")):
+            ax.barh(
+                y + offset,
+                [row[side].get(key, 0) for row in rows],
+                height=0.38,
+                color=colour,
+                label=("server" if side == 1 else "client") + " p50",
+            )
+            ax.errorbar(
+                [row[side].get("p95", 0) for row in rows],
+                y + offset,
+                fmt="|",
+                color="black",
+                markersize=8,
+                label="p95" if side == 2 else None,
+            )
+        ax.set_yticks(y, [row[0] for row in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"Turn latency by stage - {engines} engines, {_machine(results)}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, directory / f"stages_{engines}.png"))
+        plt.close(fig)
+    return written
+
+
+def _machine(results: dict[str, Any]) -> str:
+    m = results.get("machine") or {}
+    return f"commit {m.get('commit', '?')}, {m.get('cpus', '?')} cores"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path)
+    return path
+
+
+if __name__ == "__main__":
+    for written in write_plots(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])):
+        print(written)
