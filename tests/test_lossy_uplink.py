@@ -127,14 +127,15 @@ async def test_a_stall_costs_no_words_and_the_delay_comes_back_within_2_s(local_
     stats = impair(client.pc, Impairment(stall_at_s=1.0, stall_ms=300))  # one second into the clip: mid-sentence
     sent = await client.mic.say(clip())
     _, transcript = await client.wait_event("transcript", after=sent, timeout=30)
-    worst_at = max(delays, key=lambda d: d[1])[0]
+    # The stall's worst: by the transcript it is over. (Taken now, not at the end: a busy moment of the
+    # machine later on may make one packet later still, and that is not the stall.)
+    worst_at, worst = max(delays, key=lambda d: d[1])
     async with asyncio.timeout(10):
         while delays[-1][0] < worst_at + 3.5:  # the mic goes on sending silence: wait for 3.5 s more of it
             await asyncio.sleep(0.1)
     assert stats.stalled >= 10
     assert normalise(transcript["text"]) == normalise(clean), (transcript["text"], clean)
     assert inbound.buffer.stats.concealed == inbound.buffer.stats.late == 0, "a stall loses nothing"
-    worst_at, worst = max(delays, key=lambda d: d[1])
     # The stall's first packet waited about 300 ms, plus however late a busy loop passed it on.
     assert 0.2 < worst < 0.6, worst
     after = sorted(d for t, d in delays if t > worst_at + 2.0)

@@ -184,7 +184,7 @@ BAD_EVENTS: list[str | bytes] = [
 ]
 
 
-async def test_malformed_events_each_get_an_error_event_and_the_session_goes_on(assistant):
+async def test_malformed_events_each_get_an_error_event_and_the_session_goes_on(assistant, caplog):
     server, _ = await assistant(StandinConfig())
     ws_url = server.url.replace("http", "ws", 1) + "/v1/realtime"
     async with ClientSession() as http, http.ws_connect(ws_url, max_msg_size=0) as ws:
@@ -212,6 +212,7 @@ async def test_malformed_events_each_get_an_error_event_and_the_session_goes_on(
             kinds.append(event["type"])
         assert "error" not in kinds
     await until(lambda: server.app[REALTIME] == {})
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []  # no server error
 
 
 async def test_the_token_and_the_session_limit_hold_for_realtime_too(assistant):
