@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,8 +73,11 @@ class _Response:
     number: int  # the pipeline's turn
     id: str
     item_id: str
-    transcript: list[str] = field(default_factory=list)
-    audio_ms: float = 0.0
+
+    @property
+    def part(self) -> dict[str, Any]:
+        """What names its one audio content part in every event about it."""
+        return {"response_id": self.id, "item_id": self.item_id, "output_index": 0, "content_index": 0}
 
 
 class RealtimeEvents:
@@ -119,15 +122,7 @@ class RealtimeEvents:
         """A 20 ms frame of reply audio left: a WebSocket client gets it as a delta."""
         response = self.speaking
         if response is not None:
-            response.audio_ms += 20
-            self._send(
-                "response.output_audio.delta",
-                response_id=response.id,
-                item_id=response.item_id,
-                output_index=0,
-                content_index=0,
-                delta=base64.b64encode(self.encoder(samples)).decode(),
-            )
+            self._send("response.output_audio.delta", **response.part, delta=base64.b64encode(self.encoder(samples)).decode())
 
     # -- client events in ----------------------------------------------------------
 
@@ -298,16 +293,7 @@ class RealtimeEvents:
             elif event.state == StateName.SPEAKING:
                 self.speaking = self._open(event.turn)
         elif isinstance(event, ReplyDelta) and event.turn is not None:
-            response = self._open(event.turn)
-            response.transcript.append(event.text)
-            self._send(
-                "response.output_audio_transcript.delta",
-                response_id=response.id,
-                item_id=response.item_id,
-                output_index=0,
-                content_index=0,
-                delta=event.text,
-            )
+            self._send("response.output_audio_transcript.delta", **self._open(event.turn).part, delta=event.text)
         elif isinstance(event, Reply) and event.turn is not None:
             self._close_response(event)
         elif isinstance(event, Error):
@@ -334,14 +320,7 @@ class RealtimeEvents:
             item = self._item(response, "in_progress", "")
             self._send("response.output_item.added", response_id=response.id, output_index=0, item=item)
             self._send("conversation.item.added", previous_item_id=None, item=item)
-            self._send(
-                "response.content_part.added",
-                response_id=response.id,
-                item_id=response.item_id,
-                output_index=0,
-                content_index=0,
-                part={"type": "audio", "transcript": ""},
-            )
+            self._send("response.content_part.added", **response.part, part={"type": "audio", "transcript": ""})
         return response
 
     def _close_response(self, reply: Reply) -> None:
@@ -352,10 +331,9 @@ class RealtimeEvents:
             self.speaking = None
         status = "cancelled" if reply.interrupted else "completed"
         transcript = reply.heard if reply.interrupted else reply.text
-        ids = {"response_id": response.id, "item_id": response.item_id, "output_index": 0, "content_index": 0}
-        self._send("response.output_audio.done", **ids)
-        self._send("response.output_audio_transcript.done", **ids, transcript=transcript)
-        self._send("response.content_part.done", **ids, part={"type": "audio", "transcript": transcript})
+        self._send("response.output_audio.done", **response.part)
+        self._send("response.output_audio_transcript.done", **response.part, transcript=transcript)
+        self._send("response.content_part.done", **response.part, part={"type": "audio", "transcript": transcript})
         item = self._item(response, "completed" if status == "completed" else "incomplete", transcript)
         self._send("response.output_item.done", response_id=response.id, output_index=0, item=item)
         self._send("conversation.item.done", previous_item_id=None, item=item)
