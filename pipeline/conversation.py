@@ -192,9 +192,13 @@ class Conversation:
                 self.turns[command.turn].interrupt()
             elif isinstance(command, tp.PauseOutput):
                 self._audio.pause()
+                if command.turn in self.turns:
+                    self.turns[command.turn].paused()
             elif isinstance(command, tp.ResumeOutput):
                 log.info("reply resumed: %s", command.why)
                 self._audio.resume()
+                if command.turn in self.turns:
+                    self.turns[command.turn].resumed()
             elif isinstance(command, tp.CancelPreview):
                 self._preview.cancel()
 
@@ -273,6 +277,7 @@ class Conversation:
             if not turn.misheard:
                 self.history.add_turn(_asked(turn), reply, acts=tuple(turn.acts), turn=turn.number)
             turn.emit(Reply(reply, interrupted=False, heard=reply))
+            turn.finish()
             outcome = Outcome.COMPLETED
         except asyncio.CancelledError:
             self._cut_short(turn)
@@ -319,6 +324,7 @@ class Conversation:
         # Every turn whose transcript was sent ends with a reply event, an empty one if it was
         # cut off before any reply, so a client can close the turn it opened.
         turn.emit(Reply(turn.reply.strip(), interrupted=True, heard=heard))
+        turn.finish()
 
     # -- output --------------------------------------------------------------------
 

@@ -127,17 +127,34 @@ class TimerEvent(Event):
 
 @dataclass
 class Metrics(Event):
+    """A turn's timings: sent when its reply is first heard, and again, `final`, when the turn ends.
+
+    `*_ms` are how long a stage took; `*_at_ms` are when something happened, in media time after
+    the user's turn ended (their speech's end; for a typed or unasked turn, its arrival), so a
+    client can draw the turn as a timeline.
+    """
+
     type: ClassVar[str] = "metrics"
     turn: int | None = None
-    endpoint_ms: float | None = None
+    endpoint_ms: float | None = None  # speech end to the turn's release
     stt_ms: float | None = None
     llm_first_token_ms: float | None = None
     first_sentence_ms: float | None = None
     tts_first_audio_ms: float | None = None
-    voice_to_voice_ms: float | None = None
+    voice_to_voice_ms: float | None = None  # speech end to the reply's first audio leaving (heard_at_ms, for a spoken turn)
     turn_detect_ms: float | None = None  # end-of-turn model's inference at the last pause
     turn_complete: float | None = None  # its probability that the user had finished
     released_by: EndOfTurn | None = None
+    prepared_at_ms: float | None = None  # the reply's work began (held until the release when this is earlier)
+    released_at_ms: float | None = None
+    stt_at_ms: float | None = None
+    llm_at_ms: float | None = None
+    tts_at_ms: float | None = None  # the first sentence's synthesis began
+    heard_at_ms: float | None = None
+    pauses: list[tuple[float, float | None]] | None = None  # the reply's audio paused for the user, and resumed (None: it did not)
+    interrupted_at_ms: float | None = None
+    ended_at_ms: float | None = None  # the reply played out, was cut off or failed (final only)
+    final: bool = False
 
 
 @dataclass

@@ -135,6 +135,9 @@ class Turn:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._released = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # The origin of the metrics' `*_at_ms`: the user's speech end, or (typed, unasked) now.
+        self._origin = t_speech_end if t_speech_end is not None else clock()
+        self.metrics.prepared_at_ms = self._at()
 
     # -- lifetime --------------------------------------------------------------
 
@@ -167,6 +170,7 @@ class Turn:
 
     def interrupt(self) -> None:
         """Stop the reply now: drop its queued audio, remember what played, cancel its work."""
+        self.metrics.interrupted_at_ms = self._at()
         for played in self._audio.clear():
             self._cut[played.mark] = played
         self.cancel()
@@ -177,6 +181,7 @@ class Turn:
         self._released.set()
         if self.t_speech_end is not None:
             self.metrics.endpoint_ms = round((t_now - self.t_speech_end) * 1000, 1)
+        self.metrics.released_at_ms = self._at(t_now)
         events, self._held_events = self._held_events, []
         audio, self._held_audio = self._held_audio, []
         for event in events:
@@ -217,7 +222,35 @@ class Turn:
             self.emit(State(StateName.SPEAKING))
             if self.t_speech_end is not None:
                 self.metrics.voice_to_voice_ms = round((event.t - self.t_speech_end) * 1000, 1)
-            self.emit(self.metrics)
+            self.metrics.heard_at_ms = self._at(event.t)
+            self.emit(self._metrics())
+
+    # -- the timeline ------------------------------------------------------------
+
+    def _at(self, t: float | None = None) -> float | None:
+        """Media time `t` (default: now) in ms after the turn's origin; None before the first frame."""
+        t = self._clock() if t is None else t
+        return None if t is None or self._origin is None else round((t - self._origin) * 1000, 1)
+
+    def _metrics(self, final: bool = False) -> Metrics:
+        pauses = self.metrics.pauses
+        return dataclasses.replace(self.metrics, pauses=None if pauses is None else list(pauses), final=final)
+
+    def paused(self) -> None:
+        """Its audio paused for the user (a hint of voice, or speech over it)."""
+        at = self._at()
+        if at is not None:
+            self.metrics.pauses = [*(self.metrics.pauses or []), (at, None)]
+
+    def resumed(self) -> None:
+        pauses = self.metrics.pauses
+        if pauses and pauses[-1][1] is None:
+            pauses[-1] = (pauses[-1][0], self._at())
+
+    def finish(self) -> None:
+        """The turn is over (its reply event is out): its metrics, complete."""
+        self.metrics.ended_at_ms = self._at()
+        self.emit(self._metrics(final=True))
 
     @property
     def heard_any(self) -> bool:
@@ -253,6 +286,7 @@ class Turn:
             heard = Heard(self.typed or "", "")
         else:
             started = time.monotonic()
+            self.metrics.stt_at_ms = self._at()
             with needed_by(started):  # gates this turn's first audio
                 async with failures_of("stt"):
                     heard = await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt, language=self.language)
@@ -286,6 +320,7 @@ class Turn:
     async def _write_reply(self, messages: list[Message], sentences: asyncio.Queue[str | None], said: str | None = None) -> None:
         metrics = self.metrics
         asked = time.monotonic()
+        metrics.llm_at_ms = self._at()
         splitter = SentenceSplitter()
 
         def ready(sentence: str) -> None:
@@ -407,6 +442,8 @@ class Turn:
             index += 1
             self._sentences[mark] = sentence
             started = time.monotonic()
+            if index == 1:
+                self.metrics.tts_at_ms = self._at()
             # The first sentence gates the reply's first audio; a later one is needed only when
             # the audio queued ahead of it has played.
             when = started if index == 1 else started + self._audio.queued_seconds

@@ -115,11 +115,12 @@ class Interrupt:
 
 @dataclass(frozen=True)
 class PauseOutput:
-    pass
+    turn: int  # the reply paused
 
 
 @dataclass(frozen=True)
 class ResumeOutput:
+    turn: int
     why: str
 
 

@@ -60,7 +60,7 @@ class TurnTaking:
     def hint(self, t: float) -> list[tp.Command]:
         if isinstance(self.floor, tp.Speaking) and self.config.barge_in and self.config.interrupt_min_s > 0:
             self.floor = tp.Paused(self.floor.turn, onset=None, hinted_at=t)
-            self._do(tp.PauseOutput())
+            self._do(tp.PauseOutput(self.floor.turn))
         return self._flush()
 
     def started(self, t_start: float) -> list[tp.Command]:
@@ -117,7 +117,7 @@ class TurnTaking:
             self._do(tp.CheckWords(floor.turn))
         elif isinstance(floor, tp.Paused) and floor.hinted_at is not None and now - floor.hinted_at > self.config.hint_wait_s:
             self.floor = tp.Speaking(floor.turn)  # a click, not speech
-            self._do(tp.ResumeOutput("no speech followed the hint"))
+            self._do(tp.ResumeOutput(floor.turn, "no speech followed the hint"))
         held = self.held
         if held is not None and held.judge_at is not None and now >= held.judge_at:
             self._set_held(replace(held, judge_at=None))
@@ -250,7 +250,7 @@ class TurnTaking:
         if self.config.interrupt_min_s <= 0:
             self._interrupt("user started speaking")
         elif isinstance(floor, tp.Speaking):
-            self._do(tp.PauseOutput())
+            self._do(tp.PauseOutput(floor.turn))
             self.floor = tp.Paused(floor.turn, onset=onset)
         elif floor.onset is None:
             self.floor = replace(floor, onset=onset, hinted_at=None)
@@ -299,7 +299,7 @@ class TurnTaking:
         assert isinstance(floor, tp.Paused)
         self.floor = tp.Speaking(floor.turn)
         self._no_turn = True
-        self._do(tp.ResumeOutput(why))
+        self._do(tp.ResumeOutput(floor.turn, why))
 
     def _hold(self, pcm: bytes, t_end: float, judge_at: float | None, silence: bool = False) -> None:
         """Prepare a reply, held, to the utterance in progress (and any carried over)."""

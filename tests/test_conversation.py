@@ -54,13 +54,47 @@ async def test_answer_released_by_the_end_of_turn_model_at_the_short_pause():
     t_audio = h.audio.audible()[0]
     assert 0.2 <= t_audio - end < 0.45, "released once the pause is 200 ms long, not after the long silence"
     assert [e["state"] for e in h.of("state")] == ["listening", "thinking", "speaking", "listening"]
-    (metrics,) = h.of("metrics")
+    metrics, final = h.of("metrics")  # when the reply was first heard, and when the turn ended
     assert metrics["released_by"] == "model" and metrics["turn_complete"] == 0.9
+    assert not metrics["final"] and final["final"] and final["ended_at_ms"] is not None and metrics["ended_at_ms"] is None
+    assert {k: v for k, v in final.items() if k not in ("final", "ended_at_ms")} == {
+        k: v for k, v in metrics.items() if k not in ("final", "ended_at_ms")
+    }
     assert h.of("transcript_partial")[0]["text"] == QUESTION
     assert [e["turn"] for e in h.of("speech_stopped")] == [1], "the utterance's own turn, though it was answered first"
     (reply,) = h.of("reply")
     assert reply == {"type": "reply", "text": FakeLLM().reply, "interrupted": False, "heard": FakeLLM().reply, "turn": 1}
     assert [m["role"] for m in h.conversation.history.messages("x")] == ["system", "user", "assistant", "user"]
+    await h.close()
+
+
+async def test_the_metrics_place_each_step_of_the_turn_on_one_timeline_from_the_speech_end():
+    h = Harness()
+    end = await ask(h)
+    await h.silence(3.0)
+    m = h.of("metrics")[-1]
+    assert m["released_at_ms"] == m["endpoint_ms"] and m["heard_at_ms"] == m["voice_to_voice_ms"], "a spoken turn's own names agree"
+    # In order, to a frame: here the output plays a frame over the same 20 ms as the mic frame
+    # that released it, so what is heard can be stamped a frame before the step that caused it.
+    steps = ["prepared_at_ms", "stt_at_ms", "llm_at_ms", "tts_at_ms", "released_at_ms", "heard_at_ms", "ended_at_ms"]
+    at = [m[k] for k in steps]
+    assert all(b >= a - 20 for a, b in zip(at, at[1:], strict=False)) and 0 < at[0] < at[-1], m
+    assert abs(m["heard_at_ms"] - (h.audio.audible()[0] - end) * 1000) <= 21, "in the media time the audio played at"
+    assert m["pauses"] is None and m["interrupted_at_ms"] is None
+    await h.close()
+
+
+async def test_a_typed_turn_is_timed_from_its_arrival():
+    h = Harness()
+    await h.silence(0.5)
+    typed_at = h.t
+    h.conversation.on_text("Hello there")
+    await h.silence(3.0)
+    m = h.of("metrics")[-1]
+    assert m["final"] and m["prepared_at_ms"] == m["released_at_ms"] == 0 and m["voice_to_voice_ms"] is None
+    at = [m[k] for k in ("llm_at_ms", "tts_at_ms", "heard_at_ms", "ended_at_ms")]
+    assert all(b >= a - 20 for a, b in zip(at, at[1:], strict=False)) and m["stt_at_ms"] is None, m
+    assert abs(m["heard_at_ms"] - (h.audio.audible()[0] - typed_at) * 1000) <= 21
     await h.close()
 
 
@@ -139,6 +173,11 @@ async def test_barge_in_pauses_at_once_and_real_words_cancel_with_heard_only_his
     assert len(first["heard"]) < len(LONG) / 2
     history = h.conversation.history.entries
     assert history[1].interrupted and history[1].text == first["heard"]
+    (timed,) = [m for m in h.of("metrics") if m["turn"] == 1 and m["final"]]
+    ((paused_at, resumed_at),) = timed["pauses"]
+    assert resumed_at is None and paused_at <= timed["interrupted_at_ms"] <= timed["ended_at_ms"], timed
+    origin = h.audio.audible()[0] - timed["heard_at_ms"] / 1000  # turn 1's speech end
+    assert onset <= origin + paused_at / 1000 <= onset + 0.1, "paused at the hint of voice over it"
     assert h.of("reply")[1]["turn"] == 2 and h.llm.requests[-1][-1]["content"] == "Stop. What about Spain?"
     await h.close()
 
@@ -158,6 +197,9 @@ async def test_a_cough_or_backchannel_pauses_the_reply_and_it_resumes(sound):
     (reply,) = h.of("reply")
     assert reply["interrupted"] is False and reply["heard"] == LONG
     assert [e["turn"] for e in h.of("transcript")] == [1], "no new turn"
+    final = h.of("metrics")[-1]
+    assert final["final"] and final["interrupted_at_ms"] is None and final["pauses"], final
+    assert all(resumed is not None and paused < resumed < final["ended_at_ms"] for paused, resumed in final["pauses"]), final
     await h.close()
 
 
