@@ -370,3 +370,103 @@ def test_offer_error_and_token_prompt(browser, server):
 
 def wait_status_plain(page, status: str, timeout: float) -> None:
     page.wait_for_function("s => document.body.dataset.status === s", arg=status, timeout=timeout * 1000)
+
+
+def _turn_events(turn: int) -> list[dict]:
+    """One realistic turn's events: a question, a three-sentence reply streamed in words, its timings twice."""
+    question = f"Question number {turn}: what is the weather like in the city of Lisbon in the spring?"
+    reply = "Lisbon in spring is mild, usually between fifteen and twenty two degrees. It rains now and then. Bring a light jacket."
+    timings = {
+        "endpoint_ms": 340.0,
+        "stt_ms": 212.5,
+        "llm_first_token_ms": 301.2,
+        "first_sentence_ms": 420.9,
+        "tts_first_audio_ms": 88.1,
+        "voice_to_voice_ms": 1120.4,
+        "turn_detect_ms": 41.3,
+        "turn_complete": 0.91,
+        "released_by": "model",
+        "prepared_at_ms": 100.0,
+        "released_at_ms": 340.0,
+        "stt_at_ms": 100.0,
+        "llm_at_ms": 340.0,
+        "tts_at_ms": 761.0,
+        "heard_at_ms": 1120.4,
+    }
+    interrupted = turn % 4 == 0
+    heard = reply[:40] if interrupted else reply
+    return [
+        {"type": "speech_started", "turn": turn},
+        {"type": "speech_stopped", "turn": turn, "duration_ms": 3100},
+        {"type": "transcript", "turn": turn, "text": question, "source": "voice", "language": "en"},
+        *({"type": "reply_delta", "turn": turn, "text": word + " "} for word in reply.split()),
+        {"type": "metrics", "turn": turn, **timings, "pauses": None, "interrupted_at_ms": None, "ended_at_ms": None, "final": False},
+        *(
+            [
+                {"type": "tool_call", "turn": turn, "name": "clock", "arguments": "{}"},
+                {"type": "tool_result", "turn": turn, "name": "clock", "ok": True, "ms": 0.3},
+            ]
+            if turn % 5 == 0
+            else []
+        ),
+        {"type": "reply", "turn": turn, "text": reply, "interrupted": interrupted, "heard": heard},
+        {
+            "type": "metrics",
+            "turn": turn,
+            **timings,
+            "pauses": [[2400.0, None]] if interrupted else None,
+            "interrupted_at_ms": 3200.0 if interrupted else None,
+            "ended_at_ms": 3200.0 if interrupted else 9800.0,
+            "final": True,
+        },
+    ]
+
+
+def test_the_saved_conversation_of_twenty_turns_is_complete_and_under_100_kb(page, server):
+    page.goto(server.base + "/")
+    for turn in range(1, 21):
+        page.evaluate("evs => evs.forEach(ev => voice.handleEvent(ev))", _turn_events(turn))
+    session = page.evaluate("voice.exportSession()")
+    size = len(json.dumps(session, indent=1).encode())  # as the button saves it
+    assert size < 100_000, size
+    turns = session["turns"]
+    assert [t["turn"] for t in turns] == list(range(1, 21)) and session["recording"] is None
+    assert all(
+        t["reply"].startswith("Lisbon in spring") and t["language"] == "en" and t["transcript"].startswith("Question number") for t in turns
+    )
+    assert [t["turn"] for t in turns if t["interrupted"]] == [4, 8, 12, 16, 20] and turns[3]["heard"] == turns[3]["reply"][:40]
+    assert [t["turn"] for t in turns if t["tools"]] == [5, 10, 15, 20] and turns[4]["tools"] == [
+        {"name": "clock", "arguments": "{}", "ok": True, "ms": 0.3}
+    ]
+    assert turns[3]["metrics"]["final"] and turns[3]["metrics"]["pauses"] == [[2400.0, None]] and turns[3]["metrics"]["stt_ms"] == 212.5
+    assert page.locator("svg.timeline").count() == 20
+    print(f"\nthe saved conversation of 20 turns: {size} bytes")
+
+
+def test_a_recording_keeps_only_its_last_ten_minutes_through_a_thirty_minute_session(page, server):
+    page.goto(server.base + "/")
+    out = page.evaluate(
+        """() => {
+          const rec = voice.makeRecorder(), block = 4096, rate = 48000;
+          const left = new Float32Array(block), right = new Float32Array(block);
+          let most = 0, pushed = 0;
+          for (; pushed < 30 * 60 * rate; pushed += block) {   // 30 minutes, as the worklet hands it over
+            const minute = Math.floor(pushed / rate / 60);
+            left.fill(minute / 100); right.fill(-minute / 100);  // each minute at its own level, to see which were kept
+            rec.push(left, right, rate);
+            most = Math.max(most, rec.bytes);
+          }
+          return {most, bytes: rec.bytes, seconds: rec.seconds, dropped: rec.droppedSeconds, keep: rec.keepS, pushed: pushed / rate};
+        }"""
+    )
+    assert out["most"] <= out["keep"] * 16000 * 4 and out["bytes"] == out["keep"] * 16000 * 4, out  # 38.4 MB at most
+    assert out["seconds"] == out["keep"] == 600 and abs(out["dropped"] + out["seconds"] - out["pushed"]) < 0.01, out
+    first, last = page.evaluate(
+        """async () => {
+          const rec = voice.makeRecorder(2), rate = 48000;
+          for (let s = 0; s < 5; s++) rec.push(new Float32Array(rate).fill(s / 10), new Float32Array(rate).fill(-s / 10), rate);
+          const pcm = new Int16Array((await rec.wav().arrayBuffer()).slice(44));
+          return [[pcm[0], pcm[1]], [pcm[pcm.length - 2], pcm[pcm.length - 1]]];
+        }"""
+    )
+    assert first == [round(0.3 * 32767), -round(0.3 * 32767)] and last == [round(0.4 * 32767), -round(0.4 * 32767)], (first, last)

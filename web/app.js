@@ -8,7 +8,10 @@
     start: $("start"),
     status: $("status"),
     message: $("message"),
-    meterBar: $("meter-bar"),
+    levels: $("levels"),
+    record: $("record"),
+    exportButton: $("export"),
+    exportAudio: $("export-audio"),
     chat: $("chat"),
     chatEmpty: $("chat-empty"),
     textForm: $("text-form"),
@@ -42,6 +45,9 @@
     micLevel: 0,       // 0..1 RMS of the mic, updated by the meter
     remoteLevel: () => remoteLevel(),  // 0..1 RMS of the remote audio right now
     handleEvent: (ev) => handleEvent(ev),  // feed a server event (tests render synthetic ones)
+    exportSession: () => exportSession(),  // the conversation as the "Save conversation" button saves it
+    recorder: null,    // this session's recording, once switched on (see makeRecorder)
+    makeRecorder: (keepS) => makeRecorder(keepS),
   };
   window.voice = voice;
 
@@ -53,6 +59,9 @@
   let meterRaf = 0;
   let turnCounter = 0;
   const turns = new Map(); // turn -> {user, assistant, metrics}
+  let sessionFrom = 0;     // index in voice.events where this session's began
+  let sessionStarted = null;  // ISO time
+  let micSource = null, remoteSource = null, recorderNode = null, merger = null;
   let pendingTyped = [];   // locally shown typed messages awaiting their transcript event
   let partial = null;      // the bubble showing transcript_partial text, until a transcript adopts it
   let partialTimer = 0;
@@ -200,8 +209,120 @@
     const b = document.createElement("b");
     b.textContent = "voice-to-voice " + ms(m.voice_to_voice_ms);
     meta.append(b, ` · endpoint ${ms(m.endpoint_ms)} · stt ${ms(m.stt_ms)} · llm first token ${ms(m.llm_first_token_ms)} · tts first audio ${ms(m.tts_first_audio_ms)}`);
+    drawTimeline(host, m);
     chatScroll();
   }
+
+  // ---------- a turn's timeline ----------
+  // A waterfall from the metrics event alone: time runs from the user's speech end (0) to the
+  // reply's first audio on the left three quarters, and on through the reply's playback (its
+  // pauses for the user, an interruption) on the last quarter. Every number drawn is one of the
+  // event's, kept as it came in data-* attributes (tests compare them).
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const TL_ROW = 15, TL_LABEL = 40, TL_TOP = 4, TL_AXIS = 14, TL_LATENCY_SHARE = 0.74;
+  const STAGES = [
+    { key: "stt", at: "stt_at_ms", ms: "stt_ms", label: "stt" },
+    { key: "llm", at: "llm_at_ms", ms: "llm_first_token_ms", label: "llm" },
+    { key: "tts", at: "tts_at_ms", ms: "tts_first_audio_ms", label: "tts" },
+  ];
+  const num = (v) => typeof v === "number" && isFinite(v);
+
+  function svg(name, attrs, parent) {
+    const el = document.createElementNS(SVG_NS, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    if (parent) parent.append(el);
+    return el;
+  }
+
+  function drawTimeline(host, m) {
+    let box = host.querySelector("svg.timeline");
+    if (!box) {
+      box = svg("svg", { class: "timeline", role: "img" });
+      host.append(box);
+    }
+    box.textContent = "";
+    box.dataset.final = m.final ? "1" : "0";
+    const width = Math.max(220, Math.round(box.getBoundingClientRect().width || host.clientWidth || 320));
+    const rows = ["turn", ...STAGES.map((s) => s.key), "reply"];
+    const height = TL_TOP + rows.length * TL_ROW + TL_AXIS;
+    box.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    box.setAttribute("height", height);
+
+    const ends = [m.released_at_ms, ...STAGES.map((s) => num(m[s.at]) && num(m[s.ms]) ? m[s.at] + m[s.ms] : null)].filter(num);
+    const start = Math.min(0, ...[m.prepared_at_ms, ...STAGES.map((s) => m[s.at])].filter(num));
+    const heard = num(m.heard_at_ms) ? m.heard_at_ms : Math.max(1, ...ends);
+    const end = Math.max(heard, ...[m.ended_at_ms, m.interrupted_at_ms].filter(num));
+    const plotW = width - TL_LABEL - 4;
+    const split = end > heard ? TL_LATENCY_SHARE : 1;
+    const x = (t) => TL_LABEL + (t <= heard
+      ? ((t - start) / Math.max(1, heard - start)) * split * plotW
+      : split * plotW + ((t - heard) / Math.max(1, end - heard)) * (1 - split) * plotW);
+    const y = (row) => TL_TOP + rows.indexOf(row) * TL_ROW;
+    const label = (row, text) => svg("text", { x: 0, y: y(row) + 10, class: "tl-label" }, box).textContent = text;
+    const bar = (row, cls, from, to, data, title) => {
+      const r = svg("rect", { class: cls, x: x(from), y: y(row) + 2, width: Math.max(1.5, x(to) - x(from)), height: TL_ROW - 5, ...data }, box);
+      svg("title", {}, r).textContent = title;
+      return r;
+    };
+    const mark = (row, cls, at, data, title) => {
+      const l = svg("line", { class: cls, x1: x(at), x2: x(at), y1: y(row), y2: y(row) + TL_ROW - 1, ...data }, box);
+      svg("title", {}, l).textContent = title;
+      return l;
+    };
+    const value = (row, at, text, cls) => {
+      const px = x(at) + 3;
+      const t = svg("text", { x: px, y: y(row) + 10, class: cls }, box);
+      t.textContent = text;
+      if (px > width - 6 * text.length) { t.setAttribute("x", x(at) - 3); t.setAttribute("text-anchor", "end"); }
+      return t;
+    };
+
+    svg("line", { class: "tl-zero", x1: x(0), x2: x(0), y1: TL_TOP, y2: height - TL_AXIS }, box);
+    // The turn's end decided: held (speculative) from its preparation to its release.
+    label("turn", "turn");
+    if (num(m.prepared_at_ms) && num(m.released_at_ms) && m.prepared_at_ms < m.released_at_ms)
+      bar("turn", "tl-held", m.prepared_at_ms, m.released_at_ms, { "data-at": m.prepared_at_ms, "data-to": m.released_at_ms },
+        `held from ${Math.round(m.prepared_at_ms)} ms: prepared before the turn was over`);
+    if (num(m.released_at_ms)) {
+      mark("turn", "tl-release", m.released_at_ms, { "data-at": m.released_at_ms, "data-by": m.released_by || "" },
+        `turn over at ${Math.round(m.released_at_ms)} ms, by ${m.released_by || "?"}`);
+      value("turn", m.released_at_ms, `${m.released_by || ""} ${Math.round(m.released_at_ms)}`, "tl-value tl-release-value");
+    }
+    for (const s of STAGES) {
+      label(s.key, s.label);
+      if (!num(m[s.at]) || !num(m[s.ms])) continue;
+      bar(s.key, "tl-" + s.key, m[s.at], m[s.at] + m[s.ms], { "data-at": m[s.at], "data-ms": m[s.ms] },
+        `${s.label}: ${Math.round(m[s.ms])} ms, from ${Math.round(m[s.at])} ms`);
+      value(s.key, m[s.at] + m[s.ms], String(Math.round(m[s.ms])), `tl-value tl-${s.key}-value`);
+    }
+    // The reply as heard: from its first audio to its end, with the pauses for the user and any interruption.
+    label("reply", "reply");
+    if (num(m.heard_at_ms)) {
+      svg("line", { class: "tl-heard", x1: x(m.heard_at_ms), x2: x(m.heard_at_ms), y1: TL_TOP, y2: height - TL_AXIS }, box);
+      const stop = num(m.ended_at_ms) ? m.ended_at_ms : num(m.interrupted_at_ms) ? m.interrupted_at_ms : m.heard_at_ms;
+      bar("reply", "tl-play", m.heard_at_ms, Math.max(stop, m.heard_at_ms), { "data-at": m.heard_at_ms, "data-to": stop },
+        `heard from ${Math.round(m.heard_at_ms)} ms`);
+    }
+    for (const [at, resumed] of m.pauses || []) {
+      const to = num(resumed) ? resumed : num(m.interrupted_at_ms) ? m.interrupted_at_ms : num(m.ended_at_ms) ? m.ended_at_ms : at;
+      bar("reply", "tl-pause", at, Math.max(at, to), { "data-at": at, "data-resumed": num(resumed) ? resumed : "" },
+        num(resumed) ? `paused for the user at ${Math.round(at)} ms, resumed at ${Math.round(resumed)} ms` : `paused for the user at ${Math.round(at)} ms`);
+    }
+    if (num(m.interrupted_at_ms))
+      mark("reply", "tl-interrupt", m.interrupted_at_ms, { "data-at": m.interrupted_at_ms }, `interrupted at ${Math.round(m.interrupted_at_ms)} ms`);
+    // Axis: the speech end, the first audio heard, the end.
+    const axisY = height - 3;
+    const tick = (at, text, anchor) => { const t = svg("text", { x: x(at), y: axisY, "text-anchor": anchor, class: "tl-axis" }, box); t.textContent = text; return t; };
+    tick(0, "0", "start");
+    if (num(m.heard_at_ms)) tick(m.heard_at_ms, `heard ${Math.round(m.heard_at_ms)} ms`, split < 1 ? "end" : "end").classList.add("tl-heard-value");
+    if (end > heard) tick(end, `${(end / 1000).toFixed(1)} s`, "end");
+  }
+
+  let redrawTimer = 0;
+  window.addEventListener("resize", () => {
+    clearTimeout(redrawTimer);
+    redrawTimer = setTimeout(() => { for (const [turn, t] of turns) if (t.metrics) renderMetrics(turn); }, 150);
+  });
 
   // A timer or reminder: its bubble counts down until it is due (then the assistant says it) or cancelled.
   const timers = new Map();  // id -> {div, due (performance.now() ms), name}
@@ -387,13 +508,43 @@
     return rmsOf(remoteAnalyser, new Float32Array(remoteAnalyser.fftSize));
   }
 
+  // The level strip: the last seconds of the mic (above the line) and the reply (below), in dB.
+  const LEVEL_FLOOR_DB = -60;
+  const levelHistory = { mic: [], reply: [] };
+  function levelShare(rms) {
+    const db = 20 * Math.log10(Math.max(rms, 1e-6));
+    return Math.max(0, Math.min(1, (db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB));
+  }
+
+  function drawLevels() {
+    const c = ui.levels;
+    const w = c.clientWidth | 0, h = c.clientHeight | 0;
+    if (!w || !h) return;
+    if (c.width !== w) c.width = w;
+    const g = c.getContext("2d");
+    g.clearRect(0, 0, w, h);
+    const mid = h / 2;
+    for (const [side, color, dir] of [["mic", "#16a34a", -1], ["reply", "#2563eb", 1]]) {
+      const hist = levelHistory[side];
+      while (hist.length > w) hist.shift();
+      g.fillStyle = color;
+      for (let i = 0; i < hist.length; i++) {
+        const v = hist[i] * (mid - 1);
+        g.fillRect(w - hist.length + i, dir < 0 ? mid - v : mid, 1, v);
+      }
+    }
+    g.fillStyle = "rgba(128,128,128,.5)";
+    g.fillRect(0, mid, w, 1);
+  }
+
   function startMeter(stream) {
     try {
       audioCtx = new (window.AudioContext || window.webkitAudioContext)();
       audioCtx.resume().catch(() => {});
       micAnalyser = audioCtx.createAnalyser();
       micAnalyser.fftSize = 1024;
-      audioCtx.createMediaStreamSource(stream).connect(micAnalyser);
+      micSource = audioCtx.createMediaStreamSource(stream);
+      micSource.connect(micAnalyser);
     } catch (e) {
       console.warn("mic meter unavailable", e);
       return;
@@ -403,12 +554,13 @@
       if (!micAnalyser) return;
       const level = rmsOf(micAnalyser, buf);
       voice.micLevel = level;
-      // ~ -60 dBFS .. 0 dBFS mapped to 0..100 %
-      const db = 20 * Math.log10(Math.max(level, 1e-6));
-      ui.meterBar.style.width = Math.max(0, Math.min(100, ((db + 60) / 60) * 100)).toFixed(1) + "%";
+      levelHistory.mic.push(levelShare(level));
+      levelHistory.reply.push(levelShare(remoteAnalyser ? rmsOf(remoteAnalyser, buf) : 0));
+      drawLevels();
       meterRaf = requestAnimationFrame(tick);
     };
     meterRaf = requestAnimationFrame(tick);
+    if (ui.record.checked) startRecording();
   }
 
   function attachRemoteAnalyser(stream) {
@@ -416,11 +568,144 @@
     try {
       remoteAnalyser = audioCtx.createAnalyser();
       remoteAnalyser.fftSize = 1024;
-      audioCtx.createMediaStreamSource(stream).connect(remoteAnalyser);
+      remoteSource = audioCtx.createMediaStreamSource(stream);
+      remoteSource.connect(remoteAnalyser);
+      if (merger) remoteSource.connect(merger, 0, 1);
     } catch (e) {
       console.warn("remote analyser unavailable", e);
     }
   }
+
+  // ---------- recording (opt-in, this session, in this browser only) ----------
+  // Both sides, aligned in one audio graph: the mic as sent (left) and the reply as played
+  // (right), kept as 16 kHz 16-bit stereo, only the last `keepS` seconds: bounded memory.
+  const RECORD_RATE = 16000, RECORD_KEEP_S = 600;
+
+  function makeRecorder(keepS = RECORD_KEEP_S) {
+    const maxFrames = Math.round(keepS * RECORD_RATE);
+    const chunks = [];  // Int16Array, interleaved left/right
+    let frames = 0, dropped = 0, phase = 0;
+    const pcm16 = (v) => Math.max(-32768, Math.min(32767, Math.round(v * 32767)));
+    return {
+      keepS,
+      get frames() { return frames; },
+      get bytes() { return frames * 4; },
+      get droppedSeconds() { return dropped / RECORD_RATE; },
+      get seconds() { return frames / RECORD_RATE; },
+      push(left, right, rate) {
+        // Nearest-sample decimation: a review copy of speech, not a master.
+        const step = rate / RECORD_RATE;
+        const out = new Int16Array(2 * Math.ceil((left.length - phase) / step));
+        let k = 0, t = phase;
+        for (; t < left.length; t += step) {
+          const i = t | 0;
+          out[k++] = pcm16(left[i]);
+          out[k++] = pcm16(right[i]);
+        }
+        phase = t - left.length;
+        chunks.push(k === out.length ? out : out.subarray(0, k));
+        frames += k / 2;
+        while (frames > maxFrames) {
+          const over = frames - maxFrames, first = chunks[0], n = first.length / 2;
+          if (n <= over) { chunks.shift(); frames -= n; dropped += n; }
+          else { chunks[0] = first.subarray(over * 2); frames -= over; dropped += over; }
+        }
+      },
+      wav() {
+        const head = new DataView(new ArrayBuffer(44));
+        const text = (at, str) => { for (let i = 0; i < str.length; i++) head.setUint8(at + i, str.charCodeAt(i)); };
+        text(0, "RIFF"); head.setUint32(4, 36 + frames * 4, true); text(8, "WAVE");
+        text(12, "fmt "); head.setUint32(16, 16, true); head.setUint16(20, 1, true); head.setUint16(22, 2, true);
+        head.setUint32(24, RECORD_RATE, true); head.setUint32(28, RECORD_RATE * 4, true); head.setUint16(32, 4, true); head.setUint16(34, 16, true);
+        text(36, "data"); head.setUint32(40, frames * 4, true);
+        return new Blob([head, ...chunks], { type: "audio/wav" });
+      },
+    };
+  }
+
+  async function startRecording() {
+    if (!audioCtx || !micSource || recorderNode) return;
+    const ctx = audioCtx;
+    try {
+      await ctx.audioWorklet.addModule("/recorder.js");
+    } catch (e) {
+      showMessage("Recording is not available in this browser: " + (e.message || e), "info");
+      ui.record.checked = false;
+      return;
+    }
+    if (ctx !== audioCtx || !ui.record.checked || recorderNode) return;
+    voice.recorder = voice.recorder || makeRecorder();
+    const rec = voice.recorder;
+    merger = ctx.createChannelMerger(2);
+    recorderNode = new AudioWorkletNode(ctx, "two-sides", { numberOfInputs: 1, numberOfOutputs: 0, channelCount: 2, channelCountMode: "explicit", channelInterpretation: "discrete" });
+    recorderNode.port.onmessage = (e) => { rec.push(e.data.left, e.data.right, e.data.rate); ui.exportAudio.hidden = false; };
+    micSource.connect(merger, 0, 0);
+    if (remoteSource) remoteSource.connect(merger, 0, 1);
+    merger.connect(recorderNode);
+  }
+
+  function stopRecording() {
+    if (recorderNode) { recorderNode.port.onmessage = null; try { recorderNode.disconnect(); } catch (_) { /* gone */ } }
+    if (merger) { try { merger.disconnect(); } catch (_) { /* gone */ } }
+    for (const src of [micSource, remoteSource]) if (src && merger) { try { src.disconnect(merger); } catch (_) { /* not connected */ } }
+    recorderNode = null;
+    merger = null;
+  }
+
+  // ---------- taking the conversation away ----------
+
+  function exportSession() {
+    const events = voice.events.slice(sessionFrom);
+    const byTurn = new Map();
+    const entry = (n) => {
+      if (!byTurn.has(n)) byTurn.set(n, { turn: n, source: null, language: null, transcript: null, reply: null, heard: null, interrupted: false, tools: [], metrics: null, errors: [] });
+      return byTurn.get(n);
+    };
+    const timers = [], errors = [];
+    for (const ev of events) {
+      const n = ev.turn;
+      switch (ev.type) {
+        case "transcript": Object.assign(entry(n), { transcript: ev.text, source: ev.source || "voice", language: ev.language || null }); break;
+        case "reply": Object.assign(entry(n), { reply: ev.text, heard: ev.heard, interrupted: !!ev.interrupted }); break;
+        case "tool_call": entry(n).tools.push({ name: ev.name, arguments: ev.arguments, ok: null, ms: null }); break;
+        case "tool_result": {
+          const call = entry(n).tools.find((c) => c.name === ev.name && c.ok === null);
+          if (call) Object.assign(call, { ok: ev.ok, ms: ev.ms });
+          break;
+        }
+        case "metrics": {
+          const { type, turn, ...timings } = ev;
+          entry(n).metrics = timings;
+          break;
+        }
+        case "error": (typeof n === "number" ? entry(n).errors : errors).push({ stage: ev.stage, message: ev.message }); break;
+        case "timer": timers.push({ id: ev.id, status: ev.status, seconds: ev.seconds, label: ev.label }); break;
+        default: break;
+      }
+    }
+    return {
+      format: "voice-session/1",
+      session: voice.session,
+      started_at: sessionStarted,
+      exported_at: new Date().toISOString(),
+      recording: voice.recorder ? { seconds: voice.recorder.seconds, dropped_seconds: voice.recorder.droppedSeconds, rate: RECORD_RATE, channels: ["user", "assistant"] } : null,
+      turns: [...byTurn.values()].filter((t) => typeof t.turn === "number").sort((a, b) => a.turn - b.turn),
+      timers,
+      errors,
+    };
+  }
+
+  function download(blob, name) {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }
+
+  const fileStem = () => "voice-" + (voice.session || "session") + "-" + (sessionStarted || new Date().toISOString()).slice(0, 19).replace(/[:T]/g, "-");
 
   // ---------- connection ----------
 
@@ -479,6 +764,11 @@
     setStatus("connecting");
     voice.session = null;
     ui.session.textContent = "";
+    sessionFrom = voice.events.length;
+    sessionStarted = new Date().toISOString();
+    voice.recorder = null;  // a recording belongs to one session
+    ui.exportAudio.hidden = true;
+    ui.exportButton.disabled = false;
 
     // 1. config (with the stored token, if any: the server gives TURN credentials only to a caller that has it)
     let config;
@@ -626,11 +916,14 @@
     running = false;
     setTextEnabled(false);
     cancelAnimationFrame(meterRaf);
+    stopRecording();
+    ui.record.checked = false;  // switched on again for each session that should be recorded
     micAnalyser = null;
     remoteAnalyser = null;
+    micSource = null;
+    remoteSource = null;
     for (const id of [...timers.keys()]) showTimer({ id, status: "cancelled" });  // they end with the session
     voice.micLevel = 0;
-    ui.meterBar.style.width = "0%";
     if (voice.dc) { try { voice.dc.close(); } catch (_) { /* ignore */ } }
     if (voice.pc) {
       try { voice.pc.getSenders().forEach((s) => s.track && s.track.stop()); } catch (_) { /* ignore */ }
@@ -668,6 +961,11 @@
   // ---------- wiring ----------
 
   ui.start.addEventListener("click", () => (running ? stop() : start()));
+  ui.record.addEventListener("change", () => (ui.record.checked ? startRecording() : stopRecording()));
+  ui.exportButton.addEventListener("click", () => {
+    download(new Blob([JSON.stringify(exportSession(), null, 1)], { type: "application/json" }), fileStem() + ".json");
+  });
+  ui.exportAudio.addEventListener("click", () => { if (voice.recorder) download(voice.recorder.wav(), fileStem() + ".wav"); });
   ui.textForm.addEventListener("submit", (e) => {
     e.preventDefault();
     if (sendText(ui.textInput.value)) ui.textInput.value = "";
