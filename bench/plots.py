@@ -3,6 +3,10 @@
 - `voice_to_voice_cdf.png`: the client's voice-to-voice, one cumulative curve per configuration
   (each part and engine set that measured turns: latency, realtime's page and WebSocket paths, ...).
 - `stages_<engines>.png`: the latency part's stages, p50 and p95 bars, server and client side.
+- `scale_standin.png`: the scale part on the stand-in engines, by session count: frame jitter p99
+  and turn overhead p95 against their limits, and the server's CPU (one curve per WORKERS).
+- `scale_local.png`: the scale part on the embedded engines: voice-to-voice p50 and p95 by how many
+  sessions ask at the same moment, one pair of curves per design.
 
 Drawn from the results JSON alone (so an old run can be drawn again: `python -m bench.plots FILE DIR`).
 """
@@ -36,6 +40,32 @@ def voice_to_voice(results: dict[str, Any]) -> Iterator[tuple[str, list[float]]]
                         f"{part} / {engines} / {path}",
                         [float(t["voice_to_voice"]) for t in r[path] if t.get("voice_to_voice") is not None],
                     )
+
+
+def scale_curves(results: dict[str, Any]) -> dict[str, dict[str, list[tuple[int, float | None]]]]:
+    """Per configuration of the scale part: {series: [(sessions, value), ...]}."""
+    scale = results.get("parts", {}).get("scale")
+    out: dict[str, dict[str, list[tuple[int, float | None]]]] = {}
+    if not isinstance(scale, dict):
+        return out
+    for name, r in scale.items():
+        if not isinstance(r, dict):
+            continue
+        if isinstance(r.get("levels"), list):  # the stand-in: limits and CPU
+            from bench.scale import judged_jitter
+
+            levels = [lvl for lvl in r["levels"] if isinstance(lvl, dict) and "sessions" in lvl]
+            out[name] = {
+                "jitter p99": [(lvl["sessions"], judged_jitter(lvl).get("p99_ms")) for lvl in levels],
+                "overhead p95": [(lvl["sessions"], (lvl.get("overhead_ms") or {}).get("p95")) for lvl in levels],
+                "server CPU %": [(lvl["sessions"], (lvl.get("cpu_percent_of_one_core") or {}).get("server")) for lvl in levels],
+            }
+        for design in r.get("designs") or []:  # the embedded engines: waiting when several ask at once
+            if isinstance(design, dict) and design.get("levels"):
+                for q in ("p50", "p95"):
+                    series = [(lvl["sessions"], (lvl.get("v2v_client_ms") or {}).get(q)) for lvl in design["levels"]]
+                    out.setdefault(name, {})[f"{design['design']} v2v {q}"] = series
+    return out
 
 
 def write_plots(results: dict[str, Any], directory: Path) -> list[Path]:
@@ -93,6 +123,37 @@ def write_plots(results: dict[str, Any], directory: Path) -> list[Path]:
         ax.set_title(f"Turn latency by stage - {engines} engines, {_machine(results)}", fontsize=9)
         fig.tight_layout()
         written.append(_save(fig, directory / f"stages_{engines}.png"))
+        plt.close(fig)
+    for name, series in scale_curves(results).items():
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        cpu_axis = None
+        for label, points in series.items():
+            xs, ys = [x for x, y in points if y is not None], [y for _, y in points if y is not None]
+            if not xs:
+                continue
+            if label == "server CPU %":
+                cpu_axis = cpu_axis or ax.twinx()
+                cpu_axis.plot(xs, ys, "s--", color="grey", label=label)
+                cpu_axis.set_ylabel("server CPU, % of one core")
+            else:
+                ax.plot(xs, ys, "o-", label=label)
+        if "jitter p99" in series:
+            from bench.scale import JITTER_LIMIT_MS, OVERHEAD_LIMIT_MS
+
+            ax.axhline(JITTER_LIMIT_MS, color="C0", ls=":", lw=1, label=f"jitter limit {JITTER_LIMIT_MS:.0f} ms")
+            ax.axhline(OVERHEAD_LIMIT_MS, color="C1", ls=":", lw=1, label=f"overhead limit {OVERHEAD_LIMIT_MS:.0f} ms")
+            ax.set_yscale("log")
+        ax.set_xlabel("sessions" + (" asking at the same moment" if "jitter p99" not in series else ""))
+        ax.set_ylabel("ms")
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if cpu_axis is not None:
+            more = cpu_axis.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        ax.legend(handles, labels, fontsize=7, loc="upper left")
+        ax.set_title(f"Scale - {name}, {_machine(results)}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, directory / f"scale_{name}.png"))
         plt.close(fig)
     return written
 
