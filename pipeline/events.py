@@ -153,6 +153,7 @@ class Metrics(Event):
     heard_at_ms: float | None = None
     pauses: list[tuple[float, float | None]] | None = None  # the reply's audio paused for the user, and resumed (None: it did not)
     interrupted_at_ms: float | None = None
+    tools: list[tuple[str, float | None, float]] | None = None  # [name, at_ms, ms] of each tool the reply ran
     ended_at_ms: float | None = None  # the reply played out, was cut off or failed (final only)
     final: bool = False
 

@@ -233,8 +233,9 @@ class Turn:
         return None if t is None or self._origin is None else round((t - self._origin) * 1000, 1)
 
     def _metrics(self, final: bool = False) -> Metrics:
-        pauses = self.metrics.pauses
-        return dataclasses.replace(self.metrics, pauses=None if pauses is None else list(pauses), final=final)
+        m = self.metrics  # the lists copied: the event sent stays as it was when sent
+        pauses, tools = (None if m.pauses is None else list(m.pauses)), (None if m.tools is None else list(m.tools))
+        return dataclasses.replace(m, pauses=pauses, tools=tools, final=final)
 
     def paused(self) -> None:
         """Its audio paused for the user (a hint of voice, or speech over it)."""
@@ -387,7 +388,7 @@ class Turn:
             act = Act(call)
             self.acts.append(act)
             self.emit(ToolCallEvent(call.name, call.arguments))
-            started = time.monotonic()
+            started, at = time.monotonic(), self._at()
             task = self.spawn(self._tools.run(call.name, call.arguments), f"turn-{self.id}-tool")
             self._running = _Running(self._clock(), task, say)
             try:
@@ -410,6 +411,7 @@ class Turn:
             finally:
                 self._running = None
                 act.ms = round((time.monotonic() - started) * 1000, 1)
+                self.metrics.tools = [*(self.metrics.tools or []), (call.name, at, act.ms)]
                 self.emit(ToolResultEvent(call.name, act.ok, act.ms))
         return True
 

@@ -414,6 +414,7 @@ def _turn_events(turn: int) -> list[dict]:
             "type": "metrics",
             "turn": turn,
             **timings,
+            "tools": [["clock", 400.0, 0.3]] if turn % 5 == 0 else None,
             "pauses": [[2400.0, None]] if interrupted else None,
             "interrupted_at_ms": 3200.0 if interrupted else None,
             "ended_at_ms": 3200.0 if interrupted else 9800.0,
@@ -440,6 +441,9 @@ def test_the_saved_conversation_of_twenty_turns_is_complete_and_under_100_kb(pag
     ]
     assert turns[3]["metrics"]["final"] and turns[3]["metrics"]["pauses"] == [[2400.0, None]] and turns[3]["metrics"]["stt_ms"] == 212.5
     assert page.locator("svg.timeline").count() == 20
+    tool = page.locator('.msg.assistant[data-turn="5"] rect.tl-tool')
+    assert [tool.get_attribute(k) for k in ("data-name", "data-at", "data-ms")] == ["clock", "400", "0.3"]
+    assert page.locator('.msg.assistant[data-turn="4"] rect.tl-tool').count() == 0
     print(f"\nthe saved conversation of 20 turns: {size} bytes")
 
 

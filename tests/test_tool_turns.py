@@ -75,6 +75,10 @@ async def test_a_held_reply_decides_to_call_a_tool_but_runs_it_only_once_release
     assert h.llm.requests[1][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "47 * 23 = 1081"}
     assert h.of("reply")[-1]["text"] == "It is 1081." and h.audio.audible()
     assert tool_messages(h) == (["call_1"], ["call_1"])
+    final = h.of("metrics")[-1]
+    ((name, at, ms),) = final["tools"]
+    assert final["final"] and name == "calculate" and ms == result["ms"], "on the turn's timeline, as its result said"
+    assert final["released_at_ms"] <= at <= final["heard_at_ms"] + 20, "run once released, before the answer was heard"
     await h.close()
 
 

@@ -59,7 +59,11 @@
   let meterRaf = 0;
   let turnCounter = 0;
   const turns = new Map(); // turn -> {user, assistant, metrics}
-  let sessionFrom = 0;     // index in voice.events where this session's began
+  // What "Save conversation" is made of: this session's events that say what happened (not the
+  // streamed deltas); it grows by about a kilobyte a turn, while voice.events keeps only the latest.
+  const KEPT_TYPES = new Set(["transcript", "reply", "tool_call", "tool_result", "metrics", "error", "timer"]);
+  const EVENTS_MAX = 2000;
+  let sessionLog = [];
   let sessionStarted = null;  // ISO time
   let micSource = null, remoteSource = null, recorderNode = null, merger = null;
   let pendingTyped = [];   // locally shown typed messages awaiting their transcript event
@@ -243,12 +247,14 @@
     box.textContent = "";
     box.dataset.final = m.final ? "1" : "0";
     const width = Math.max(220, Math.round(box.getBoundingClientRect().width || host.clientWidth || 320));
-    const rows = ["turn", ...STAGES.map((s) => s.key), "reply"];
+    const tools = (m.tools || []).filter(([, at, took]) => num(at) && num(took));
+    const rows = ["turn", "stt", "llm", ...(tools.length ? ["tool"] : []), "tts", "reply"];
     const height = TL_TOP + rows.length * TL_ROW + TL_AXIS;
     box.setAttribute("viewBox", `0 0 ${width} ${height}`);
     box.setAttribute("height", height);
 
-    const ends = [m.released_at_ms, ...STAGES.map((s) => num(m[s.at]) && num(m[s.ms]) ? m[s.at] + m[s.ms] : null)].filter(num);
+    const ends = [m.released_at_ms, ...STAGES.map((s) => num(m[s.at]) && num(m[s.ms]) ? m[s.at] + m[s.ms] : null),
+      ...tools.map(([, at, took]) => at + took)].filter(num);
     const start = Math.min(0, ...[m.prepared_at_ms, ...STAGES.map((s) => m[s.at])].filter(num));
     const heard = num(m.heard_at_ms) ? m.heard_at_ms : Math.max(1, ...ends);
     const end = Math.max(heard, ...[m.ended_at_ms, m.interrupted_at_ms].filter(num));
@@ -294,6 +300,11 @@
       bar(s.key, "tl-" + s.key, m[s.at], m[s.at] + m[s.ms], { "data-at": m[s.at], "data-ms": m[s.ms] },
         `${s.label}: ${Math.round(m[s.ms])} ms, from ${Math.round(m[s.at])} ms`);
       value(s.key, m[s.at] + m[s.ms], String(Math.round(m[s.ms])), `tl-value tl-${s.key}-value`);
+    }
+    if (tools.length) label("tool", "tool");
+    for (const [name, at, took] of tools) {
+      bar("tool", "tl-tool", at, at + took, { "data-at": at, "data-ms": took, "data-name": name }, `${name}: ${Math.round(took)} ms, from ${Math.round(at)} ms`);
+      value("tool", at + took, `${name} ${Math.round(took)}`, "tl-value tl-tool-value");
     }
     // The reply as heard: from its first audio to its end, with the pauses for the user and any interruption.
     label("reply", "reply");
@@ -360,6 +371,8 @@
 
   function handleEvent(ev) {
     voice.events.push(ev);
+    if (voice.events.length > EVENTS_MAX) voice.events.splice(0, voice.events.length - EVENTS_MAX);
+    if (KEPT_TYPES.has(ev.type)) sessionLog.push(ev);
     logLine(ev, ev.type === "error");
     const turn = turnOf(ev);
     switch (ev.type) {
@@ -655,7 +668,7 @@
   // ---------- taking the conversation away ----------
 
   function exportSession() {
-    const events = voice.events.slice(sessionFrom);
+    const events = sessionLog;
     const byTurn = new Map();
     const entry = (n) => {
       if (!byTurn.has(n)) byTurn.set(n, { turn: n, source: null, language: null, transcript: null, reply: null, heard: null, interrupted: false, tools: [], metrics: null, errors: [] });
@@ -764,7 +777,7 @@
     setStatus("connecting");
     voice.session = null;
     ui.session.textContent = "";
-    sessionFrom = voice.events.length;
+    sessionLog = [];
     sessionStarted = new Date().toISOString();
     voice.recorder = null;  // a recording belongs to one session
     ui.exportAudio.hidden = true;
