@@ -243,6 +243,11 @@ def test_two_turns_one_interrupted_timeline_export_and_recording(server, standin
                       && Math.abs(s.viewBox.baseVal.width - s.getBoundingClientRect().width) < 2)"""
             wait_for(page, fits, "the timelines redrawn to fit 360 px", server, timeout_s=5)
             assert page.evaluate("document.documentElement.scrollWidth") <= 360
+            controls = page.evaluate(
+                "['#start', '#record', '#export', '#export-audio', '#text-input', '#send', '#levels']"
+                ".map(q => { const r = document.querySelector(q).getBoundingClientRect(); return [q, r.left, r.right, r.width]; })"
+            )
+            assert all(left >= 0 and right <= 360 and width > 0 for _, left, right, width in controls), controls
             check_timeline(page, 2, last[2])  # redrawn, the same numbers
             page.screenshot(path=str(NARROW), full_page=True)
 
