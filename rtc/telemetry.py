@@ -68,7 +68,7 @@ class Telemetry:
         self.queue_depth = Gauge("voice_engine_queue_depth", "Requests waiting for an embedded engine", ["stage"], registry=r)
 
     def observe(self, event: Event) -> None:
-        if isinstance(event, Metrics):
+        if isinstance(event, Metrics) and event.final:  # a turn's timings, once it is over: counted once
             self.turns.inc()
             if event.released_by is not None:
                 self.released.labels(event.released_by).inc()

@@ -199,6 +199,7 @@ def test_two_turns_one_interrupted_timeline_export_and_recording(server, standin
             configure(standin, stt_text=Q3, llm_reply=A3)
             page.evaluate("b => cuedMic.play(b)", clip(Q3))  # over the reply, which is ~20 s long
             wait_for(page, final_metrics(2), "turn 2 over", server)
+            assert "interrupted" in page.evaluate("voice.levelMarks()"), "marked on the level strip"
             wait_for(page, final_metrics(3), "turn 3 (the interruption) answered", server)
 
             events = page.evaluate("voice.events")

@@ -48,6 +48,7 @@
     exportSession: () => exportSession(),  // the conversation as the "Save conversation" button saves it
     recorder: null,    // this session's recording, once switched on (see makeRecorder)
     makeRecorder: (keepS) => makeRecorder(keepS),
+    levelMarks: () => levelMarks.map((m) => m.kind),  // what the level strip marks now
   };
   window.voice = voice;
 
@@ -380,6 +381,8 @@
         if (ev.state) setStatus(ev.state);
         break;
       case "speech_started":
+        markLevels("speech");
+        break;
       case "speech_stopped":
         break;
       case "transcript_partial": {
@@ -435,6 +438,7 @@
         }
         const b = assistantBubble(turn);
         b.classList.remove("streaming");
+        if (ev.interrupted) markLevels("interrupted");
         const span = b.querySelector(".text");
         span.textContent = "";
         if (ev.interrupted) {
@@ -524,6 +528,13 @@
   // The level strip: the last seconds of the mic (above the line) and the reply (below), in dB.
   const LEVEL_FLOOR_DB = -60;
   const levelHistory = { mic: [], reply: [] };
+  // Moments marked on the strip as they happen: the user starting to speak, a reply interrupted.
+  const levelMarks = [];  // {at: sample number, color}
+  let levelSamples = 0;
+  const MARK_COLORS = { speech: "#16a34a", interrupted: "#dc2626" };
+  function markLevels(kind) {
+    if (micAnalyser) levelMarks.push({ at: levelSamples, color: MARK_COLORS[kind], kind });
+  }
   function levelShare(rms) {
     const db = 20 * Math.log10(Math.max(rms, 1e-6));
     return Math.max(0, Math.min(1, (db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB));
@@ -548,6 +559,11 @@
     }
     g.fillStyle = "rgba(128,128,128,.5)";
     g.fillRect(0, mid, w, 1);
+    while (levelMarks.length && levelSamples - levelMarks[0].at > w) levelMarks.shift();
+    for (const mark of levelMarks) {
+      g.fillStyle = mark.color;
+      g.fillRect(w - (levelSamples - mark.at), 0, 2, h);
+    }
   }
 
   function startMeter(stream) {
@@ -569,6 +585,7 @@
       voice.micLevel = level;
       levelHistory.mic.push(levelShare(level));
       levelHistory.reply.push(levelShare(remoteAnalyser ? rmsOf(remoteAnalyser, buf) : 0));
+      levelSamples++;
       drawLevels();
       meterRaf = requestAnimationFrame(tick);
     };
@@ -933,6 +950,7 @@
     ui.record.checked = false;  // switched on again for each session that should be recorded
     micAnalyser = null;
     remoteAnalyser = null;
+    levelMarks.length = 0;
     micSource = null;
     remoteSource = null;
     for (const id of [...timers.keys()]) showTimer({ id, status: "cancelled" });  // they end with the session
