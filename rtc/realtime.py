@@ -45,7 +45,7 @@ from pipeline.ports import EventSink, Pipeline
 from rtc.outbound import OutboundAudioTrack
 from rtc.pcm import RATE
 from rtc.realtime_audio import RATES, AudioFormat, ChunkFramer, Decoder, Encoder
-from rtc.session import MAX_TEXT_MESSAGE, PipelineFactory, SessionLimits
+from rtc.session import MAX_TEXT_MESSAGE, PipelineFactory, SessionLimits, wind_down
 
 log = logging.getLogger("rtc.realtime")
 
@@ -439,15 +439,9 @@ class RealtimeSocket:
 
     async def _close(self, tasks: list[asyncio.Task[None]], on_closed: Callable[[RealtimeSocket], None]) -> None:
         self.close_reason_kind = self.close_reason_kind or "closed"
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await self.pipeline.close()
-        except Exception:
-            log.exception("pipeline close failed")
+            await wind_down(tasks, self.pipeline, self.outbound)
         finally:
-            self.outbound.stop()
             on_closed(self)
         await self.ws.close()
 

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,20 @@ MAX_TEXT_MESSAGE = 4000  # characters of one typed message
 
 # make_pipeline(audio_out, emit) -> the pipeline this session drives
 PipelineFactory = Callable[[AudioOutput, EventSink], Pipeline]
+
+
+async def wind_down(tasks: Sequence[asyncio.Task[Any]], pipeline: Pipeline, outbound: OutboundAudioTrack) -> None:
+    """How every session ends, whatever its protocol: its tasks cancelled and awaited, its
+    conversation closed (a failure is logged, not raised), its reply track stopped."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await pipeline.close()
+    except Exception:
+        log.exception("pipeline close failed")
+    finally:
+        outbound.stop()
 
 
 class EventChannel(Protocol):
@@ -306,15 +320,7 @@ class Session:
         if self._channel is not None and self._channel.readyState == "open":
             self.send_event(Goodbye(reason=reason))
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await self.pipeline.close()
-        except Exception:
-            log.exception("pipeline close failed")
-        self.outbound.stop()
+        await wind_down([t for t in self._tasks if t is not current], self.pipeline, self.outbound)
         await self.pc.close()
         self._on_closed(self)
 
