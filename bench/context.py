@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,23 @@ def reason_of(exc: BaseException) -> str:
     """Why a part could not run, short: the end of the message is where the cause is."""
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 400 else "..." + text[-400:]
+
+
+async def per_engines(
+    ctx: Ctx, title: str, run: Callable[[Ctx, str], Awaitable[dict[str, Any]]], report: Callable[[str, dict[str, Any]], None]
+) -> dict[str, Any]:
+    """A part once for each engine set asked for, each `report`ed; one that cannot run (the embedded
+    engines not installed, say) is said to be unavailable, and the others go on."""
+    out: dict[str, Any] = {}
+    for engines in ctx.opts.engines:
+        try:
+            out[engines] = r = await run(ctx, engines)
+        except Exception as exc:  # noqa: BLE001 - reported, and the next engine set runs
+            out[engines] = {"unavailable": reason_of(exc)}
+            ctx.emit(f"{title} - {engines} engines: unavailable: {out[engines]['unavailable']}")
+            continue
+        report(engines, r)
+    return out
 
 
 class LagWindow:

@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.context import Ctx, LagWindow, lag_text, probe_lag, reason_of
+from bench.context import Ctx, LagWindow, lag_text, per_engines, probe_lag
 from bench.stats import fmt, summary, table, triple
 from kit.peers import QUESTIONS, WARMUP, Peer, Turn, make_clip, warm_up
 from settings import Settings
@@ -118,16 +118,9 @@ def latency_table(r: dict[str, Any]) -> str:
 
 
 async def run_latency(ctx: Ctx) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for engines in ctx.opts.engines:
-        try:
-            r = await run_turns(ctx, engines)
-        except Exception as exc:  # noqa: BLE001 - e.g. embedded engines not installed: report and go on
-            out[engines] = {"unavailable": reason_of(exc)}
-            ctx.emit(f"Turn latency - {engines} engines: unavailable: {out[engines]['unavailable']}")
-            continue
-        out[engines] = r
+    def report(engines: str, r: dict[str, Any]) -> None:
         ctx.emit(latency_table(r))
         for key in ("voice_to_voice", "endpoint", "stt", "first_sentence", "delivery"):
             ctx.figure(f"latency/{engines}/{key}_p50_ms", (r["client"].get(key) or {}).get("p50"))
-    return out
+
+    return await per_engines(ctx, "Turn latency", run_turns, report)

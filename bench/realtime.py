@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bench.bargein import LONG_REPLY, LONG_REQUEST, STANDIN_REPLY
-from bench.context import Ctx, reason_of
+from bench.context import Ctx, per_engines
 from bench.stats import fmt, summary, table, triple
 from kit.peers import INTERRUPTION, QUESTIONS, WARMUP, Peer, make_clip, warm_up
 from kit.realtime_client import RATE, Received, realtime, stream
@@ -170,16 +170,9 @@ def paths_table(r: dict[str, Any]) -> str:
 
 
 async def run_realtime(ctx: Ctx) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for engines in ctx.opts.engines:
-        try:
-            r = await run_paths(ctx, engines)
-        except Exception as exc:  # noqa: BLE001 - e.g. embedded engines not installed: report and go on
-            out[engines] = {"unavailable": reason_of(exc)}
-            ctx.emit(f"Realtime paths - {engines} engines: unavailable: {out[engines]['unavailable']}")
-            continue
-        out[engines] = r
+    def report(engines: str, r: dict[str, Any]) -> None:
         ctx.emit(paths_table(r))
         ctx.figure(f"realtime/{engines}/websocket_minus_page_p50_ms", (r["summary"]["websocket_minus_page"] or {}).get("p50"))
         ctx.figure(f"realtime/{engines}/websocket_v2v_p50_ms", (r["summary"]["websocket_v2v"] or {}).get("p50"))
-    return out
+
+    return await per_engines(ctx, "Realtime paths", run_paths, report)
