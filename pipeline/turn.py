@@ -179,9 +179,9 @@ class Turn:
         """Number the turn and let its held events and audio out, in the order they were produced."""
         self.number = number
         self._released.set()
-        if self.t_speech_end is not None:
-            self.metrics.endpoint_ms = round((t_now - self.t_speech_end) * 1000, 1)
         self.metrics.released_at_ms = self._at(t_now)
+        if self.t_speech_end is not None:  # the origin is the speech end: the same moment, by its older name
+            self.metrics.endpoint_ms = self.metrics.released_at_ms
         events, self._held_events = self._held_events, []
         audio, self._held_audio = self._held_audio, []
         for event in events:
@@ -220,9 +220,9 @@ class Turn:
         self._started.add(event.mark)
         if first:
             self.emit(State(StateName.SPEAKING))
-            if self.t_speech_end is not None:
-                self.metrics.voice_to_voice_ms = round((event.t - self.t_speech_end) * 1000, 1)
             self.metrics.heard_at_ms = self._at(event.t)
+            if self.t_speech_end is not None:
+                self.metrics.voice_to_voice_ms = self.metrics.heard_at_ms
             self.emit(self._metrics())
 
     # -- the timeline ------------------------------------------------------------
