@@ -289,22 +289,22 @@
     label("turn", "turn");
     if (num(m.prepared_at_ms) && num(m.released_at_ms) && m.prepared_at_ms < m.released_at_ms)
       bar("turn", "tl-held", m.prepared_at_ms, m.released_at_ms, { "data-at": m.prepared_at_ms, "data-to": m.released_at_ms },
-        `held from ${Math.round(m.prepared_at_ms)} ms: prepared before the turn was over`);
+        `held from ${ms(m.prepared_at_ms)}: prepared before the turn was over`);
     if (num(m.released_at_ms)) {
       mark("turn", "tl-release", m.released_at_ms, { "data-at": m.released_at_ms, "data-by": m.released_by || "" },
-        `turn over at ${Math.round(m.released_at_ms)} ms, by ${m.released_by || "?"}`);
+        `turn over at ${ms(m.released_at_ms)}, by ${m.released_by || "?"}`);
       value("turn", m.released_at_ms, `${m.released_by || ""} ${Math.round(m.released_at_ms)}`, "tl-value tl-release-value");
     }
     for (const s of STAGES) {
       label(s.key, s.label);
       if (!num(m[s.at]) || !num(m[s.ms])) continue;
       bar(s.key, "tl-" + s.key, m[s.at], m[s.at] + m[s.ms], { "data-at": m[s.at], "data-ms": m[s.ms] },
-        `${s.label}: ${Math.round(m[s.ms])} ms, from ${Math.round(m[s.at])} ms`);
+        `${s.label}: ${ms(m[s.ms])}, from ${ms(m[s.at])}`);
       value(s.key, m[s.at] + m[s.ms], String(Math.round(m[s.ms])), `tl-value tl-${s.key}-value`);
     }
     if (tools.length) label("tool", "tool");
     for (const [name, at, took] of tools) {
-      bar("tool", "tl-tool", at, at + took, { "data-at": at, "data-ms": took, "data-name": name }, `${name}: ${Math.round(took)} ms, from ${Math.round(at)} ms`);
+      bar("tool", "tl-tool", at, at + took, { "data-at": at, "data-ms": took, "data-name": name }, `${name}: ${ms(took)}, from ${ms(at)}`);
       value("tool", at + took, `${name} ${Math.round(took)}`, "tl-value tl-tool-value");
     }
     // The reply as heard: from its first audio to its end, with the pauses for the user and any interruption.
@@ -313,20 +313,20 @@
       svg("line", { class: "tl-heard", x1: x(m.heard_at_ms), x2: x(m.heard_at_ms), y1: TL_TOP, y2: height - TL_AXIS }, box);
       const stop = num(m.ended_at_ms) ? m.ended_at_ms : num(m.interrupted_at_ms) ? m.interrupted_at_ms : m.heard_at_ms;
       bar("reply", "tl-play", m.heard_at_ms, Math.max(stop, m.heard_at_ms), { "data-at": m.heard_at_ms, "data-to": stop },
-        `heard from ${Math.round(m.heard_at_ms)} ms`);
+        `heard from ${ms(m.heard_at_ms)}`);
     }
     for (const [at, resumed] of m.pauses || []) {
       const to = num(resumed) ? resumed : num(m.interrupted_at_ms) ? m.interrupted_at_ms : num(m.ended_at_ms) ? m.ended_at_ms : at;
       bar("reply", "tl-pause", at, Math.max(at, to), { "data-at": at, "data-resumed": num(resumed) ? resumed : "" },
-        num(resumed) ? `paused for the user at ${Math.round(at)} ms, resumed at ${Math.round(resumed)} ms` : `paused for the user at ${Math.round(at)} ms`);
+        num(resumed) ? `paused for the user at ${ms(at)}, resumed at ${ms(resumed)}` : `paused for the user at ${ms(at)}`);
     }
     if (num(m.interrupted_at_ms))
-      mark("reply", "tl-interrupt", m.interrupted_at_ms, { "data-at": m.interrupted_at_ms }, `interrupted at ${Math.round(m.interrupted_at_ms)} ms`);
+      mark("reply", "tl-interrupt", m.interrupted_at_ms, { "data-at": m.interrupted_at_ms }, `interrupted at ${ms(m.interrupted_at_ms)}`);
     // Axis: the speech end, the first audio heard, the end.
     const axisY = height - 3;
     const tick = (at, text, anchor) => { const t = svg("text", { x: x(at), y: axisY, "text-anchor": anchor, class: "tl-axis" }, box); t.textContent = text; return t; };
     tick(0, "0", "start");
-    if (num(m.heard_at_ms)) tick(m.heard_at_ms, `heard ${Math.round(m.heard_at_ms)} ms`, split < 1 ? "end" : "end").classList.add("tl-heard-value");
+    if (num(m.heard_at_ms)) tick(m.heard_at_ms, `heard ${ms(m.heard_at_ms)}`, "end").classList.add("tl-heard-value");
     if (end > heard) tick(end, `${(end / 1000).toFixed(1)} s`, "end");
   }
 
