@@ -1,5 +1,5 @@
 """`python -m bench languages`: Mandarin and Portuguese through the whole product, real speakers
-and espeak-ng's questions, against the English default in the same run (bench/README.md says what
+and synthetic questions (Kokoro for Mandarin, espeak-ng for Portuguese), against the English default in the same run (bench/README.md says what
 each figure is)."""
 
 from __future__ import annotations
@@ -12,25 +12,38 @@ from bench.context import Ctx, reason_of
 from bench.eval_set import QUESTIONS, QUESTIONS_BY_LANGUAGE, is_right
 from bench.quality import TURN_TIMEOUT_S, clip_of
 from bench.stats import pct
-from kit.eval_voices import SEEN_VOICES, Recording, level, mandarin_recordings, portuguese_recordings, render
+from kit.eval_voices import (
+    MANDARIN_HELD_OUT_VOICES,
+    MANDARIN_SEEN_VOICES,
+    SEEN_VOICES,
+    Recording,
+    level,
+    mandarin_recordings,
+    portuguese_recordings,
+    render,
+)
 from kit.peers import Peer
 from kit.speech import speak
 from kit.wer import cer, wer
 from pipeline.language import script_language
 
-VOICES = {"zh": "cmn", "pt": "pt-br"}
+VOICES = {"pt": "pt-br"}
 ENGLISH_ITEMS = 8
 LANGUAGES = "en,zh,pt"
 
 
-def _spoken(text: str, language: str, index: int) -> np.ndarray:
-    core = level(speak(text, voice=VOICES[language])) if language in VOICES else render(text, SEEN_VOICES[index % len(SEEN_VOICES)])
+def _spoken(text: str, language: str, index: int, split: str = "tune") -> np.ndarray:
+    if language == "zh":  # Kokoro's voices other than the reply's; held-out questions in held-out voices
+        voices = MANDARIN_SEEN_VOICES if split == "tune" else MANDARIN_HELD_OUT_VOICES
+        core = render(text, voices[index // 2 % len(voices)])
+    else:
+        core = level(speak(text, voice=VOICES[language])) if language in VOICES else render(text, SEEN_VOICES[index % len(SEEN_VOICES)])
     pad = np.zeros(4800, np.int16)
     return np.concatenate([pad, core, pad])
 
 
 async def _ask(
-    url: str, text: str, language: str, index: int, peer: Peer | None = None, samples: np.ndarray | None = None
+    url: str, text: str, language: str, index: int, peer: Peer | None = None, samples: np.ndarray | None = None, split: str = "tune"
 ) -> dict[str, Any]:
     own = peer is None
     peer = peer or Peer(url)
@@ -38,7 +51,7 @@ async def _ask(
         if own:
             await peer.connect()
         if samples is None:
-            samples = _spoken(text, language, index)
+            samples = _spoken(text, language, index, split)
         turn = await peer.ask(clip_of(text, samples), timeout=TURN_TIMEOUT_S)
         return {"said": text, "language": language, "heard": turn.transcript, "heard_as": turn.language, "reply": turn.reply,
                 "v2v_ms": turn.client_ms()["voice_to_voice"], "error": turn.error}  # fmt: skip
@@ -108,7 +121,7 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
         multi = await ctx.server("local", ["--languages", LANGUAGES], name="languages")
         await ctx.warm(multi, timeout=TURN_TIMEOUT_S)
         for code, questions in QUESTIONS_BY_LANGUAGE.items():
-            rows = [await _ask(multi.url, q.text, code, i) for i, q in enumerate(questions[:: 2 if ctx.opts.quick else 1])]
+            rows = [await _ask(multi.url, q.text, code, i, split=q.split) for i, q in enumerate(questions[:: 2 if ctx.opts.quick else 1])]
             out["rows"][code] = rows
             out["summary"][code] = _summary(rows, code, {q.text: q.keywords for q in questions}, {q.text: q.split for q in questions})
             ctx.progress(f"languages/{code}: {out['summary'][code]}")
@@ -149,7 +162,7 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
     if out["summary"]["en"]["v2v_p50"] and out["summary"]["en (LANGUAGES=en)"]["v2v_p50"]:
         ratio = out["summary"]["en"]["v2v_p50"] / out["summary"]["en (LANGUAGES=en)"]["v2v_p50"]
     ctx.emit(
-        f"Languages through the product, embedded (LANGUAGES={LANGUAGES}; espeak-ng voices)\n"
+        f"Languages through the product, embedded (LANGUAGES={LANGUAGES}; Mandarin questions in Kokoro voices, Portuguese in espeak-ng)\n"
         + "\n".join(lines)
         + f"\n  English voice-to-voice, LANGUAGES={LANGUAGES} / en: {ratio and round(ratio, 2)}"
         + f"\n  switching conversation (spoken, heard as, reply): {out['switch']}"

@@ -27,10 +27,11 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kit.speech import DATA, RATE, read_wav, speak, voiced_bounds
+from kit.speech import DATA, RATE, read_wav, speak, voiced_bounds, write_wav
 
 SEEN_VOICES = ["espeak:en-us", "espeak:en+f3", "espeak:en-gb", "espeak:en+m7"]
 HELD_OUT_VOICES = ["flite:kal", "flite:awb", "flite:rms", "flite:slt"]
@@ -148,16 +149,45 @@ def _flite(text: str, voice: str) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
 
 
+# Mandarin speakers: Kokoro's voices other than the one the assistant answers with (KokoroTTS's
+# default), two to tune on and two held out.
+MANDARIN_SEEN_VOICES = ["kokoro:jm_kumo", "kokoro:jf_nezumi"]
+MANDARIN_HELD_OUT_VOICES = ["kokoro:jf_alpha", "kokoro:jf_tebukuro"]
+_kokoro: dict[str, Any] = {}
+
+
+def _kokoro_speech(text: str, voice: str) -> np.ndarray:
+    """Mandarin `text` in Kokoro's `voice`, 16 kHz (cached): the embedded voice's model, another speaker."""
+    key = hashlib.sha1(f"kokoro|{text}|{voice}|{RATE}".encode()).hexdigest()[:16]
+    path = DATA / f"kokoro-{key}.wav"
+    if not path.exists():
+        from pipeline.engines.kokoro_tts import RATE as KOKORO_RATE
+        from pipeline.engines.kokoro_tts import KokoroTTS
+        from pipeline.engines.voices import resample
+
+        if voice not in _kokoro:
+            _kokoro[voice] = tts = KokoroTTS(voice=voice)
+            tts.load()
+        pcm = resample(_kokoro[voice].synthesize(text), KOKORO_RATE, RATE)
+        DATA.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.wav")
+        write_wav(tmp, np.frombuffer(pcm, dtype=np.int16))
+        tmp.rename(path)
+    return read_wav(path)
+
+
 def render(text: str, voice: str) -> np.ndarray:
-    """`text` in `voice` ("espeak:", "flite:" or "festival:" + name): 16 kHz int16, audible part, at SPEECH_RMS."""
+    """`text` in `voice` ("espeak:", "flite:", "festival:" or "kokoro:" + name): 16 kHz int16, audible part, at SPEECH_RMS."""
     engine, _, name = voice.partition(":")
+    if engine == "kokoro":
+        return level(_kokoro_speech(text, name))
     if engine == "espeak":
         return level(speak(text, voice=name))
     if engine == "flite":
         return level(_flite(text, name))
     if engine == "festival":
         return level(_festival(text, name))
-    raise ValueError(f"unknown voice {voice!r} (want espeak:, flite: or festival:)")
+    raise ValueError(f"unknown voice {voice!r} (want espeak:, flite:, festival: or kokoro:)")
 
 
 def pink_noise(n: int, seed: int) -> np.ndarray:

@@ -8,9 +8,11 @@ are written without spaces, so their tables hold words matched inside the text, 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.timers import ENGLISH_UNITS, Timer, Units, say_duration
 
@@ -99,6 +101,8 @@ CHINESE = Rules(
     silence_phrases=frozenset({
         "字幕由amara.org社群提供", "小编字幕由amara.org社区提供", "请不吝点赞订阅转发打赏支持明镜与点点栏目",
         "谢谢观看", "谢谢大家观看", "感谢观看", "字幕志愿者", "中文字幕", "优优独播剧场", "请订阅我的频道",
+        # its own Simplified-Chinese prompt (pipeline/engines/local_stt.py), repeated when it cannot write what it heard
+        "以下是普通话的句子", "以下是普通话",
     }),
 )  # fmt: skip
 
@@ -137,6 +141,23 @@ def meaningful(text: str) -> bool:
     for what Whisper writes on silence in any language ("字幕由Amara.org社群提供")."""
     words = re.sub(r"\[[^\]]*\]|\([^)]*\)|（[^）]*）|\*[^*]*\*|[^\w]", "", text)
     return bool(words) and _compact(text) not in _SILENCE
+
+
+def in_script(text: str, language: str) -> str:
+    """A transcript in the script its language's readers expect: Simplified characters for Chinese
+    (Whisper writes Traditional ones now and then, even after a Simplified prompt)."""
+    return _to_simplified(text) if language.split("-")[0].lower() == "zh" else text
+
+
+@functools.cache
+def _simplifier() -> Any:
+    import opencc  # its dictionaries load once, on the first Chinese transcript
+
+    return opencc.OpenCC("t2s")
+
+
+def _to_simplified(text: str) -> str:
+    return str(_simplifier().convert(text))
 
 
 def _compact(text: str) -> str:

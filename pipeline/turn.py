@@ -39,7 +39,7 @@ from pipeline.events import (
     Transcript,
     TranscriptPartial,
 )
-from pipeline.language import meaningful, rules_for
+from pipeline.language import in_script, meaningful, rules_for
 from pipeline.loops import find_loop
 from pipeline.ports import AudioOutput, EventSink, Playback, PlaybackKind, Played
 from pipeline.segmenter import RATE
@@ -292,7 +292,7 @@ class Turn:
                 async with failures_of("stt"):
                     heard = await self._engines.stt.transcribe(self.pcm, RATE, prompt=self.stt_prompt, language=self.language)
             self.metrics.stt_ms = round((time.monotonic() - started) * 1000, 1)
-        text = heard.text.strip()
+        text = in_script(heard.text.strip(), heard.language)
         self.transcript = text
         if self.pcm is not None and meaningful(text):
             # The user's own words so far: shown live, whether or not this pass is answered.

@@ -7,6 +7,7 @@ import pytest
 from pipeline.language import (
     aside,
     code_of,
+    in_script,
     is_backchannel,
     meaningful,
     next_language,
@@ -46,10 +47,18 @@ def test_unfinished_text(text, expected):
     ("text", "expected"),
     [("", False), ("...", False), ("[BLANK_AUDIO]", False), ("(wind)", False), ("Hi.", True), ("Thank you.", True),
      ("字幕由Amara.org社群提供", False), ("请不吝点赞 订阅 转发 打赏支持明镜与点点栏目", False), ("（音乐）", False), ("谢谢。", True),
-     ("Obrigado por assistir.", False), ("Obrigado!", True), ("北京", True)],
+     ("Obrigado por assistir.", False), ("Obrigado!", True), ("北京", True), ("以下是普通话。", False), ("以下是普通话的句子。", False),
+     ("以下是普通话的句子：你好", True)],
 )  # fmt: skip
 def test_meaningful(text, expected):
     assert meaningful(text) is expected
+
+
+def test_chinese_transcripts_are_written_in_simplified_characters_and_others_left_alone():
+    assert in_script("黃先生陪常上主要5000元", "zh") == "黄先生陪常上主要5000元"
+    assert in_script("一個星期有幾天？", "zh") == "一个星期有几天？"
+    assert in_script("熊猫最喜欢吃什么", "zh") == "熊猫最喜欢吃什么"
+    assert in_script("黃 Café", "en") == "黃 Café" and in_script("Olá, tudo bem?", "pt") == "Olá, tudo bem?"
 
 
 def test_a_language_without_its_own_rules_uses_english():

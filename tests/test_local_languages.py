@@ -17,7 +17,10 @@ from kit.speech import concat, silence, speak, voiced_bounds
 from kit.wer import cer, wer
 from pipeline.engines.english_first import EnglishFirst
 from pipeline.engines.factory import build_engines, build_stt
+from pipeline.engines.kokoro_tts import KokoroTTS
 from pipeline.engines.local_stt import LocalSTT
+from pipeline.engines.voices import resample
+from pipeline.language import in_script
 from pipeline.wiring import warm_up
 from tests.conftest import make_settings
 
@@ -46,6 +49,23 @@ async def test_whisper_base_hears_real_mandarin_as_mandarin_in_simplified_charac
     assert rate is not None and rate <= 0.25, (rate, [(r.text, h.text) for r, h in zip(recordings, heard, strict=True)])
     assert english.language == "en" and "capital" in english.text.lower(), english
     assert all(h.avg_logprob is not None and h.no_speech_p is not None for h in heard)
+
+
+async def test_the_embedded_mandarin_voice_is_heard_as_mandarin():
+    """Kokoro's voice, which the assistant answers Mandarin with, through Whisper base (espeak-ng's `cmn` is heard as noise)."""
+    replies = ["中国的首都是北京。", "一个星期有七天。", "熊猫最喜欢吃竹子。", "太平洋是世界上最大的海洋。"]
+    tts = KokoroTTS()
+    stt = LocalSTT(languages=("en", "zh"))
+    try:
+        spoken = [b"".join([chunk async for chunk in tts.stream(text, "zh")]) for text in replies]
+        heard = [await stt.transcribe(resample(pcm, tts.sample_rate, 16000)) for pcm in spoken]
+    finally:
+        await tts.close()
+        await stt.close()
+    assert [h.language for h in heard] == ["zh"] * len(replies), heard
+    rate, _, _ = cer([(text, in_script(h.text, "zh")) for text, h in zip(replies, heard, strict=True)])
+    # 0.14 here; the bar leaves a margin for other CPUs' arithmetic.
+    assert rate is not None and rate <= 0.35, [(text, h.text) for text, h in zip(replies, heard, strict=True)]
 
 
 async def test_real_portuguese_is_heard_by_the_multilingual_model_and_english_by_tiny_en_alone():
@@ -90,6 +110,13 @@ async def test_a_real_mandarin_question_is_answered_and_spoken_in_mandarin_and_e
             assert [t for t in client.audible_times() if t > speech_end], "no reply audio reached the client"
             if language == "zh":
                 assert HAN.search(transcript["text"]), transcript
+                # Spoken by a Mandarin voice: what reached the client is heard as Mandarin, and as the reply's words.
+                ended, _ = await client.wait_event("metrics", turn=turn, final=True, timeout=120)
+                played = resample(client.audio(speech_end, ended + 0.5).tobytes(), 48000, 16000)
+                spoken = await engines.stt.transcribe(played, language="zh")
+                assert spoken.language == "zh", spoken
+                rate, _, _ = cer([(reply["text"], in_script(spoken.text, "zh"))])
+                assert rate is not None and rate <= 0.5, (reply["text"], spoken.text)
             print(f"\n{transcript['text']!r} ({language}) -> {reply['text']!r}")
     finally:
         await engines.close()

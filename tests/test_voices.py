@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from pipeline.engines.base import EngineError
 from pipeline.engines.factory import build_tts
+from pipeline.engines.kokoro_tts import KokoroTTS, pieces
 from pipeline.engines.local_tts import EspeakTTS, LocalTTS
 from pipeline.engines.openai_tts import OpenAITTS
 from pipeline.engines.voices import Voices, resample
@@ -58,21 +60,40 @@ def test_one_language_is_one_voice_as_before():
 @pytest.mark.parametrize(
     ("argv", "voices"),
     [
-        (("--languages", "en,zh"), {"zh": "cmn"}),  # piper's packaged voice is English: espeak-ng speaks Chinese
-        (("--languages", "en,zh,pt", "--tts-engine", "espeak"), {"zh": "cmn", "pt": "pt-br"}),
-        (("--languages", "en,zh", "--tts-voices", "zh=sit/yue"), {"zh": "sit/yue"}),
+        # piper's packaged voice is English: Kokoro speaks Mandarin, espeak-ng the rest
+        (("--languages", "en,zh,pt"), {"zh": "kokoro:jf_gongitsune", "pt": "espeak:pt-br"}),
+        (("--languages", "en,zh,pt", "--tts-engine", "espeak"), {"zh": "espeak:cmn", "pt": "espeak:pt-br"}),
+        (("--languages", "en,zh", "--tts-voices", "zh=sit/yue"), {"zh": "espeak:sit/yue"}),
+        (("--languages", "en,zh", "--tts-voices", "zh=cmn"), {"zh": "espeak:cmn"}),
+        (("--languages", "en,zh", "--tts-voices", "zh=kokoro:jm_kumo"), {"zh": "kokoro:jm_kumo"}),
+        (("--languages", "en,zh", "--tts-voices", "zh=kokoro"), {"zh": "kokoro:jf_gongitsune"}),
     ],
 )
-def test_other_languages_get_espeak_voices_unless_tts_voices_names_one(argv, voices):
+def test_other_languages_get_their_embedded_voice_unless_tts_voices_names_one(argv, voices):
     tts = build_tts(settings(*argv))
     assert isinstance(tts, Voices)
-    got = {code: voice.voice for code, voice in tts.by_language.items() if isinstance(voice, EspeakTTS)}
-    assert got == voices
+    assert {code: voice.name for code, voice in tts.by_language.items()} == voices
 
 
 def test_a_first_language_other_than_english_gets_its_own_voice():
     tts = build_tts(settings("--languages", "zh"))
+    assert isinstance(tts, KokoroTTS) and tts.voice == "jf_gongitsune"
+    tts = build_tts(settings("--languages", "zh,en"))
+    assert isinstance(tts, Voices) and isinstance(tts.default, KokoroTTS) and isinstance(tts.by_language["en"], LocalTTS)
+    tts = build_tts(settings("--languages", "zh", "--tts-engine", "espeak"))
     assert isinstance(tts, EspeakTTS) and tts.voice == "cmn"
+
+
+def test_a_kokoro_voice_it_does_not_have_is_refused_at_start_up():
+    with pytest.raises(EngineError, match="jf_alpha, jf_gongitsune"):
+        build_tts(settings("--languages", "en,zh", "--tts-voices", "zh=kokoro:zf_xiaobei"))
+
+
+def test_long_phoneme_strings_are_cut_at_clause_ends_into_runs_the_model_takes():
+    assert pieces("ab, cd. ef", limit=7) == ["ab, cd.", "ef"]
+    assert pieces("ab, cd. ef", limit=100) == ["ab, cd. ef"]
+    runs = pieces("x" * 12 + ", y", limit=5)
+    assert runs == ["xxxxx", "xxxxx", "xx, y"] and all(len(r) <= 5 for r in runs)
 
 
 async def test_espeak_speaks_mandarin():

@@ -73,13 +73,22 @@ def build_tts(settings: Settings) -> TTS:
     return Voices(default, others)
 
 
+# The embedded engine's own voice for a language TTS_VOICES names none for (others: espeak-ng's).
+LOCAL_VOICES = {"zh": "kokoro"}
+
+
 def voice_for(settings: Settings, language: str) -> TTS | None:
     """A voice of its own for `language`; None where the first language's speaks it too (openai's are multilingual)."""
     voice = settings.voice_map.get(language, "")
     if settings.tts_engine == "openai":
         return build_voice(replace(settings, tts_voice=voice)) if voice else None
-    if settings.tts_engine == "local" and voice.endswith(".onnx"):
-        return build_voice(replace(settings, tts_voice=voice))
+    if settings.tts_engine == "local" and (voice.endswith(".onnx") or (language == "en" and not voice)):
+        return build_voice(replace(settings, tts_voice=voice))  # a piper voice; piper's packaged one is English
+    from pipeline.engines import kokoro_tts
+
+    kokoro = kokoro_tts.voice_name(voice or (LOCAL_VOICES.get(language, "") if settings.tts_engine == "local" else ""))
+    if kokoro is not None:
+        return kokoro_tts.KokoroTTS.from_settings(settings, voice=kokoro)
     from pipeline.engines.local_tts import ESPEAK_VOICES, EspeakTTS
 
     return EspeakTTS.from_settings(replace(settings, tts_voice=voice or ESPEAK_VOICES.get(language, language)))

