@@ -161,7 +161,7 @@ class Settings:
     stt_timeout_s: float = _opt(15.0, "Timeout of one transcription.")
     repeat_below_logprob: float = _opt(
         float("-inf"),
-        "An utterance whose transcript's mean token log-probability (Whisper's, local STT) is below this is not answered: the assistant asks, in the user's language, to hear it again. `-inf`: never. `-0.68` is the threshold `python -m bench.hearing` chose (docs/measurements.md).",
+        "An utterance whose transcript's mean token log-probability (Whisper's, local STT) is below this is not answered: the assistant asks, in the user's language, to hear it again. `-inf`: never. `python -m bench.hearing` chose `-0.68` and, on another machine, `-0.77` (docs/measurements.md).",
     )
     stt_beam_size: int = _opt(5, "Beam size of the local Whisper decoder (1 = greedy).")
     stt_threads: int = _opt(0, "CPU threads for local Whisper; 0 = all available cores.")
