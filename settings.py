@@ -214,7 +214,7 @@ class Settings:
     tts_voice: str = _opt("", "TTS voice (openai: e.g. `alloy`; local: a piper voice name or .onnx path). Empty: the engine's default.")
     tts_voices: str = _opt(
         "",
-        "Voices for the other languages in `LANGUAGES`, `code=voice` comma-separated (`zh=cmn,pt=pt-br`): for `local`, a piper voice (.onnx path), a Kokoro voice (`kokoro:jf_gongitsune`; Mandarin only) or an espeak-ng voice; for `espeak`, an espeak-ng voice; for `openai`, a voice name. A language without one: `local` speaks Mandarin with Kokoro (`kokoro:jf_gongitsune`) and other languages with espeak-ng's voice for them, `espeak` with espeak-ng's, `openai` with `TTS_VOICE`.",
+        "Voices for the other languages in `LANGUAGES`, `code=voice` comma-separated (`zh=cmn,pt=pt-br`): for `local`, a piper voice (.onnx path), a Kokoro voice (`kokoro:jf_gongitsune`; Mandarin and Portuguese only) or an espeak-ng voice; for `espeak`, an espeak-ng voice; for `openai`, a voice name. A language without one: `local` speaks Mandarin and Portuguese with Kokoro (`kokoro:jf_gongitsune`) and other languages with espeak-ng's voice for them, `espeak` with espeak-ng's, `openai` with `TTS_VOICE`.",
     )
     tts_format: str = _opt(
         "pcm",

@@ -1,5 +1,5 @@
 """`python -m bench languages`: Mandarin and Portuguese through the whole product, real speakers
-and synthetic questions (Kokoro for Mandarin, espeak-ng for Portuguese), against the English default in the same run (bench/README.md says what
+and questions in Kokoro's voices, against the English default in the same run (bench/README.md says what
 each figure is)."""
 
 from __future__ import annotations
@@ -13,31 +13,28 @@ from bench.eval_set import QUESTIONS, QUESTIONS_BY_LANGUAGE, is_right
 from bench.quality import TURN_TIMEOUT_S, clip_of
 from bench.stats import pct
 from kit.eval_voices import (
-    MANDARIN_HELD_OUT_VOICES,
-    MANDARIN_SEEN_VOICES,
+    KOKORO_HELD_OUT_VOICES,
+    KOKORO_SEEN_VOICES,
     SEEN_VOICES,
     Recording,
-    level,
     mandarin_recordings,
     portuguese_recordings,
     render,
 )
 from kit.peers import Peer
-from kit.speech import speak
 from kit.wer import cer, wer
 from pipeline.language import script_language
 
-VOICES = {"pt": "pt-br"}
 ENGLISH_ITEMS = 8
 LANGUAGES = "en,zh,pt"
 
 
 def _spoken(text: str, language: str, index: int, split: str = "tune") -> np.ndarray:
-    if language == "zh":  # Kokoro's voices other than the reply's; held-out questions in held-out voices
-        voices = MANDARIN_SEEN_VOICES if split == "tune" else MANDARIN_HELD_OUT_VOICES
-        core = render(text, voices[index // 2 % len(voices)])
-    else:
-        core = level(speak(text, voice=VOICES[language])) if language in VOICES else render(text, SEEN_VOICES[index % len(SEEN_VOICES)])
+    if language == "en":
+        core = render(text, SEEN_VOICES[index % len(SEEN_VOICES)])
+    else:  # Kokoro's voices other than the reply's; held-out questions in held-out voices
+        voices = KOKORO_SEEN_VOICES if split == "tune" else KOKORO_HELD_OUT_VOICES
+        core = render(text, voices[index // 2 % len(voices)], language)
     pad = np.zeros(4800, np.int16)
     return np.concatenate([pad, core, pad])
 
@@ -137,7 +134,7 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
         out["summary"]["en"] = _summary(rows, "en", {q.text: q.keywords for q in english}, {q.text: q.split for q in english})
         peer = Peer(multi.url)
         await peer.connect()
-        # Real speakers for the other languages: espeak-ng's are heard as noise (the rows above).
+        # Real speakers for the other languages.
         zh, pt = real["zh"][0], real["pt"][2]
         switch = [
             (QUESTIONS[0].text, "en", None),
@@ -162,7 +159,7 @@ async def run_languages(ctx: Ctx) -> dict[str, Any]:
     if out["summary"]["en"]["v2v_p50"] and out["summary"]["en (LANGUAGES=en)"]["v2v_p50"]:
         ratio = out["summary"]["en"]["v2v_p50"] / out["summary"]["en (LANGUAGES=en)"]["v2v_p50"]
     ctx.emit(
-        f"Languages through the product, embedded (LANGUAGES={LANGUAGES}; Mandarin questions in Kokoro voices, Portuguese in espeak-ng)\n"
+        f"Languages through the product, embedded (LANGUAGES={LANGUAGES}; questions in Kokoro voices)\n"
         + "\n".join(lines)
         + f"\n  English voice-to-voice, LANGUAGES={LANGUAGES} / en: {ratio and round(ratio, 2)}"
         + f"\n  switching conversation (spoken, heard as, reply): {out['switch']}"

@@ -149,26 +149,26 @@ def _flite(text: str, voice: str) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
 
 
-# Mandarin speakers: Kokoro's voices other than the one the assistant answers with (KokoroTTS's
-# default), two to tune on and two held out.
-MANDARIN_SEEN_VOICES = ["kokoro:jm_kumo", "kokoro:jf_nezumi"]
-MANDARIN_HELD_OUT_VOICES = ["kokoro:jf_alpha", "kokoro:jf_tebukuro"]
-_kokoro: dict[str, Any] = {}
+# Mandarin and Portuguese speakers: Kokoro's voices other than the one the assistant answers with
+# (KokoroTTS's default), two to tune on and two held out.
+KOKORO_SEEN_VOICES = ["kokoro:jm_kumo", "kokoro:jf_nezumi"]
+KOKORO_HELD_OUT_VOICES = ["kokoro:jf_alpha", "kokoro:jf_tebukuro"]
+_kokoro: dict[tuple[str, str], Any] = {}
 
 
-def _kokoro_speech(text: str, voice: str) -> np.ndarray:
-    """Mandarin `text` in Kokoro's `voice`, 16 kHz (cached): the embedded voice's model, another speaker."""
-    key = hashlib.sha1(f"kokoro|{text}|{voice}|{RATE}".encode()).hexdigest()[:16]
+def _kokoro_speech(text: str, voice: str, language: str) -> np.ndarray:
+    """`text` in Kokoro's `voice` speaking `language`, 16 kHz (cached): the embedded voice's model, another speaker."""
+    key = hashlib.sha1(f"kokoro|{text}|{voice}|{language}|{RATE}".encode()).hexdigest()[:16]
     path = DATA / f"kokoro-{key}.wav"
     if not path.exists():
         from pipeline.engines.kokoro_tts import RATE as KOKORO_RATE
         from pipeline.engines.kokoro_tts import KokoroTTS
         from pipeline.engines.voices import resample
 
-        if voice not in _kokoro:
-            _kokoro[voice] = tts = KokoroTTS(voice=voice)
+        if (voice, language) not in _kokoro:
+            _kokoro[(voice, language)] = tts = KokoroTTS(voice=voice, language=language)
             tts.load()
-        pcm = resample(_kokoro[voice].synthesize(text), KOKORO_RATE, RATE)
+        pcm = resample(_kokoro[(voice, language)].synthesize(text), KOKORO_RATE, RATE)
         DATA.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.wav")
         write_wav(tmp, np.frombuffer(pcm, dtype=np.int16))
@@ -176,11 +176,12 @@ def _kokoro_speech(text: str, voice: str) -> np.ndarray:
     return read_wav(path)
 
 
-def render(text: str, voice: str) -> np.ndarray:
-    """`text` in `voice` ("espeak:", "flite:", "festival:" or "kokoro:" + name): 16 kHz int16, audible part, at SPEECH_RMS."""
+def render(text: str, voice: str, language: str = "zh") -> np.ndarray:
+    """`text` in `voice` ("espeak:", "flite:", "festival:" or "kokoro:" + name): 16 kHz int16, audible part, at
+    SPEECH_RMS. `language` is the one a Kokoro voice speaks (Mandarin or Portuguese); the others speak English."""
     engine, _, name = voice.partition(":")
     if engine == "kokoro":
-        return level(_kokoro_speech(text, name))
+        return level(_kokoro_speech(text, name, language))
     if engine == "espeak":
         return level(speak(text, voice=name))
     if engine == "flite":

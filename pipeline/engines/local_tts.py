@@ -184,6 +184,7 @@ class LocalTTS(_QueuedVoice):
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA, no separators
 _CHARS_UTF8 = 1
 _RATE = 1  # espeakRATE parameter
 _BUFFER_MS = 200
@@ -205,6 +206,8 @@ class _Espeak:
         self.lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p,
             ctypes.c_size_t,
@@ -237,6 +240,20 @@ class _Espeak:
             return 1
         data = ctypes.string_at(wav, count * 2) if wav and count > 0 else None
         return 1 if sink(data) else 0  # non-zero aborts the synthesis
+
+    def phonemes(self, text: str, voice: str) -> list[str]:
+        """`text`'s IPA phonemes in `voice`'s language, a string per clause (espeak drops the punctuation)."""
+        with self.lock:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise EngineError(STAGE, f"espeak-ng has no voice {voice!r}")
+            buffer = ctypes.create_string_buffer(text.encode("utf-8"))
+            pointer = ctypes.c_char_p(ctypes.addressof(buffer))
+            out = []
+            while pointer.value:
+                clause = self.lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEMES_IPA)
+                if clause:
+                    out.append(clause.decode("utf-8"))
+            return out
 
     def synth(self, text: str, voice: str, wpm: int, sink: Callable[[bytes | None], bool]) -> None:
         """Speak `text` synchronously; `sink(pcm)` gets audio and returns True to abort."""
