@@ -92,9 +92,12 @@ def test_a_kokoro_voice_it_does_not_have_or_a_language_it_does_not_speak_is_refu
         build_tts(settings("--languages", "en,fr", "--tts-voices", "fr=kokoro"))
 
 
-def test_long_phoneme_strings_are_cut_at_clause_ends_into_runs_the_model_takes():
+def test_phoneme_strings_are_cut_at_clause_ends_into_short_runs_the_model_takes():
     assert pieces("ab, cd. ef", limit=7) == ["ab, cd.", "ef"]
     assert pieces("ab, cd. ef", limit=100) == ["ab, cd. ef"]
+    assert pieces("ab, cd. ef", limit=100, target=4) == ["ab,", "cd.", "ef"], "short runs, not the model's longest"
+    assert pieces("aa bb cc dd, e", limit=100, target=5) == ["aa bb", "cc", "dd, e"], "a long clause between words"
+    assert pieces("abcdefgh ij", limit=100, target=5) == ["abcdefgh", "ij"], "a word is not cut below the model's limit"
     runs = pieces("x" * 12 + ", y", limit=5)
     assert runs == ["xxxxx", "xxxxx", "xx, y"] and all(len(r) <= 5 for r in runs)
 

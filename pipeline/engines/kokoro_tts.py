@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import EngineError
-from pipeline.engines.local_tts import ESPEAK_VOICES, STAGE, _Espeak, _QueuedVoice
+from pipeline.engines.local_tts import ESPEAK_VOICES, STAGE, _Espeak, _QueuedVoice, voice_options
 from pipeline.engines.models import Piece, Pinned, SplitModel, cache_dir, ensure_split_model, verify_package_files
 from pipeline.engines.workers import CancelToken, WorkQueue, thread_count
 from settings import Settings
@@ -51,6 +51,7 @@ PREFIX = "kokoro:"  # TTS_VOICES zh=kokoro:jm_kumo
 LANGUAGES = ("zh", "pt")  # what Kokoro v1.0 was trained on, of the languages this product has rules for
 RATE = 24000
 MAX_PHONEMES = 500  # the model's context is 512 tokens
+RUN_PHONEMES = 80  # about 2 s of speech: clauses are joined up to this, not to the model's limit
 _CLAUSE = re.compile(r"(?<=[,.!?;:])\s+")
 _PUNCTUATED = re.compile(r"[^,.!?;:]+[,.!?;:]*")  # a clause and the punctuation after it
 _sessions: dict[tuple[Path, int], Any] = {}
@@ -79,14 +80,21 @@ def voice_name(voice: str) -> str | None:
     return None
 
 
-def pieces(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
-    """`phonemes` cut at clause ends into runs the model accepts (a long sentence has several)."""
+def pieces(phonemes: str, limit: int = MAX_PHONEMES, target: int = RUN_PHONEMES) -> list[str]:
+    """`phonemes` cut into runs of about `target` (never over `limit`, the model's), at clause ends
+    where it can and between words where a clause is longer: the first words of a long sentence are
+    heard while the rest is computed."""
+    size = min(target, limit)
     out: list[str] = []
     for clause in _CLAUSE.split(phonemes.strip()):
-        while len(clause) > limit:
-            out.append(clause[:limit])
-            clause = clause[limit:]
-        if out and len(out[-1]) + 1 + len(clause) <= limit:
+        while len(clause) > size:
+            cut = clause.rfind(" ", 0, size + 1)
+            if cut <= 0:
+                found = clause.find(" ", size)
+                cut = found if 0 < found <= limit else min(limit, len(clause))
+            out.append(clause[:cut])
+            clause = clause[cut:].lstrip()
+        if out and len(out[-1]) + 1 + len(clause) <= size:
             out[-1] = f"{out[-1]} {clause}"
         elif clause:
             out.append(clause)
@@ -129,27 +137,13 @@ class KokoroTTS(_QueuedVoice):
 
     @classmethod
     def from_settings(cls, settings: Settings, voice: str = DEFAULT_VOICE, language: str = "zh") -> KokoroTTS:
-        return cls(
-            voice=voice,
-            language=language,
-            speed=settings.tts_speed,
-            threads=settings.tts_threads,
-            timeout_s=settings.tts_timeout_s,
-            queue_size=settings.engine_queue_size,
-            cache=cache_dir(settings.model_cache_dir),
-        )
+        return cls(voice=voice, language=language, **voice_options(settings))
 
     @property
     def ready(self) -> bool:
         return self._session is not None
 
-    async def start(self) -> None:
-        async with self._lock:
-            if self._session is None:
-                await asyncio.to_thread(self.load)
-
     def load(self) -> None:
-        """Verify and load the model (synchronous: `start` runs it on a thread)."""
         started = time.monotonic()
         files = verify_package_files(DIST, DATA_FILES, STAGE, self.cache)
         model = ensure_split_model(MODEL, STAGE, self.cache, subdir="kokoro")

@@ -57,19 +57,37 @@ def resolve_voice(voice: str, cache: Path) -> tuple[Path, Path, str]:
     return path, config, path.stem
 
 
+def voice_options(settings: Settings) -> dict[str, Any]:
+    """What every embedded neural voice is built with, besides its voice."""
+    return {
+        "speed": settings.tts_speed,
+        "threads": settings.tts_threads,
+        "timeout_s": settings.tts_timeout_s,
+        "queue_size": settings.engine_queue_size,
+        "cache": cache_dir(settings.model_cache_dir),
+    }
+
+
 class _QueuedVoice:
-    """What both local voices share: one worker queue, loading on first use, a per-chunk timeout."""
+    """What the local voices share: one worker queue, loading once on first use, a per-chunk timeout."""
 
     name: str
     timeout_s: float
     _queue: WorkQueue
+    _lock: asyncio.Lock
 
     @property
     def ready(self) -> bool:
         raise NotImplementedError
 
-    async def start(self) -> None:
+    def load(self) -> None:
+        """Verify and load the model (synchronous: `start` runs it on a thread, once)."""
         raise NotImplementedError
+
+    async def start(self) -> None:
+        async with self._lock:
+            if not self.ready:
+                await asyncio.to_thread(self.load)
 
     def _synthesize(self, token: CancelToken, emit: Callable[[bytes], None], text: str) -> None:
         raise NotImplementedError
@@ -119,25 +137,13 @@ class LocalTTS(_QueuedVoice):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalTTS:
-        return cls(
-            voice=settings.tts_voice,
-            speed=settings.tts_speed,
-            threads=settings.tts_threads,
-            timeout_s=settings.tts_timeout_s,
-            queue_size=settings.engine_queue_size,
-            cache=cache_dir(settings.model_cache_dir),
-        )
+        return cls(voice=settings.tts_voice, **voice_options(settings))
 
     @property
     def ready(self) -> bool:
         return self._voice is not None
 
-    async def start(self) -> None:
-        async with self._lock:
-            if self._voice is None:
-                await asyncio.to_thread(self._load)
-
-    def _load(self) -> None:
+    def load(self) -> None:
         started = time.monotonic()
         model, config_path, name = resolve_voice(self.voice_name, self.cache)
         import onnxruntime  # heavy imports, only when this engine is used
