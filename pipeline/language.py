@@ -35,6 +35,9 @@ class Rules:
     closing: frozenset[str] = frozenset()
     max_backchannel_words: int = 4  # in characters where the language has no spaces
     spaced: bool = True  # words are separated by spaces
+    # Transcripts written in Simplified characters: Whisper writes Traditional ones now and then,
+    # even after a Simplified prompt.
+    simplified: bool = False
     # What Whisper writes on silence or noise in this language (subtitle credits of its training data).
     silence_phrases: frozenset[str] = frozenset()
     answer_in: str = ""  # told to the LLM where several languages are accepted
@@ -91,6 +94,7 @@ CHINESE = Rules(
     closing=frozenset({"吗", "呢", "么", "？", "?"}),
     max_backchannel_words=6,
     spaced=False,
+    simplified=True,
     answer_in="The user is speaking Mandarin Chinese: answer in Simplified Chinese (简体中文), in plain sentences.",
     repeat="抱歉，我没听清楚。您能再说一遍吗？",
     one_moment="请稍等。",
@@ -144,9 +148,8 @@ def meaningful(text: str) -> bool:
 
 
 def in_script(text: str, language: str) -> str:
-    """A transcript in the script its language's readers expect: Simplified characters for Chinese
-    (Whisper writes Traditional ones now and then, even after a Simplified prompt)."""
-    return _to_simplified(text) if language.split("-")[0].lower() == "zh" else text
+    """A transcript in the script its language's readers expect (`Rules.simplified`)."""
+    return _to_simplified(text) if rules_for(language).simplified else text
 
 
 @functools.cache

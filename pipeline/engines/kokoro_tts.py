@@ -7,9 +7,10 @@ base hears them as Mandarin and Portuguese where it hears espeak-ng's `cmn` and 
 (docs/decisions/0015-kokoro-mandarin.md).
 
 Text becomes phonemes as Kokoro itself does it: misaki's Chinese G2P for Mandarin (jieba words,
-pypinyin tones, numbers read as characters), espeak-ng's IPA for the others. One sentence is one
-ONNX run, so the first sentence is sent while the next is computed and a cancelled request stops
-at the next sentence. The model is loaded once per process, whatever voices and languages use it.
+pypinyin tones, numbers read as characters), espeak-ng's IPA for the others. A sentence is cut
+into runs of about 2 s of speech (`pieces`), one ONNX run each, so the first is sent while the next
+is computed and a cancelled request stops at the next run. The model is loaded once per process,
+whatever voices and languages use it.
 """
 
 from __future__ import annotations
